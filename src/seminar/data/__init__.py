@@ -1,0 +1,1 @@
+"""Raw sources, the canonical dataset, content encoders and the training loader."""

@@ -1,0 +1,271 @@
+"""Turn a source's raw tables into the canonical dataset directory.
+
+The work every source shares lives here: deterministic id maps (sorted raw ids, never set
+order), per-user chronological CSR sequences, attribute and token tables, content vectors
+(through the cache), the leave-one-out split and the manifest. The directory is built under a
+temporary name and swapped in at the end, so an interrupted run leaves nothing a later run trusts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from seminar.data import schema
+from seminar.data.split import SplitConfig, sample_negatives
+from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
+from seminar.io import atomic_directory, save_npy_atomic, sha256_file, write_json_atomic
+
+
+@dataclass
+class BuildConfig:
+    """How to build: which encoders, how to split, where vectors are cached."""
+
+    text_encoder: str = "minilm"
+    image_encoder: str = "none"
+    split: SplitConfig = field(default_factory=SplitConfig)
+    max_behaviours: int | None = None
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class IdMaps:
+    users: pl.Series
+    items: pl.Series
+    queries: pl.Series
+
+
+def _check_interactions(frame: pl.DataFrame, source: str) -> None:
+    missing = [c for c in (USER, ITEM, TIMESTAMP, QUERY) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: interactions miss column(s) {missing}")
+    if frame.height == 0:
+        raise DataError(f"{source}: no interactions")
+    for col in (USER, ITEM, TIMESTAMP):
+        nulls = frame[col].is_null()
+        if nulls.any():
+            row = int(nulls.arg_max())
+            raise DataError(f"{source}: interaction row {row + 1} has no {col}")
+    if not frame[TIMESTAMP].dtype.is_integer():
+        raise DataError(f"{source}: timestamp column must be integer, got {frame[TIMESTAMP].dtype}")
+
+
+def _map(values: pl.Series, vocab: pl.Series, start: int) -> np.ndarray:
+    lookup = pl.DataFrame({"key": vocab, "id": np.arange(start, start + vocab.len(), dtype=np.int32)})
+    mapped = pl.DataFrame({"key": values}).join(lookup, on="key", how="left", maintain_order="left")
+    return mapped["id"].to_numpy()
+
+
+def order_behaviours(frame: pl.DataFrame, split: SplitConfig, max_behaviours: int | None,
+                     skipped: dict[str, int]) -> pl.DataFrame:
+    """Sort by (user, timestamp, file order), keep the latest ``max_behaviours``, drop short users."""
+    frame = frame.with_row_index("_row").sort([USER, TIMESTAMP, "_row"])
+    if max_behaviours is not None:
+        before = frame.height
+        frame = frame.filter(pl.int_range(pl.len()).over(USER) >= pl.len().over(USER) - max_behaviours)
+        if before - frame.height:
+            skipped["behaviours beyond --max-behaviours (oldest dropped)"] = before - frame.height
+    lengths = frame.group_by(USER).len()
+    short = lengths.filter(pl.col("len") < split.min_behaviours)
+    if short.height:
+        skipped[f"users with fewer than {split.min_behaviours} behaviours"] = short.height
+        skipped[f"behaviours of users with fewer than {split.min_behaviours} behaviours"] = int(
+            short["len"].sum()
+        )
+        frame = frame.join(short.select(USER), on=USER, how="anti", maintain_order="left")
+    if frame.height == 0:
+        raise DataError(
+            f"no user has at least {split.min_behaviours} behaviours; nothing to split into train/valid/test"
+        )
+    return frame.drop("_row")
+
+
+def _attribute_csr(items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
+                   ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+    """Attribute ids per item (CSR over item ids 0..n) and the (field, value) vocabulary."""
+    n_items = item_vocab.len()
+    parts = []
+    for name in fields:
+        col = items[name]
+        if col.dtype != pl.List(pl.String):
+            raise DataError(f"attribute field {name!r} must be a list of strings, got {col.dtype}")
+        parts.append(
+            items.select(pl.col(ITEM), pl.col(name).alias("value"))
+            .explode("value")
+            .drop_nulls("value")
+            .filter(pl.col("value").str.len_chars() > 0)
+            .with_columns(pl.lit(name).alias("field"))
+        )
+    if parts:
+        pairs = pl.concat(parts).unique(maintain_order=True)
+    else:
+        pairs = pl.DataFrame(schema={ITEM: item_vocab.dtype, "value": pl.String, "field": pl.String})
+    vocab = pairs.select("field", "value").unique().sort(["field", "value"])
+    vocab = vocab.with_columns(pl.int_range(1, vocab.height + 1, dtype=pl.Int32).alias("attribute_id"))
+    item_ids = pl.DataFrame({ITEM: item_vocab, "item_id": np.arange(1, n_items + 1, dtype=np.int32)})
+    pairs = (pairs.join(item_ids, on=ITEM, how="inner")
+             .join(vocab, on=["field", "value"], how="inner")
+             .sort(["item_id", "attribute_id"]))
+    counts = np.bincount(pairs["item_id"].to_numpy(), minlength=n_items + 1)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return offsets, pairs["attribute_id"].to_numpy().astype(np.int32), vocab
+
+
+def _representative_queries(items: np.ndarray, queries: np.ndarray, n_items: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """One observed query per item (a random occurrence), for the `pair` test mode's negatives."""
+    order = rng.permutation(items.size)
+    rep = np.full(n_items + 1, schema.EMPTY_QUERY, dtype=np.int32)
+    rep[0] = schema.PAD
+    rep[items[order]] = queries[order]  # last write wins: a random occurrence per item
+    return rep
+
+
+def _raw_inputs(files: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for path in files:
+        path = Path(path)
+        out.append({"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    return out
+
+
+def source_fingerprint(tables: SourceTables, config: BuildConfig) -> dict[str, Any]:
+    """What decides the dataset's content: raw file hashes, source options, build options."""
+    split = asdict(config.split)
+    return {
+        "source": tables.name,
+        "params": {k: str(v) for k, v in sorted(tables.params.items())},
+        "raw_inputs": _raw_inputs(tables.raw_files),
+        "build": {"text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
+                  "max_behaviours": config.max_behaviours, "split": split},
+    }
+
+
+def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig | None = None,
+                  *, overwrite: bool = False) -> Path:
+    """Build the canonical dataset for ``tables`` at ``out_dir`` (atomically) and return its path."""
+    config = config or BuildConfig()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    steps = tqdm(total=6, desc=f"prepare {tables.name}", disable=not config.progress, unit="step")
+    _check_interactions(tables.interactions, tables.name)
+    fingerprint = source_fingerprint(tables, config)
+    skipped = dict(tables.skipped)
+
+    frame = order_behaviours(tables.interactions.select(USER, ITEM, TIMESTAMP, QUERY),
+                             config.split, config.max_behaviours, skipped)
+    steps.update()
+    user_vocab = frame[USER].unique(maintain_order=True)  # already sorted by user
+    item_vocab = frame[ITEM].unique().sort()
+    query_vocab = frame[QUERY].drop_nulls().unique().sort()
+    item_ids = _map(frame[ITEM], item_vocab, 1)
+    query_ids = _map(frame[QUERY], query_vocab, schema.EMPTY_QUERY + 1)
+    query_ids[frame[QUERY].is_null().to_numpy()] = schema.EMPTY_QUERY
+    lengths = frame.group_by(USER, maintain_order=True).len()["len"].to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    timestamps = frame[TIMESTAMP].to_numpy().astype(np.int64)
+    behaviour = (query_ids != schema.EMPTY_QUERY).astype(np.int8)
+    n_items, n_queries = item_vocab.len(), query_vocab.len() + 1
+    del frame
+    steps.update()
+
+    items = _items_frame(tables, item_vocab, skipped)
+    attr_offsets, attr_ids, attr_vocab = _attribute_csr(items, tables.attribute_fields, item_vocab)
+    steps.update()
+
+    rng = np.random.default_rng(config.split.seed)
+    test_neg = sample_negatives(offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling)
+    valid_neg = sample_negatives(offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling)
+    rep_query = _representative_queries(item_ids, query_ids, n_items, rng)
+    steps.update()
+
+    from seminar.data import content  # local: pulls in torch/transformers only when building
+
+    vectors, tokens, encoders = content.compute_content(tables, items, query_vocab, config)
+    steps.update()
+
+    with atomic_directory(out_dir, overwrite=overwrite) as work:
+        arrays = {
+            "offsets": offsets, "items": item_ids, "queries": query_ids, "timestamps": timestamps,
+            "behaviour": behaviour, "attr_offsets": attr_offsets, "attr_ids": attr_ids,
+            "representative_query": rep_query, "test_negatives": test_neg, "valid_negatives": valid_neg,
+        }
+        all_files = {**schema.SEQUENCE_FILES, **schema.ITEM_FILES, **schema.SPLIT_FILES, **schema.TOKEN_FILES}
+        arrays.update(tokens)
+        for name, arr in arrays.items():
+            rel, dtype = all_files[name]
+            save_npy_atomic(work / rel, arr.astype(dtype, copy=False))
+        for channel, arr in vectors.items():
+            save_npy_atomic(work / schema.vector_path(channel), arr.astype(np.float16, copy=False))
+        _write_tables(work, user_vocab, items, item_vocab, query_vocab, attr_vocab)
+        counts = {
+            "users": int(lengths.size), "items": int(n_items), "queries": int(n_queries),
+            "attributes": int(attr_vocab.height), "behaviours": int(offsets[-1]),
+            "search_behaviours": int(behaviour.sum()),
+        }
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            **fingerprint,
+            "text_kind": tables.text_kind,
+            "synthetic_queries": tables.synthetic_queries,
+            "attribute_fields": list(tables.attribute_fields),
+            "counts": counts,
+            "skipped": skipped,
+            "encoders": encoders,
+            "vectors": {ch: {"dim": int(arr.shape[1]), "encoder": encoders[ch]} for ch, arr in vectors.items()},
+            "split": {**asdict(config.split), "scheme": "leave-one-out"},
+            "build_seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json_atomic(work / schema.MANIFEST, manifest)  # written last: marks a finished build
+    steps.update()
+    steps.close()
+    return out_dir
+
+
+def _items_frame(tables: SourceTables, item_vocab: pl.Series, skipped: dict[str, int]) -> pl.DataFrame:
+    """Side information aligned with ``item_vocab``; items without a row get empty fields."""
+    items = tables.items
+    if ITEM not in items.columns:
+        raise DataError(f"{tables.name}: items table has no {ITEM!r} column")
+    if items[ITEM].dtype != item_vocab.dtype:
+        items = items.with_columns(pl.col(ITEM).cast(item_vocab.dtype, strict=False))
+    dup = items[ITEM].is_duplicated()
+    if dup.any():
+        raise DataError(f"{tables.name}: item {items[ITEM][int(dup.arg_max())]!r} appears twice in the item table")
+    cols = [c for c in (TITLE, IMAGE_PATH) if c in items.columns] + list(tables.attribute_fields)
+    for name in tables.attribute_fields:
+        if name not in items.columns:
+            raise DataError(f"{tables.name}: attribute field {name!r} is not a column of the item table")
+    aligned = pl.DataFrame({ITEM: item_vocab}).join(items.select(ITEM, *cols), on=ITEM, how="left",
+                                                    maintain_order="left")
+    known = item_vocab.is_in(items[ITEM]).sum()
+    if known < item_vocab.len():
+        skipped["items without side information (kept with empty fields)"] = int(item_vocab.len() - known)
+    return aligned
+
+
+def _write_tables(work: Path, users: pl.Series, items: pl.DataFrame, item_vocab: pl.Series,
+                  query_vocab: pl.Series, attr_vocab: pl.DataFrame) -> None:
+    from seminar.io import atomic_path
+
+    frames = {
+        "users": pl.DataFrame({"user_index": np.arange(users.len(), dtype=np.int32), "raw_id": users.cast(pl.String)}),
+        "items": items.with_columns(pl.col(ITEM).cast(pl.String).alias("raw_id"))
+        .drop(ITEM)
+        .with_columns(pl.int_range(1, item_vocab.len() + 1, dtype=pl.Int32).alias("item_id")),
+        "queries": pl.DataFrame({
+            "query_id": np.arange(schema.EMPTY_QUERY, query_vocab.len() + 2, dtype=np.int32),
+            "text": pl.concat([pl.Series([None], dtype=pl.String), query_vocab.cast(pl.String)]),
+        }),
+        "attributes": attr_vocab,
+    }
+    for name, frame in frames.items():
+        with atomic_path(work / schema.TABLE_FILES[name]) as tmp:
+            frame.write_parquet(tmp)

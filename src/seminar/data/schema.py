@@ -1,0 +1,218 @@
+"""The canonical dataset directory: which files, which dtypes, and validation on load.
+
+Sequences are stored once per user in CSR form (``offsets`` into flat behaviour arrays), never
+one copy per training sample. Ids are dense and start at 1 so that 0 is always padding; query
+id 1 is the empty query of a recommendation behaviour, which is a real (learned) embedding.
+Large arrays are memory-mapped on load so that a 25M-behaviour dataset opens instantly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from seminar.data.tables import DataError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+PAD = 0
+EMPTY_QUERY = 1
+RECOMMENDATION = 0
+SEARCH = 1
+
+# name -> (relative path, dtype). Optional files are checked only when the manifest lists them.
+SEQUENCE_FILES: dict[str, tuple[str, str]] = {
+    "offsets": ("sequences/offsets.npy", "int64"),
+    "items": ("sequences/items.npy", "int32"),
+    "queries": ("sequences/queries.npy", "int32"),
+    "timestamps": ("sequences/timestamps.npy", "int64"),
+    "behaviour": ("sequences/behaviour.npy", "int8"),
+}
+ITEM_FILES: dict[str, tuple[str, str]] = {
+    "attr_offsets": ("items/attr_offsets.npy", "int64"),
+    "attr_ids": ("items/attr_ids.npy", "int32"),
+    "representative_query": ("items/representative_query.npy", "int32"),
+}
+SPLIT_FILES: dict[str, tuple[str, str]] = {
+    "test_negatives": ("split/test_negatives.npy", "int32"),
+    "valid_negatives": ("split/valid_negatives.npy", "int32"),
+}
+TOKEN_FILES: dict[str, tuple[str, str]] = {
+    "item_token_offsets": ("tokens/item_offsets.npy", "int64"),
+    "item_token_ids": ("tokens/item_ids.npy", "int32"),
+    "query_token_offsets": ("tokens/query_offsets.npy", "int64"),
+    "query_token_ids": ("tokens/query_ids.npy", "int32"),
+}
+TABLE_FILES = {
+    "users": "tables/users.parquet",
+    "items": "tables/items.parquet",
+    "queries": "tables/queries.parquet",
+    "attributes": "tables/attributes.parquet",
+}
+# Content vector channels and which id space their rows follow.
+VECTOR_CHANNELS = {"query_text": "query", "item_text": "item", "item_image": "item"}
+
+
+def vector_path(channel: str) -> str:
+    return f"vectors/{channel}.npy"
+
+
+@dataclass
+class SeminarDataset:
+    """A loaded, validated canonical dataset. Arrays are read-only (memory-mapped)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    offsets: np.ndarray
+    items: np.ndarray
+    queries: np.ndarray
+    timestamps: np.ndarray
+    behaviour: np.ndarray
+    attr_offsets: np.ndarray
+    attr_ids: np.ndarray
+    representative_query: np.ndarray
+    test_negatives: np.ndarray
+    valid_negatives: np.ndarray
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    tokens: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items; valid item ids are 1..n_items."""
+        return int(self.manifest["counts"]["items"])
+
+    @property
+    def n_queries(self) -> int:
+        """Number of query ids including the empty query; valid ids are 1..n_queries."""
+        return int(self.manifest["counts"]["queries"])
+
+    @property
+    def n_attributes(self) -> int:
+        return int(self.manifest["counts"]["attributes"])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def table(self, name: str) -> pl.DataFrame:
+        """Read one of the id tables (users, items, queries, attributes) on demand."""
+        return pl.read_parquet(self.root / TABLE_FILES[name])
+
+    def item_attributes_padded(self, max_attributes: int | None = None) -> np.ndarray:
+        """Attribute ids per item as a [n_items + 1, width] matrix padded with 0 (for embedding bags)."""
+        counts = np.diff(self.attr_offsets)
+        width = int(counts.max()) if counts.size else 0
+        if max_attributes is not None:
+            width = min(width, max_attributes)
+        out = np.zeros((self.attr_offsets.shape[0] - 1, max(width, 1)), dtype=np.int32)
+        if width == 0:
+            return out
+        rows = np.repeat(np.arange(counts.size), counts)
+        cols = np.arange(self.attr_ids.size) - np.repeat(self.attr_offsets[:-1], counts)
+        keep = cols < width
+        out[rows[keep], cols[keep]] = self.attr_ids[keep]
+        return out
+
+
+def _load_array(root: Path, rel: str, dtype: str, mmap: bool) -> np.ndarray:
+    path = root / rel
+    if not path.is_file():
+        raise DataError(f"{root}: dataset file {rel} is missing; re-run `seminar prepare`")
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: unreadable or truncated array ({exc})") from exc
+    if arr.dtype != np.dtype(dtype):
+        raise DataError(f"{path}: dtype {arr.dtype}, expected {dtype}")
+    return arr
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"{root}: no {MANIFEST}; this is not a prepared dataset (or its preparation did not finish)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DataError(f"{path}: schema version {version}, this library reads {SCHEMA_VERSION}")
+    return manifest
+
+
+def load_dataset(root: Path | str, *, mmap: bool = True, check_vectors: bool = True) -> SeminarDataset:
+    """Open a prepared dataset and validate it; every problem is reported with the file it is in."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    arrays = {name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in
+              {**SEQUENCE_FILES, **ITEM_FILES, **SPLIT_FILES}.items()}
+    tokens: dict[str, np.ndarray] = {}
+    if manifest.get("text_kind") == "tokens":
+        tokens = {name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in TOKEN_FILES.items()}
+    vectors: dict[str, np.ndarray] = {}
+    for channel, info in manifest.get("vectors", {}).items():
+        arr = _load_array(root, vector_path(channel), "float16", mmap)
+        if arr.ndim != 2 or arr.shape[1] != info["dim"]:
+            raise DataError(f"{root / vector_path(channel)}: shape {arr.shape}, expected (*, {info['dim']})")
+        vectors[channel] = arr
+    ds = SeminarDataset(root=root, manifest=manifest, vectors=vectors, tokens=tokens, **arrays)
+    validate(ds, check_vectors=check_vectors)
+    return ds
+
+
+def _fail(ds: SeminarDataset, rel: str, msg: str) -> None:
+    raise DataError(f"{ds.root / rel}: {msg}")
+
+
+def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
+    """Check the invariants every consumer relies on; raise DataError naming the file at fault."""
+    counts = ds.manifest["counts"]
+    off = ds.offsets
+    n_beh = int(counts["behaviours"])
+    if off.ndim != 1 or off.size != counts["users"] + 1 or off[0] != 0 or off[-1] != n_beh:
+        _fail(ds, SEQUENCE_FILES["offsets"][0],
+              f"offsets do not describe {counts['users']} users and {n_beh} behaviours")
+    if np.any(np.diff(off) < int(ds.manifest["split"]["min_behaviours"])):
+        _fail(ds, SEQUENCE_FILES["offsets"][0], "a user has fewer behaviours than the split needs")
+    for name in ("items", "queries", "timestamps", "behaviour"):
+        arr = getattr(ds, name)
+        if arr.shape != (n_beh,):
+            _fail(ds, SEQUENCE_FILES[name][0], f"shape {arr.shape}, expected ({n_beh},)")
+    _check_range(ds, ds.items, 1, ds.n_items, SEQUENCE_FILES["items"][0], "item id")
+    _check_range(ds, ds.queries, 1, ds.n_queries, SEQUENCE_FILES["queries"][0], "query id")
+    is_search = ds.behaviour == SEARCH
+    if np.any(is_search != (np.asarray(ds.queries) != EMPTY_QUERY)):
+        _fail(ds, SEQUENCE_FILES["behaviour"][0], "behaviour type disagrees with the empty query")
+    if ds.attr_offsets.size != ds.n_items + 2 or ds.attr_offsets[-1] != ds.attr_ids.size:
+        _fail(ds, ITEM_FILES["attr_offsets"][0], "attribute offsets do not match the item count")
+    _check_range(ds, ds.attr_ids, 1, max(ds.n_attributes, 1), ITEM_FILES["attr_ids"][0], "attribute id")
+    if ds.representative_query.shape != (ds.n_items + 1,):
+        _fail(ds, ITEM_FILES["representative_query"][0], "one query per item id expected")
+    for name in ("test_negatives", "valid_negatives"):
+        arr = getattr(ds, name)
+        if arr.shape != (ds.n_users, int(ds.manifest["split"]["negatives"])):
+            _fail(ds, SPLIT_FILES[name][0], f"shape {arr.shape} does not match users x negatives")
+        _check_range(ds, arr, 1, ds.n_items, SPLIT_FILES[name][0], "negative item id")
+    for channel, arr in ds.vectors.items():
+        rows = ds.n_queries + 1 if VECTOR_CHANNELS[channel] == "query" else ds.n_items + 1
+        if arr.shape[0] != rows:
+            _fail(ds, vector_path(channel), f"{arr.shape[0]} rows, expected {rows}")
+        if check_vectors and not np.isfinite(np.asarray(arr, dtype=np.float32)).all():
+            _fail(ds, vector_path(channel), "contains NaN or infinite values")
+
+
+def _check_range(ds: SeminarDataset, arr: np.ndarray, lo: int, hi: int, rel: str, what: str) -> None:
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        _fail(ds, rel, f"{what} outside [{lo}, {hi}] (found {int(arr.min())}..{int(arr.max())})")

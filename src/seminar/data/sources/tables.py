@@ -1,0 +1,131 @@
+"""A user's own data as plain tables (CSV or Parquet): the format most people start from.
+
+Interactions need user, item and timestamp columns and may have a query text column (an empty
+or missing query means a recommendation behaviour). Items may have a title, an image path and
+any attribute columns; a multi-valued attribute like ``Adventure|Comedy`` is split on a
+configurable separator. Column names are options, so no file needs renaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
+
+
+@dataclass
+class TableColumns:
+    """Names of the columns in the user's files."""
+
+    user: str = "user"
+    item: str = "item"
+    timestamp: str = "timestamp"
+    query: str | None = None
+    title: str | None = None
+    image_path: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    multi_value_separator: str = "|"
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a CSV or Parquet file with every column as text (types are checked per column later)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(path)
+            return frame.with_columns(pl.all().cast(pl.String))
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            return pl.read_csv(path, separator=sep, infer_schema=False, quote_char='"')
+    except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _require(frame: pl.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {frame.columns}")
+
+
+def _line(row: int) -> str:
+    return f"row {row + 1} (line {row + 2})"
+
+
+def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
+    """Integers as they are; otherwise ISO dates/datetimes converted to epoch seconds."""
+    text = values.str.strip_chars()
+    as_int = text.cast(pl.Int64, strict=False)
+    as_float = text.cast(pl.Float64, strict=False)
+    as_time = text.str.to_datetime(strict=False, time_unit="us").dt.epoch("s")
+    parsed = as_int.fill_null(as_float.cast(pl.Int64, strict=False)).fill_null(as_time)
+    bad = parsed.is_null()
+    if bad.any():
+        row = int(bad.arg_max())
+        raise DataError(f"{path}: {_line(row)}, column {column!r}: {values[row]!r} is not a timestamp")
+    return parsed
+
+
+def read_interaction_tables(
+    interactions: Path, items: Path | None = None, columns: TableColumns | None = None,
+    *, image_root: Path | None = None,
+) -> SourceTables:
+    """Read the user's interactions (and optional items) file into a SourceTables."""
+    cols = columns or TableColumns()
+    interactions = Path(interactions)
+    raw = read_table(interactions)
+    wanted = [cols.user, cols.item, cols.timestamp] + ([cols.query] if cols.query else [])
+    _require(raw, wanted, interactions)
+    for name in (cols.user, cols.item):
+        empty = raw[name].is_null() | (raw[name].str.strip_chars().str.len_chars() == 0)
+        if empty.any():
+            raise DataError(f"{interactions}: {_line(int(empty.arg_max()))}, column {name!r}: empty id")
+    query = (raw[cols.query].str.strip_chars() if cols.query else pl.Series([None] * raw.height, dtype=pl.String))
+    frame = pl.DataFrame({
+        USER: raw[cols.user].str.strip_chars(),
+        ITEM: raw[cols.item].str.strip_chars(),
+        TIMESTAMP: parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp),
+        QUERY: pl.when(query.str.len_chars() > 0).then(query).otherwise(None),
+    })
+    raw_files = [interactions]
+    item_frame = pl.DataFrame({ITEM: frame[ITEM].unique().sort()})
+    attributes: list[str] = []
+    if items is not None:
+        items = Path(items)
+        raw_items = read_table(items)
+        optional = [c for c in (cols.title, cols.image_path) if c]
+        _require(raw_items, [cols.item, *optional, *cols.attributes], items)
+        data: dict[str, pl.Series] = {ITEM: raw_items[cols.item].str.strip_chars()}
+        if cols.title:
+            data[TITLE] = raw_items[cols.title]
+        if cols.image_path:
+            data[IMAGE_PATH] = raw_items[cols.image_path]
+        for name in cols.attributes:
+            data[name] = (raw_items[name].fill_null("").str.split(cols.multi_value_separator)
+                          .list.eval(pl.element().str.strip_chars().filter(pl.element().str.len_chars() > 0)))
+        item_frame = pl.DataFrame(data)
+        dup = item_frame[ITEM].is_duplicated()
+        if dup.any():
+            raise DataError(f"{items}: {_line(int(dup.arg_max()))}: item {item_frame[ITEM][int(dup.arg_max())]!r} "
+                            "appears more than once")
+        unknown = ~frame[ITEM].is_in(item_frame[ITEM])
+        if unknown.any():
+            row = int(unknown.arg_max())
+            raise DataError(f"{interactions}: {_line(row)}: item {frame[ITEM][row]!r} is not in {items}")
+        raw_files.append(items)
+        attributes = list(cols.attributes)
+    return SourceTables(
+        name=f"tables:{interactions.stem}",
+        interactions=frame,
+        items=item_frame,
+        attribute_fields=attributes,
+        raw_files=raw_files,
+        image_root=image_root or (items.parent if items is not None else None),
+        params={k: v for k, v in vars(cols).items()},
+    )

@@ -1,0 +1,108 @@
+"""Leave-one-out split (paper 4.1) and sampled evaluation negatives.
+
+Per user with N behaviours (chronological index 0..N-1): index N-1 is the test positive,
+N-2 the validation positive, and 1..N-3 are training targets (each predicted from the
+behaviours before it). Test and validation each get their own negatives, drawn without
+replacement from items the user never interacted with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from seminar.data.tables import DataError
+
+Sampling = Literal["uniform", "popularity"]
+MIN_BEHAVIOURS = 3
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    negatives: int = 99
+    sampling: Sampling = "uniform"
+    seed: int = 0
+    min_behaviours: int = MIN_BEHAVIOURS
+
+
+def sample_negatives(
+    offsets: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+    sampling: Sampling = "uniform",
+) -> np.ndarray:
+    """Draw ``n_negatives`` distinct items per user that are absent from the user's history.
+
+    Vectorised rejection sampling: candidates are checked against a sorted array of
+    ``user * (n_items + 1) + item`` keys, and only rows still short are redrawn.
+    """
+    n_users = offsets.size - 1
+    lengths = np.diff(offsets)
+    user_of = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
+    stride = np.int64(n_items + 1)
+    history = np.unique(user_of * stride + items.astype(np.int64))
+    distinct = np.bincount(history // stride, minlength=n_users)
+    free = n_items - distinct
+    if n_users and free.min() < n_negatives:
+        bad = int(np.argmin(free))
+        raise DataError(
+            f"cannot sample {n_negatives} negatives for user index {bad}: only {int(free[bad])} "
+            f"of {n_items} items are outside their history (lower --negatives)"
+        )
+    if sampling == "popularity":
+        weights = np.bincount(items, minlength=n_items + 1)[1:].astype(np.float64)
+        probs = weights / weights.sum()
+    elif sampling == "uniform":
+        probs = None
+    else:
+        raise ValueError(f"unknown negative sampling {sampling!r}; use 'uniform' or 'popularity'")
+
+    out = np.zeros((n_users, n_negatives), dtype=np.int32)
+    filled = np.zeros(n_users, dtype=np.int64)
+    pending = np.arange(n_users)
+    draw = max(2 * n_negatives, 8)
+    first_round = True
+    while pending.size:
+        if probs is None:
+            cand = rng.integers(1, n_items + 1, size=(pending.size, draw), dtype=np.int64)
+        else:
+            cand = rng.choice(n_items, size=(pending.size, draw), p=probs).astype(np.int64) + 1
+        keys = pending[:, None] * stride + cand
+        pos = np.searchsorted(history, keys)
+        cand[history[np.minimum(pos, history.size - 1)] == keys] = 0
+        if first_round:
+            _fill_distinct(out, filled, pending, cand, n_negatives)
+            first_round = False
+        else:
+            for row, user in enumerate(pending):
+                fresh = cand[row][cand[row] > 0]
+                fresh = fresh[~np.isin(fresh, out[user, : filled[user]])]
+                fresh = np.unique(fresh)[: n_negatives - filled[user]]
+                out[user, filled[user] : filled[user] + fresh.size] = fresh
+                filled[user] += fresh.size
+        pending = pending[filled[pending] < n_negatives]
+    return out
+
+
+def _fill_distinct(
+    out: np.ndarray, filled: np.ndarray, users: np.ndarray, cand: np.ndarray, n_negatives: int
+) -> None:
+    """Keep the first ``n_negatives`` distinct non-zero candidates per row (in draw order), all rows at once.
+
+    Draw order matters: keeping the smallest ids instead would bias negatives towards low ids.
+    """
+    order = np.argsort(cand, axis=1, kind="stable")
+    ranked = np.take_along_axis(cand, order, axis=1)
+    first_seen = ranked > 0
+    first_seen[:, 1:] &= ranked[:, 1:] != ranked[:, :-1]  # stable sort: first occurrence kept
+    valid = np.empty_like(first_seen)
+    np.put_along_axis(valid, order, first_seen, axis=1)
+    pick = np.argsort(~valid, axis=1, kind="stable")[:, :n_negatives]
+    picked = np.take_along_axis(cand, pick, axis=1)
+    picked[~np.take_along_axis(valid, pick, axis=1)] = 0
+    out[users] = picked
+    filled[users] = np.minimum(valid.sum(axis=1), n_negatives)
