@@ -63,8 +63,9 @@ def _map(values: pl.Series, vocab: pl.Series, start: int) -> np.ndarray:
     return mapped["id"].to_numpy()
 
 
-def order_behaviours(frame: pl.DataFrame, split: SplitConfig, max_behaviours: int | None,
-                     skipped: dict[str, int]) -> pl.DataFrame:
+def order_behaviours(
+    frame: pl.DataFrame, split: SplitConfig, max_behaviours: int | None, skipped: dict[str, int]
+) -> pl.DataFrame:
     """Sort by (user, timestamp, file order), keep the latest ``max_behaviours``, drop short users."""
     frame = frame.with_row_index("_row").sort([USER, TIMESTAMP, "_row"])
     if max_behaviours is not None:
@@ -87,8 +88,9 @@ def order_behaviours(frame: pl.DataFrame, split: SplitConfig, max_behaviours: in
     return frame.drop("_row")
 
 
-def _attribute_csr(items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
-                   ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+def _attribute_csr(
+    items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
+) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
     """Attribute ids per item (CSR over item ids 0..n) and the (field, value) vocabulary."""
     n_items = item_vocab.len()
     parts = []
@@ -110,16 +112,19 @@ def _attribute_csr(items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
     vocab = pairs.select("field", "value").unique().sort(["field", "value"])
     vocab = vocab.with_columns(pl.int_range(1, vocab.height + 1, dtype=pl.Int32).alias("attribute_id"))
     item_ids = pl.DataFrame({ITEM: item_vocab, "item_id": np.arange(1, n_items + 1, dtype=np.int32)})
-    pairs = (pairs.join(item_ids, on=ITEM, how="inner")
-             .join(vocab, on=["field", "value"], how="inner")
-             .sort(["item_id", "attribute_id"]))
+    pairs = (
+        pairs.join(item_ids, on=ITEM, how="inner")
+        .join(vocab, on=["field", "value"], how="inner")
+        .sort(["item_id", "attribute_id"])
+    )
     counts = np.bincount(pairs["item_id"].to_numpy(), minlength=n_items + 1)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return offsets, pairs["attribute_id"].to_numpy().astype(np.int32), vocab
 
 
-def _representative_queries(items: np.ndarray, queries: np.ndarray, n_items: int,
-                            rng: np.random.Generator) -> np.ndarray:
+def _representative_queries(
+    items: np.ndarray, queries: np.ndarray, n_items: int, rng: np.random.Generator
+) -> np.ndarray:
     """One observed query per item (a random occurrence), for the `pair` test mode's negatives."""
     order = rng.permutation(items.size)
     rep = np.full(n_items + 1, schema.EMPTY_QUERY, dtype=np.int32)
@@ -143,24 +148,60 @@ def source_fingerprint(tables: SourceTables, config: BuildConfig) -> dict[str, A
         "source": tables.name,
         "params": {k: str(v) for k, v in sorted(tables.params.items())},
         "raw_inputs": _raw_inputs(tables.raw_files),
-        "build": {"text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
-                  "max_behaviours": config.max_behaviours, "split": split},
+        "build": {
+            "text_encoder": config.text_encoder,
+            "image_encoder": config.image_encoder,
+            "max_behaviours": config.max_behaviours,
+            "split": split,
+        },
     }
 
 
-def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig | None = None,
-                  *, overwrite: bool = False) -> Path:
+def prepare(
+    tables: SourceTables, out_dir: Path | str, config: BuildConfig | None = None, *, force: bool = False
+) -> bool:
+    """Build ``out_dir`` unless it already holds a valid dataset of the same inputs and options.
+
+    Returns True when it built. An existing dataset that fails validation is rebuilt, never trusted.
+    """
+    config = config or BuildConfig()
+    fingerprint = source_fingerprint(tables, config)
+    if not force and _matches(Path(out_dir), fingerprint):
+        return False
+    build_dataset(tables, out_dir, config, overwrite=True, fingerprint=fingerprint)
+    return True
+
+
+def _matches(out_dir: Path, fingerprint: dict[str, Any]) -> bool:
+    if not (out_dir / schema.MANIFEST).is_file():
+        return False
+    try:
+        ds = schema.load_dataset(out_dir)
+    except DataError:
+        return False
+    return all(ds.manifest.get(key) == value for key, value in fingerprint.items())
+
+
+def build_dataset(
+    tables: SourceTables,
+    out_dir: Path | str,
+    config: BuildConfig | None = None,
+    *,
+    overwrite: bool = False,
+    fingerprint: dict[str, Any] | None = None,
+) -> Path:
     """Build the canonical dataset for ``tables`` at ``out_dir`` (atomically) and return its path."""
     config = config or BuildConfig()
     out_dir = Path(out_dir)
     started = time.perf_counter()
     steps = tqdm(total=6, desc=f"prepare {tables.name}", disable=not config.progress, unit="step")
     _check_interactions(tables.interactions, tables.name)
-    fingerprint = source_fingerprint(tables, config)
+    fingerprint = fingerprint or source_fingerprint(tables, config)
     skipped = dict(tables.skipped)
 
-    frame = order_behaviours(tables.interactions.select(USER, ITEM, TIMESTAMP, QUERY),
-                             config.split, config.max_behaviours, skipped)
+    frame = order_behaviours(
+        tables.interactions.select(USER, ITEM, TIMESTAMP, QUERY), config.split, config.max_behaviours, skipped
+    )
     steps.update()
     user_vocab = frame[USER].unique(maintain_order=True)  # already sorted by user
     item_vocab = frame[ITEM].unique().sort()
@@ -181,8 +222,12 @@ def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig
     steps.update()
 
     rng = np.random.default_rng(config.split.seed)
-    test_neg = sample_negatives(offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling)
-    valid_neg = sample_negatives(offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling)
+    test_neg = sample_negatives(
+        offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
+    )
+    valid_neg = sample_negatives(
+        offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
+    )
     rep_query = _representative_queries(item_ids, query_ids, n_items, rng)
     steps.update()
 
@@ -193,9 +238,16 @@ def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig
 
     with atomic_directory(out_dir, overwrite=overwrite) as work:
         arrays = {
-            "offsets": offsets, "items": item_ids, "queries": query_ids, "timestamps": timestamps,
-            "behaviour": behaviour, "attr_offsets": attr_offsets, "attr_ids": attr_ids,
-            "representative_query": rep_query, "test_negatives": test_neg, "valid_negatives": valid_neg,
+            "offsets": offsets,
+            "items": item_ids,
+            "queries": query_ids,
+            "timestamps": timestamps,
+            "behaviour": behaviour,
+            "attr_offsets": attr_offsets,
+            "attr_ids": attr_ids,
+            "representative_query": rep_query,
+            "test_negatives": test_neg,
+            "valid_negatives": valid_neg,
         }
         all_files = {**schema.SEQUENCE_FILES, **schema.ITEM_FILES, **schema.SPLIT_FILES, **schema.TOKEN_FILES}
         arrays.update(tokens)
@@ -206,8 +258,11 @@ def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig
             save_npy_atomic(work / schema.vector_path(channel), arr.astype(np.float16, copy=False))
         _write_tables(work, user_vocab, items, item_vocab, query_vocab, attr_vocab)
         counts = {
-            "users": int(lengths.size), "items": int(n_items), "queries": int(n_queries),
-            "attributes": int(attr_vocab.height), "behaviours": int(offsets[-1]),
+            "users": int(lengths.size),
+            "items": int(n_items),
+            "queries": int(n_queries),
+            "attributes": int(attr_vocab.height),
+            "behaviours": int(offsets[-1]),
             "search_behaviours": int(behaviour.sum()),
         }
         manifest = {
@@ -219,7 +274,9 @@ def build_dataset(tables: SourceTables, out_dir: Path | str, config: BuildConfig
             "counts": counts,
             "skipped": skipped,
             "encoders": encoders,
-            "vectors": {ch: {"dim": int(arr.shape[1]), "encoder": encoders[ch]} for ch, arr in vectors.items()},
+            "vectors": {
+                ch: {"dim": int(arr.shape[1]), "encoder": encoders[ch]} for ch, arr in vectors.items()
+            },
             "split": {**asdict(config.split), "scheme": "leave-one-out"},
             "build_seconds": round(time.perf_counter() - started, 3),
         }
@@ -238,32 +295,45 @@ def _items_frame(tables: SourceTables, item_vocab: pl.Series, skipped: dict[str,
         items = items.with_columns(pl.col(ITEM).cast(item_vocab.dtype, strict=False))
     dup = items[ITEM].is_duplicated()
     if dup.any():
-        raise DataError(f"{tables.name}: item {items[ITEM][int(dup.arg_max())]!r} appears twice in the item table")
+        raise DataError(
+            f"{tables.name}: item {items[ITEM][int(dup.arg_max())]!r} appears twice in the item table"
+        )
     cols = [c for c in (TITLE, IMAGE_PATH) if c in items.columns] + list(tables.attribute_fields)
     for name in tables.attribute_fields:
         if name not in items.columns:
             raise DataError(f"{tables.name}: attribute field {name!r} is not a column of the item table")
-    aligned = pl.DataFrame({ITEM: item_vocab}).join(items.select(ITEM, *cols), on=ITEM, how="left",
-                                                    maintain_order="left")
-    known = item_vocab.is_in(items[ITEM]).sum()
+    aligned = pl.DataFrame({ITEM: item_vocab}).join(
+        items.select(ITEM, *cols), on=ITEM, how="left", maintain_order="left"
+    )
+    known = item_vocab.is_in(items[ITEM].implode()).sum()
     if known < item_vocab.len():
         skipped["items without side information (kept with empty fields)"] = int(item_vocab.len() - known)
     return aligned
 
 
-def _write_tables(work: Path, users: pl.Series, items: pl.DataFrame, item_vocab: pl.Series,
-                  query_vocab: pl.Series, attr_vocab: pl.DataFrame) -> None:
+def _write_tables(
+    work: Path,
+    users: pl.Series,
+    items: pl.DataFrame,
+    item_vocab: pl.Series,
+    query_vocab: pl.Series,
+    attr_vocab: pl.DataFrame,
+) -> None:
     from seminar.io import atomic_path
 
     frames = {
-        "users": pl.DataFrame({"user_index": np.arange(users.len(), dtype=np.int32), "raw_id": users.cast(pl.String)}),
+        "users": pl.DataFrame(
+            {"user_index": np.arange(users.len(), dtype=np.int32), "raw_id": users.cast(pl.String)}
+        ),
         "items": items.with_columns(pl.col(ITEM).cast(pl.String).alias("raw_id"))
         .drop(ITEM)
         .with_columns(pl.int_range(1, item_vocab.len() + 1, dtype=pl.Int32).alias("item_id")),
-        "queries": pl.DataFrame({
-            "query_id": np.arange(schema.EMPTY_QUERY, query_vocab.len() + 2, dtype=np.int32),
-            "text": pl.concat([pl.Series([None], dtype=pl.String), query_vocab.cast(pl.String)]),
-        }),
+        "queries": pl.DataFrame(
+            {
+                "query_id": np.arange(schema.EMPTY_QUERY, query_vocab.len() + 2, dtype=np.int32),
+                "text": pl.concat([pl.Series([None], dtype=pl.String), query_vocab.cast(pl.String)]),
+            }
+        ),
         "attributes": attr_vocab,
     }
     for name, frame in frames.items():

@@ -37,8 +37,7 @@ def _check_vectors(arr: np.ndarray, rows: int, what: str) -> np.ndarray:
 def _realign(values: pl.Series, vectors: np.ndarray, wanted: pl.Series, what: str) -> np.ndarray:
     """Reorder source-provided vectors (aligned with ``values``) to the dataset's id order."""
     _check_vectors(vectors, values.len(), what)
-    index = pl.DataFrame({"key": values.cast(wanted.dtype, strict=False),
-                          "row": np.arange(values.len())})
+    index = pl.DataFrame({"key": values.cast(wanted.dtype, strict=False), "row": np.arange(values.len())})
     rows = pl.DataFrame({"key": wanted}).join(index, on="key", how="left", maintain_order="left")["row"]
     if rows.null_count():
         missing = wanted.filter(rows.is_null())[0]
@@ -72,12 +71,20 @@ def compute_content(
     else:
         text_encoder = enc.make_text_encoder(config.text_encoder)
         if text_encoder is not None and TITLE in items.columns:
-            rows = cache.get_or_compute(text_encoder.name, "text", titles,
-                                        lambda: text_encoder.encode_texts(titles, progress=config.progress))
+            rows = cache.get_or_compute(
+                text_encoder.name,
+                "text",
+                titles,
+                lambda: text_encoder.encode_texts(titles, progress=config.progress),
+            )
             vectors["item_text"], names["item_text"] = _with_padding(rows, 1), text_encoder.name
         if text_encoder is not None and queries:
-            rows = cache.get_or_compute(text_encoder.name, "text", queries,
-                                        lambda: text_encoder.encode_texts(queries, progress=config.progress))
+            rows = cache.get_or_compute(
+                text_encoder.name,
+                "text",
+                queries,
+                lambda: text_encoder.encode_texts(queries, progress=config.progress),
+            )
             vectors["query_text"], names["query_text"] = _with_padding(rows, 2), text_encoder.name
 
     image_encoder = enc.make_text_encoder(config.image_encoder) if config.image_encoder != "none" else None
@@ -87,9 +94,13 @@ def compute_content(
         if IMAGE_PATH not in items.columns:
             raise DataError(f"{tables.name}: --image-encoder given but the items have no {IMAGE_PATH} column")
         paths = [_resolve(p, tables.image_root) for p in items[IMAGE_PATH].to_list()]
-        keys = [str(p) if p is not None else "" for p in paths]
-        rows = cache.get_or_compute(image_encoder.name, "image", keys,
-                                    lambda: image_encoder.encode_images(paths, progress=config.progress))
+        keys = [_image_key(p) for p in paths]
+        rows = cache.get_or_compute(
+            image_encoder.name,
+            "image",
+            keys,
+            lambda: image_encoder.encode_images(paths, progress=config.progress),
+        )
         vectors["item_image"], names["item_image"] = _with_padding(rows, 1), image_encoder.name
 
     for channel, arr in tables.item_vectors.items():
@@ -97,9 +108,13 @@ def compute_content(
         rows = _realign(tables.items[ITEM], arr, items[ITEM], f"{tables.name} {name}")
         vectors[name], names[name] = _with_padding(rows.astype(np.float16), 1), f"{tables.name}-provided"
     if tables.query_vectors is not None and tables.query_values is not None and queries:
-        rows = _realign(tables.query_values, tables.query_vectors, query_vocab, f"{tables.name} query vectors")
-        vectors["query_text"], names["query_text"] = _with_padding(rows.astype(np.float16), 2), (
-            f"{tables.name}-provided")
+        rows = _realign(
+            tables.query_values, tables.query_vectors, query_vocab, f"{tables.name} query vectors"
+        )
+        vectors["query_text"], names["query_text"] = (
+            _with_padding(rows.astype(np.float16), 2),
+            (f"{tables.name}-provided"),
+        )
     for channel, arr in vectors.items():
         _check_vectors(arr.astype(np.float32), arr.shape[0], f"{tables.name} {channel}")
         if channel not in schema.VECTOR_CHANNELS:
@@ -117,6 +132,17 @@ def _optional(items: pl.DataFrame, column: str) -> list[str | None]:
     if column not in items.columns:
         return [None] * items.height
     return items[column].cast(pl.String).to_list()
+
+
+def _image_key(path: Path | None) -> str:
+    """Cache key of an image: its path plus size and mtime, so a replaced file is re-encoded."""
+    if path is None:
+        return ""
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path)
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _resolve(path: str | None, root: Path | None) -> Path | None:

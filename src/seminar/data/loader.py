@@ -47,8 +47,12 @@ def gather_windows(
     mask = idx >= start[:, None]
     idx = np.where(mask, idx, 0)
     out = {"mask": mask}
-    for name, arr in (("hist_items", ds.items), ("hist_queries", ds.queries),
-                      ("hist_behaviour", ds.behaviour), ("hist_timestamps", ds.timestamps)):
+    for name, arr in (
+        ("hist_items", ds.items),
+        ("hist_queries", ds.queries),
+        ("hist_behaviour", ds.behaviour),
+        ("hist_timestamps", ds.timestamps),
+    ):
         values = arr[idx]
         values[~mask] = 0
         out[name] = values
@@ -125,9 +129,13 @@ class TrainSamples(Dataset):
         clash = neg == target_items[:, None]
         neg[clash] = neg[clash] % self.ds.n_items + 1  # never the positive itself
         batch.update(
-            user=users, target_items=target_items, target_queries=target_queries,
-            target_behaviour=self.ds.behaviour[flat], target_timestamps=self.ds.timestamps[flat],
-            neg_items=neg, neg_queries=np.repeat(target_queries[:, None], neg.shape[1], axis=1),
+            user=users,
+            target_items=target_items,
+            target_queries=target_queries,
+            target_behaviour=self.ds.behaviour[flat],
+            target_timestamps=self.ds.timestamps[flat],
+            neg_items=neg,
+            neg_queries=np.repeat(target_queries[:, None], neg.shape[1], axis=1),
         )
         return _to_torch(batch)
 
@@ -135,8 +143,9 @@ class TrainSamples(Dataset):
 class EvalSamples(Dataset):
     """One ranking task per user: the held-out positive against its stored negatives."""
 
-    def __init__(self, ds: SeminarDataset, stage: Stage = "test", mode: Mode = "recommendation",
-                 max_length: int = 200) -> None:
+    def __init__(
+        self, ds: SeminarDataset, stage: Stage = "test", mode: Mode = "recommendation", max_length: int = 200
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown test mode {mode!r}; choose one of {MODES}")
         if stage not in ("valid", "test"):
@@ -170,8 +179,9 @@ class EvalSamples(Dataset):
             queries = np.repeat(pos_query[:, None], items.shape[1], axis=1)
         else:
             queries = np.concatenate([pos_query[:, None], self.ds.representative_query[negatives]], axis=1)
-        batch.update(user=users, cand_items=items, cand_queries=queries,
-                     target_timestamps=self.ds.timestamps[flat])
+        batch.update(
+            user=users, cand_items=items, cand_queries=queries, target_timestamps=self.ds.timestamps[flat]
+        )
         return _to_torch(batch)
 
 
@@ -180,8 +190,14 @@ def _identity(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def make_loader(
-    samples: TrainSamples | EvalSamples, batch_size: int = 256, *, shuffle: bool = False,
-    seed: int = 0, num_workers: int = 0, distributed: bool = False, drop_last: bool = False,
+    samples: TrainSamples | EvalSamples,
+    batch_size: int = 256,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    distributed: bool = False,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader that hands whole index batches to the dataset (one vectorised gather each)."""
     if distributed:
@@ -190,5 +206,12 @@ def make_loader(
         sampler = RandomSampler(samples, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(samples)
-    return DataLoader(samples, batch_size=batch_size, sampler=sampler, collate_fn=_identity,
-                      num_workers=num_workers, drop_last=drop_last, persistent_workers=num_workers > 0)
+    return DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=_identity,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )

@@ -156,8 +156,10 @@ def load_dataset(root: Path | str, *, mmap: bool = True, check_vectors: bool = T
     """Open a prepared dataset and validate it; every problem is reported with the file it is in."""
     root = Path(root)
     manifest = read_manifest(root)
-    arrays = {name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in
-              {**SEQUENCE_FILES, **ITEM_FILES, **SPLIT_FILES}.items()}
+    arrays = {
+        name: _load_array(root, rel, dt, mmap)
+        for name, (rel, dt) in {**SEQUENCE_FILES, **ITEM_FILES, **SPLIT_FILES}.items()
+    }
     tokens: dict[str, np.ndarray] = {}
     if manifest.get("text_kind") == "tokens":
         tokens = {name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in TOKEN_FILES.items()}
@@ -182,8 +184,11 @@ def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
     off = ds.offsets
     n_beh = int(counts["behaviours"])
     if off.ndim != 1 or off.size != counts["users"] + 1 or off[0] != 0 or off[-1] != n_beh:
-        _fail(ds, SEQUENCE_FILES["offsets"][0],
-              f"offsets do not describe {counts['users']} users and {n_beh} behaviours")
+        _fail(
+            ds,
+            SEQUENCE_FILES["offsets"][0],
+            f"offsets do not describe {counts['users']} users and {n_beh} behaviours",
+        )
     if np.any(np.diff(off) < int(ds.manifest["split"]["min_behaviours"])):
         _fail(ds, SEQUENCE_FILES["offsets"][0], "a user has fewer behaviours than the split needs")
     for name in ("items", "queries", "timestamps", "behaviour"):

@@ -79,6 +79,4 @@ def require_columns(frame: pl.DataFrame, columns: list[str], source: Path | str)
     """Raise a :class:`DataError` naming the file and every missing column."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{source}: missing column(s) {missing}; found {frame.columns}"
-        )
+        raise DataError(f"{source}: missing column(s) {missing}; found {frame.columns}")

@@ -67,8 +67,12 @@ def read_atomic(path: Path) -> tuple[pl.DataFrame, list[AtomicField]]:
                 )
             rows.append(parts)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in fields]
-    frame = pl.DataFrame({f.name: pl.Series(f.name, list(col), dtype=pl.String)
-                          for f, col in zip(fields, columns, strict=True)})
+    frame = pl.DataFrame(
+        {
+            f.name: pl.Series(f.name, list(col), dtype=pl.String)
+            for f, col in zip(fields, columns, strict=True)
+        }
+    )
     return frame, fields
 
 
@@ -82,8 +86,9 @@ def _to_int(frame: pl.DataFrame, column: str, path: Path) -> pl.Series:
     return parsed.cast(pl.Int64)
 
 
-def _pick(fields: list[AtomicField], wanted: str | None, candidates: tuple[str, ...], path: Path,
-          role: str) -> str | None:
+def _pick(
+    fields: list[AtomicField], wanted: str | None, candidates: tuple[str, ...], path: Path, role: str
+) -> str | None:
     names = [f.name for f in fields]
     if wanted is not None:
         if wanted not in names:
@@ -117,11 +122,13 @@ def read_recbole(
     inter, inter_fields = read_atomic(inter_path)
     for wanted, role in ((user_field, "user"), (item_field, "item"), (time_field, "timestamp")):
         _pick(inter_fields, wanted, (), inter_path, role)
-    interactions = pl.DataFrame({
-        USER: inter[user_field].str.strip_chars(),
-        ITEM: inter[item_field].str.strip_chars(),
-        TIMESTAMP: _to_int(inter, time_field, inter_path),
-    })
+    interactions = pl.DataFrame(
+        {
+            USER: inter[user_field].str.strip_chars(),
+            ITEM: inter[item_field].str.strip_chars(),
+            TIMESTAMP: _to_int(inter, time_field, inter_path),
+        }
+    )
     for col in (USER, ITEM):
         empty = interactions[col].str.len_chars() == 0
         if empty.any():
@@ -156,7 +163,9 @@ def read_recbole(
     fields = query_fields if query_fields is not None else attribute_fields
     synthetic = bool(fields) and query_fraction > 0
     if synthetic:
-        item_queries = pl.DataFrame({ITEM: items[ITEM], QUERY: generate_queries(items, fields=fields, seed=seed)})
+        item_queries = pl.DataFrame(
+            {ITEM: items[ITEM], QUERY: generate_queries(items, fields=fields, seed=seed)}
+        )
         interactions = interactions.join(item_queries, on=ITEM, how="left", maintain_order="left")
         searched = np.random.default_rng(seed).random(interactions.height) < query_fraction
         interactions = interactions.with_columns(
@@ -171,9 +180,15 @@ def read_recbole(
         attribute_fields=attribute_fields,
         raw_files=raw_files,
         synthetic_queries=synthetic,
-        params={"query_fields": fields, "query_fraction": query_fraction, "seed": seed,
-                "title_field": title_field or "", "user_field": user_field, "item_field": item_field,
-                "time_field": time_field},
+        params={
+            "query_fields": fields,
+            "query_fraction": query_fraction,
+            "seed": seed,
+            "title_field": title_field or "",
+            "user_field": user_field,
+            "item_field": item_field,
+            "time_field": time_field,
+        },
     )
 
 
@@ -193,7 +208,8 @@ def embedded_ml100k_dir() -> Path:
 
 def read_ml100k(*, query_fraction: float = 0.5, seed: int = 0) -> SourceTables:
     """The embedded default: MovieLens-100k, half of the behaviours with genre-derived queries."""
-    tables = read_recbole(embedded_ml100k_dir(), "ml-100k", query_fields=["class"],
-                          query_fraction=query_fraction, seed=seed)
+    tables = read_recbole(
+        embedded_ml100k_dir(), "ml-100k", query_fields=["class"], query_fraction=query_fraction, seed=seed
+    )
     tables.name = "ml-100k"
     return tables

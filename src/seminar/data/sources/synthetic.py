@@ -41,8 +41,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _channel_vectors(rng: np.random.Generator, topic_of: np.ndarray, n_topics: int, dim: int,
-                     noise: float, norm: float) -> np.ndarray:
+def _channel_vectors(
+    rng: np.random.Generator, topic_of: np.ndarray, n_topics: int, dim: int, noise: float, norm: float
+) -> np.ndarray:
     centres = _unit(rng.standard_normal((n_topics, dim)))
     vec = centres[topic_of] + noise * rng.standard_normal((topic_of.size, dim)) / np.sqrt(dim)
     return (_unit(vec) * norm).astype(np.float32)
@@ -86,25 +87,32 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SourceTables:
 
     is_search = rng.random(n) < cfg.search_fraction
     query = topic * cfg.queries_per_topic + rng.integers(0, cfg.queries_per_topic, size=n)
-    interactions = pl.DataFrame({
-        USER: user_of, ITEM: item.astype(np.int64), TIMESTAMP: time,
-        QUERY: query.astype(np.int64),
-    }).with_columns(pl.when(pl.Series(is_search)).then(pl.col(QUERY)).otherwise(None).alias(QUERY))
+    interactions = pl.DataFrame(
+        {
+            USER: user_of,
+            ITEM: item.astype(np.int64),
+            TIMESTAMP: time,
+            QUERY: query.astype(np.int64),
+        }
+    ).with_columns(pl.when(pl.Series(is_search)).then(pl.col(QUERY)).otherwise(None).alias(QUERY))
 
     query_values = np.arange(n_t * cfg.queries_per_topic, dtype=np.int64)
     norms = cfg.norms
-    query_vectors = _channel_vectors(rng, query_values // cfg.queries_per_topic, n_t, cfg.dim, cfg.noise,
-                                     norms.get("query", 1.0))
+    query_vectors = _channel_vectors(
+        rng, query_values // cfg.queries_per_topic, n_t, cfg.dim, cfg.noise, norms.get("query", 1.0)
+    )
     item_vectors = {
         ch: _channel_vectors(rng, item_topic, n_t, cfg.dim, cfg.noise, norms.get(ch, 1.0))
         for ch in ("text", "image")
     }
     author = rng.integers(0, cfg.authors, size=cfg.items)
-    items = pl.DataFrame({
-        ITEM: np.arange(cfg.items, dtype=np.int64),
-        "category": pl.Series([[f"c{t}"] for t in item_topic.tolist()], dtype=pl.List(pl.String)),
-        "author": pl.Series([[f"a{a}"] for a in author.tolist()], dtype=pl.List(pl.String)),
-    })
+    items = pl.DataFrame(
+        {
+            ITEM: np.arange(cfg.items, dtype=np.int64),
+            "category": pl.Series([[f"c{t}"] for t in item_topic.tolist()], dtype=pl.List(pl.String)),
+            "author": pl.Series([[f"a{a}"] for a in author.tolist()], dtype=pl.List(pl.String)),
+        }
+    )
     params = asdict(cfg)
     params["norms"] = ",".join(f"{k}={v}" for k, v in sorted(norms.items()))
     return SourceTables(

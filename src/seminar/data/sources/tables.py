@@ -58,13 +58,26 @@ def _line(row: int) -> str:
     return f"row {row + 1} (line {row + 2})"
 
 
+DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+)
+
+
 def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
-    """Integers as they are; otherwise ISO dates/datetimes converted to epoch seconds."""
+    """Integers as they are; otherwise ISO dates/datetimes (UTC) converted to epoch seconds."""
     text = values.str.strip_chars()
-    as_int = text.cast(pl.Int64, strict=False)
-    as_float = text.cast(pl.Float64, strict=False)
-    as_time = text.str.to_datetime(strict=False, time_unit="us").dt.epoch("s")
-    parsed = as_int.fill_null(as_float.cast(pl.Int64, strict=False)).fill_null(as_time)
+    parsed = text.cast(pl.Int64, strict=False).fill_null(
+        text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+    )
+    for fmt in DATE_FORMATS:
+        if not parsed.is_null().any():
+            break
+        as_time = text.str.to_datetime(format=fmt, strict=False, time_unit="us").dt.epoch("s")
+        parsed = parsed.fill_null(as_time)
     bad = parsed.is_null()
     if bad.any():
         row = int(bad.arg_max())
@@ -73,8 +86,11 @@ def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
 
 
 def read_interaction_tables(
-    interactions: Path, items: Path | None = None, columns: TableColumns | None = None,
-    *, image_root: Path | None = None,
+    interactions: Path,
+    items: Path | None = None,
+    columns: TableColumns | None = None,
+    *,
+    image_root: Path | None = None,
 ) -> SourceTables:
     """Read the user's interactions (and optional items) file into a SourceTables."""
     cols = columns or TableColumns()
@@ -86,13 +102,17 @@ def read_interaction_tables(
         empty = raw[name].is_null() | (raw[name].str.strip_chars().str.len_chars() == 0)
         if empty.any():
             raise DataError(f"{interactions}: {_line(int(empty.arg_max()))}, column {name!r}: empty id")
-    query = (raw[cols.query].str.strip_chars() if cols.query else pl.Series([None] * raw.height, dtype=pl.String))
-    frame = pl.DataFrame({
-        USER: raw[cols.user].str.strip_chars(),
-        ITEM: raw[cols.item].str.strip_chars(),
-        TIMESTAMP: parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp),
-        QUERY: pl.when(query.str.len_chars() > 0).then(query).otherwise(None),
-    })
+    query = (
+        raw[cols.query].str.strip_chars() if cols.query else pl.Series([None] * raw.height, dtype=pl.String)
+    )
+    frame = pl.DataFrame(
+        {
+            USER: raw[cols.user].str.strip_chars(),
+            ITEM: raw[cols.item].str.strip_chars(),
+            TIMESTAMP: parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp),
+            QUERY: query.replace("", None),
+        }
+    )
     raw_files = [interactions]
     item_frame = pl.DataFrame({ITEM: frame[ITEM].unique().sort()})
     attributes: list[str] = []
@@ -107,14 +127,20 @@ def read_interaction_tables(
         if cols.image_path:
             data[IMAGE_PATH] = raw_items[cols.image_path]
         for name in cols.attributes:
-            data[name] = (raw_items[name].fill_null("").str.split(cols.multi_value_separator)
-                          .list.eval(pl.element().str.strip_chars().filter(pl.element().str.len_chars() > 0)))
+            data[name] = (
+                raw_items[name]
+                .fill_null("")
+                .str.split(cols.multi_value_separator)
+                .list.eval(pl.element().str.strip_chars().filter(pl.element().str.len_chars() > 0))
+            )
         item_frame = pl.DataFrame(data)
         dup = item_frame[ITEM].is_duplicated()
         if dup.any():
-            raise DataError(f"{items}: {_line(int(dup.arg_max()))}: item {item_frame[ITEM][int(dup.arg_max())]!r} "
-                            "appears more than once")
-        unknown = ~frame[ITEM].is_in(item_frame[ITEM])
+            raise DataError(
+                f"{items}: {_line(int(dup.arg_max()))}: item {item_frame[ITEM][int(dup.arg_max())]!r} "
+                "appears more than once"
+            )
+        unknown = ~frame[ITEM].is_in(item_frame[ITEM].implode())
         if unknown.any():
             row = int(unknown.arg_max())
             raise DataError(f"{interactions}: {_line(row)}: item {frame[ITEM][row]!r} is not in {items}")

@@ -1,0 +1,56 @@
+"""Small datasets built in tests, through the same builder users run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from seminar.data.build import BuildConfig, build_dataset
+from seminar.data.schema import SeminarDataset, load_dataset
+from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
+from seminar.data.split import SplitConfig
+from seminar.data.tables import SourceTables
+
+
+def quiet_config(negatives: int = 5, **kwargs) -> BuildConfig:
+    return BuildConfig(
+        text_encoder=kwargs.pop("text_encoder", "hashing:32"),
+        progress=False,
+        split=SplitConfig(negatives=negatives, seed=kwargs.pop("seed", 0)),
+        **kwargs,
+    )
+
+
+def tiny_tables(users: int = 4, length: int = 6, items: int = 60) -> SourceTables:
+    """Deterministic behaviours: user u views items u, u+1, ... with every other one a search."""
+    rows = []
+    for u in range(users):
+        for k in range(length):
+            item = (u * 7 + k) % items
+            rows.append(
+                {
+                    "user": f"u{u}",
+                    "item": f"i{item:03d}",
+                    "timestamp": 100 * k + u,
+                    "query": f"q{item % 5}" if k % 2 else None,
+                }
+            )
+    interactions = pl.DataFrame(
+        rows, schema={"user": pl.String, "item": pl.String, "timestamp": pl.Int64, "query": pl.String}
+    )
+    item_ids = [f"i{i:03d}" for i in range(items)]
+    item_frame = pl.DataFrame(
+        {
+            "item": item_ids,
+            "title": [f"title of {i}" for i in item_ids],
+            "genre": [["Adventure", "Comedy"] if i % 2 else ["Drama"] for i in range(items)],
+        }
+    )
+    return SourceTables(name="tiny", interactions=interactions, items=item_frame, attribute_fields=["genre"])
+
+
+def synthetic_dataset(root: Path, **cfg) -> SeminarDataset:
+    tables = generate_synthetic(SyntheticConfig(**{"users": 50, "items": 400, "mean_length": 40, **cfg}))
+    build_dataset(tables, root, quiet_config(text_encoder="none"))
+    return load_dataset(root)

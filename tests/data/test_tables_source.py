@@ -1,0 +1,112 @@
+"""A user's own CSV/Parquet tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seminar.data.build import build_dataset
+from seminar.data.schema import load_dataset
+from seminar.data.sources.tables import TableColumns, read_interaction_tables
+from seminar.data.tables import DataError
+from tests.data.helpers import quiet_config
+
+COLS = TableColumns(
+    user="uid",
+    item="sku",
+    timestamp="ts",
+    query="q",
+    title="name",
+    attributes=["genres"],
+    multi_value_separator="|",
+)
+
+
+def _files(tmp_path: Path, fmt: str = "csv", inter_rows: list[str] | None = None) -> tuple[Path, Path]:
+    rows = inter_rows or [
+        f"u{u},s{(u + k) % 12},{k * 10},{'red shoes' if k % 3 == 0 else ''}"
+        for u in range(5)
+        for k in range(5)
+    ]
+    inter = tmp_path / "inter.csv"
+    inter.write_text("uid,sku,ts,q\n" + "\n".join(rows) + "\n")
+    items = tmp_path / "items.csv"
+    items.write_text(
+        "sku,name,genres\n"
+        + "\n".join(f"s{i},Item {i},{'Adventure|Comedy' if i % 2 else 'Drama'}" for i in range(12))
+        + "\n"
+    )
+    if fmt == "parquet":
+        pl.read_csv(inter, infer_schema=False).write_parquet(tmp_path / "inter.parquet")
+        pl.read_csv(items, infer_schema=False).write_parquet(tmp_path / "items.parquet")
+        return tmp_path / "inter.parquet", tmp_path / "items.parquet"
+    return inter, items
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_csv_and_parquet_give_the_same_dataset(tmp_path: Path, fmt: str) -> None:
+    inter, items = _files(tmp_path, fmt)
+    tables = read_interaction_tables(inter, items, COLS)
+    ds = load_dataset(build_dataset(tables, tmp_path / f"d-{fmt}", quiet_config(negatives=3)))
+    assert ds.n_users == 5 and ds.manifest["counts"]["behaviours"] == 25
+    assert ds.manifest["counts"]["search_behaviours"] == 10
+    values = set(ds.table("attributes")["value"].to_list())
+    assert values == {"Adventure", "Comedy", "Drama"}
+
+
+def test_iso_dates_are_timestamps(tmp_path: Path) -> None:
+    inter = tmp_path / "i.csv"
+    inter.write_text("user,item,timestamp\na,x,2024-01-02\na,y,2024-01-01T10:00:00\na,z,2024-01-03\n")
+    tables = read_interaction_tables(inter)
+    ts = tables.interactions["timestamp"].to_list()
+    assert ts[1] < ts[0] < ts[2]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["u1,s1,10,", "u1,s2,oops,"], r"row 2 \(line 3\), column 'ts': 'oops' is not a timestamp"),
+        (["u1,s1,10,", ",s2,20,"], r"row 2 \(line 3\), column 'uid': empty id"),
+        (["u1,s1,10,", "u1,s99,20,"], "item 's99' is not in"),
+    ],
+)
+def test_bad_rows_are_named(tmp_path: Path, rows: list[str], message: str) -> None:
+    inter, items = _files(tmp_path, inter_rows=rows)
+    with pytest.raises(DataError, match=message) as info:
+        read_interaction_tables(inter, items, COLS)
+    assert "inter.csv" in str(info.value)
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    inter, items = _files(tmp_path)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['when'\]"):
+        read_interaction_tables(inter, items, TableColumns(user="uid", item="sku", timestamp="when"))
+
+
+def test_duplicate_item_rows_are_rejected(tmp_path: Path) -> None:
+    inter, items = _files(tmp_path)
+    items.write_text(items.read_text() + "s3,Again,Drama\n")
+    with pytest.raises(DataError, match="appears more than once"):
+        read_interaction_tables(inter, items, COLS)
+
+
+def test_unsupported_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "x.xlsx").write_text("")
+    with pytest.raises(DataError, match="unsupported file type"):
+        read_interaction_tables(tmp_path / "x.xlsx")
+    with pytest.raises(DataError, match="file not found"):
+        read_interaction_tables(tmp_path / "nope.csv")
+
+
+def test_image_paths_resolve_against_image_root(tmp_path: Path) -> None:
+    inter, _ = _files(tmp_path)
+    items = tmp_path / "items_img.csv"
+    items.write_text("sku,img\n" + "\n".join(f"s{i},img/{i}.jpg" for i in range(12)) + "\n")
+    tables = read_interaction_tables(
+        inter, items, TableColumns(user="uid", item="sku", timestamp="ts", image_path="img")
+    )
+    assert tables.image_root == tmp_path
+    assert np.all(tables.items["image_path"].str.starts_with("img/").to_numpy())

@@ -1,0 +1,133 @@
+"""The `seminar` command end to end, in a subprocess like a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seminar.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "seminar.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("prepare", "data", "demo"):
+        assert command in out.stdout
+
+
+def test_prepare_synthetic_then_info_json(tmp_path: Path) -> None:
+    out = run(
+        "prepare",
+        "synthetic",
+        "--users",
+        "30",
+        "--items",
+        "300",
+        "--mean-length",
+        "20",
+        "--negatives",
+        "10",
+        "--out",
+        str(tmp_path / "d"),
+        "--quiet",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "behaviours" in out.stdout and "search share" in out.stdout
+    info = run("data", "info", str(tmp_path / "d"), "--json")
+    summary = json.loads(info.stdout)
+    assert summary["users"] == 30
+    assert 0.2 < summary["search_share"] < 0.4
+    again = run(
+        "prepare",
+        "synthetic",
+        "--users",
+        "30",
+        "--items",
+        "300",
+        "--mean-length",
+        "20",
+        "--negatives",
+        "10",
+        "--out",
+        str(tmp_path / "d"),
+        "--quiet",
+    )
+    assert "up to date" in again.stdout
+
+
+def test_prepare_tables_from_csv(tmp_path: Path) -> None:
+    inter = tmp_path / "clicks.csv"
+    inter.write_text(
+        "uid,sku,ts,q\n"
+        + "\n".join(
+            f"u{u},s{(3 * u + k) % 20},{k},{'boots' if k % 2 else ''}" for u in range(6) for k in range(6)
+        )
+        + "\n"
+    )
+    items = tmp_path / "items.csv"
+    items.write_text("sku,name,tags\n" + "\n".join(f"s{i},Thing {i},a|b" for i in range(20)) + "\n")
+    code = main(
+        [
+            "prepare",
+            "tables",
+            "--interactions",
+            str(inter),
+            "--items",
+            str(items),
+            "--user-col",
+            "uid",
+            "--item-col",
+            "sku",
+            "--time-col",
+            "ts",
+            "--query-col",
+            "q",
+            "--title-col",
+            "name",
+            "--attribute-cols",
+            "tags",
+            "--text-encoder",
+            "hashing:16",
+            "--negatives",
+            "5",
+            "--out",
+            str(tmp_path / "d"),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["counts"]["search_behaviours"] == 18
+    assert manifest["vectors"]["item_text"]["dim"] == 16
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    inter = tmp_path / "clicks.csv"
+    inter.write_text("user,item,timestamp\na,x,1\na,y,later\n")
+    out = run("prepare", "tables", "--interactions", str(inter), "--out", str(tmp_path / "d"), "--quiet")
+    assert out.returncode == 2
+    assert "clicks.csv" in out.stderr and "line 3" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_info_on_a_non_dataset(tmp_path: Path) -> None:
+    out = run("data", "info", str(tmp_path))
+    assert out.returncode == 2 and "not a prepared dataset" in out.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path: Path) -> None:
+    out = run("demo", "--out", str(tmp_path / "run"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "ml-100k" in out.stdout and "100,000" in out.stdout
