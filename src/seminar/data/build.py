@@ -60,7 +60,7 @@ def _check_interactions(frame: pl.DataFrame, source: str) -> None:
 def _map(values: pl.Series, vocab: pl.Series, start: int) -> np.ndarray:
     lookup = pl.DataFrame({"key": vocab, "id": np.arange(start, start + vocab.len(), dtype=np.int32)})
     mapped = pl.DataFrame({"key": values}).join(lookup, on="key", how="left", maintain_order="left")
-    return mapped["id"].to_numpy()
+    return mapped["id"].to_numpy(writable=True)
 
 
 def order_behaviours(

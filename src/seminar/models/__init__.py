@@ -1,0 +1,1 @@
+"""Models: embeddings, target attention, search units, the PSU and the downstream ranker."""

@@ -1,0 +1,141 @@
+"""Per-channel embeddings of (query, item) pairs, the gating network and the λ query/item fusion.
+
+A behaviour has up to four channels: ``query`` (query id embedding plus projected query text or
+token bag; the empty query is id 1 with its own embedding), ``text`` (projected item text vector
+or caption token bag), ``image`` (projected image vector) and ``attributes`` (item id plus pooled
+attribute ids, projected). A channel whose inputs the dataset lacks is simply absent.
+
+Fusion (paper eq. 1): ``x = λ x_query + (1-λ) Σ_i w_i x_item(i) = Σ_m γ_m x(m)`` with ``w`` the
+softmax output of a gating network (per behaviour, or one global vector), so Σγ = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from seminar.models.features import FeatureTables
+
+Gate = Literal["behaviour", "global"]
+ID_INIT_STD = 0.05
+
+
+class BehaviourEmbedding(nn.Module):
+    def __init__(
+        self, tables: FeatureTables, dim: int = 64, gate: Gate = "behaviour", fusion_lambda: float = 0.5
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= fusion_lambda <= 1.0:
+            raise ValueError(f"fusion λ must lie in [0, 1], got {fusion_lambda}")
+        self.dim, self.fusion_lambda, self.gate_kind = dim, fusion_lambda, gate
+        self.query_ids = nn.Embedding(tables.n_queries + 1, dim, padding_idx=0)
+        self.item_ids = nn.Embedding(tables.n_items + 1, dim, padding_idx=0)
+        self.attribute_ids = nn.EmbeddingBag(max(tables.n_attributes, 1) + 1, dim, mode="mean", padding_idx=0)
+        self.register_buffer("item_attributes", tables.item_attributes, persistent=False)
+        self.channels: list[str] = ["query"]
+
+        self.token_bag = None
+        if tables.item_tokens is not None and tables.query_tokens is not None:
+            self.token_bag = nn.EmbeddingBag(tables.n_tokens + 1, dim, mode="mean", padding_idx=0)
+            self.register_buffer("item_tokens", tables.item_tokens, persistent=False)
+            self.register_buffer("query_tokens", tables.query_tokens, persistent=False)
+        self.W_q = self._content("query_content", tables.query_vectors)
+        self.W_t = self._content("item_text_content", tables.item_text_vectors)
+        self.W_i = self._content("item_image_content", tables.item_image_vectors)
+        if self.W_t is not None or self.token_bag is not None:
+            self.channels.append("text")
+        if self.W_i is not None:
+            self.channels.append("image")
+        self.channels.append("attributes")
+        self.W_a = nn.Linear(2 * dim, dim)
+        n_item = len(self.channels) - 1
+        self.gate = (
+            nn.Linear(n_item * dim, n_item) if gate == "behaviour" else nn.Parameter(torch.zeros(n_item))
+        )
+        self._init_ids()
+
+    def _content(self, name: str, vectors: Tensor | None) -> nn.Linear | None:
+        """Register content vectors as a buffer (inputs, never re-initialised) and their projection."""
+        if vectors is None:
+            return None
+        self.register_buffer(name, vectors.float(), persistent=False)
+        return nn.Linear(vectors.shape[1], self.dim)
+
+    def _init_ids(self) -> None:
+        """Initialise learned id embeddings only; content buffers are left exactly as loaded."""
+        for table in (self.query_ids, self.item_ids):
+            nn.init.normal_(table.weight, std=ID_INIT_STD)
+            with torch.no_grad():
+                table.weight[0].zero_()
+        nn.init.normal_(self.attribute_ids.weight, std=ID_INIT_STD)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    def _bag(self, bag: nn.EmbeddingBag, ids: Tensor) -> Tensor:
+        """Mean of the bag rows for ids [..., T] (all-padding rows give zeros)."""
+        flat = ids.reshape(-1, ids.shape[-1])
+        return bag(flat).view(*ids.shape[:-1], self.dim)
+
+    def query_channel(self, queries: Tensor) -> Tensor:
+        """Query channel [..., d] of query ids."""
+        query = self.query_ids(queries)
+        if self.W_q is not None:
+            query = query + self.W_q(self.query_content[queries])
+        if self.token_bag is not None:
+            query = query + self._bag(self.token_bag, self.query_tokens[queries])
+        return query
+
+    def item_channels(self, items: Tensor) -> Tensor:
+        """Item channels [..., M, d] (text, image, attributes as present) of item ids."""
+        parts = []
+        if "text" in self.channels:
+            parts.append(
+                self.W_t(self.item_text_content[items])
+                if self.W_t is not None
+                else self._bag(self.token_bag, self.item_tokens[items])
+            )
+        if self.W_i is not None:
+            parts.append(self.W_i(self.item_image_content[items]))
+        pooled = self._bag(self.attribute_ids, self.item_attributes[items])
+        parts.append(self.W_a(torch.cat([self.item_ids(items), pooled], dim=-1)))
+        return torch.stack(parts, dim=-2)
+
+    def item_weights(self, item_channels: Tensor) -> Tensor:
+        """Gate w [..., M] over item channels (softmax; sums to 1)."""
+        if isinstance(self.gate, nn.Linear):
+            logits = self.gate(item_channels.flatten(-2))
+        else:
+            logits = self.gate.expand(*item_channels.shape[:-2], -1)
+        return torch.softmax(logits, dim=-1)
+
+    def forward(self, queries: Tensor, items: Tensor) -> Tensor:
+        """Channel embeddings [..., C, d] of (query id, item id) pairs of any leading shape."""
+        return torch.cat([self.query_channel(queries).unsqueeze(-2), self.item_channels(items)], dim=-2)
+
+    def weights(self, channels: Tensor) -> Tensor:
+        """γ [..., C]: λ for the query channel, (1-λ)·softmax(gate) over item channels; sums to 1."""
+        w = self.item_weights(channels[..., 1:, :]) * (1.0 - self.fusion_lambda)
+        return torch.cat([torch.full_like(w[..., :1], self.fusion_lambda), w], dim=-1)
+
+    @staticmethod
+    def fuse(channels: Tensor, gamma: Tensor) -> Tensor:
+        """Σ_m γ_m x(m): [..., C, d] x [..., C] -> [..., d]."""
+        return (channels * gamma.unsqueeze(-1)).sum(dim=-2)
+
+    def pairs(self, queries: Tensor, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(channels [..., C, d], γ [..., C], fused [..., d]) of (query, item) pairs.
+
+        Channels depend only on the query id or only on the item id, so they are computed once per
+        distinct id in the batch and gathered: exact, and far cheaper for long histories.
+        """
+        q_ids, q_inverse = torch.unique(queries, return_inverse=True)
+        i_ids, i_inverse = torch.unique(items, return_inverse=True)
+        item_ch = self.item_channels(i_ids)
+        w = self.item_weights(item_ch) * (1.0 - self.fusion_lambda)
+        channels = torch.cat([self.query_channel(q_ids)[q_inverse].unsqueeze(-2), item_ch[i_inverse]], dim=-2)
+        gamma = torch.cat([torch.full_like(w[i_inverse][..., :1], self.fusion_lambda), w[i_inverse]], dim=-1)
+        return channels, gamma, self.fuse(channels, gamma)

@@ -1,0 +1,96 @@
+"""Dataset-level lookup tables a model needs (content vectors, attributes, token bags), as tensors.
+
+Content vectors become non-trainable buffers: they are inputs, projected by learned ``W_q, W_t,
+W_i``; no weight initialiser touches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seminar.data.schema import SeminarDataset
+
+MAX_ATTRIBUTES = 16
+MAX_TOKENS = 32
+CATEGORY_FIELDS = ("category", "class", "categories", "fst_cate", "first_level_category", "genre", "genres")
+
+
+def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
+    """One category attribute id per item id (0 = none): SIM hard search's notion of "same category".
+
+    ``field`` defaults to the first of CATEGORY_FIELDS the dataset has, else its first attribute
+    field; an item's category is its first value of that field.
+    """
+    fields = list(ds.manifest.get("attribute_fields", []))
+    out = np.zeros(ds.n_items + 1, dtype=np.int64)
+    if field is None:
+        field = next((f for f in CATEGORY_FIELDS if f in fields), fields[0] if fields else None)
+    if field is None:
+        return out
+    vocab = ds.table("attributes")
+    in_field = np.zeros(max(ds.n_attributes, 1) + 1, dtype=bool)
+    in_field[vocab.filter(vocab["field"] == field)["attribute_id"].to_numpy()] = True
+    counts = np.diff(ds.attr_offsets)
+    item_of = np.repeat(np.arange(counts.size), counts)
+    selected = in_field[ds.attr_ids]
+    out[item_of[selected][::-1]] = ds.attr_ids[selected][::-1]  # reversed: the first value wins
+    return out
+
+
+def _padded_csr(offsets: np.ndarray, ids: np.ndarray, width: int) -> np.ndarray:
+    counts = np.minimum(np.diff(offsets), width)
+    out = np.zeros((offsets.size - 1, max(int(counts.max(initial=0)), 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(counts.size), counts)
+    cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, cols] = ids[np.repeat(offsets[:-1], counts) + cols]
+    return out
+
+
+@dataclass
+class FeatureTables:
+    """Everything id-indexed a model looks up: sizes plus optional content/attribute/token tables."""
+
+    n_users: int
+    n_items: int
+    n_queries: int
+    n_attributes: int
+    item_attributes: Tensor  # [n_items + 1, A] attribute ids, 0 = pad
+    item_category: Tensor  # [n_items + 1] category attribute id, 0 = none
+    query_vectors: Tensor | None = None  # [n_queries + 1, Dq]
+    item_text_vectors: Tensor | None = None  # [n_items + 1, Dt]
+    item_image_vectors: Tensor | None = None  # [n_items + 1, Di]
+    n_tokens: int = 0
+    item_tokens: Tensor | None = None  # [n_items + 1, T] token ids (+1 shifted), 0 = pad
+    query_tokens: Tensor | None = None  # [n_queries + 1, T]
+
+    @classmethod
+    def from_dataset(
+        cls, ds: SeminarDataset, max_attributes: int = MAX_ATTRIBUTES, max_tokens: int = MAX_TOKENS
+    ) -> FeatureTables:
+        def vectors(name: str) -> Tensor | None:
+            arr = ds.vectors.get(name)
+            return None if arr is None else torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+        tables = cls(
+            n_users=ds.n_users,
+            n_items=ds.n_items,
+            n_queries=ds.n_queries,
+            n_attributes=ds.n_attributes,
+            item_attributes=torch.from_numpy(ds.item_attributes_padded(max_attributes).astype(np.int64)),
+            item_category=torch.from_numpy(item_categories(ds)),
+            query_vectors=vectors("query_text"),
+            item_text_vectors=vectors("item_text"),
+            item_image_vectors=vectors("item_image"),
+        )
+        if ds.tokens:
+            item_tok = _padded_csr(ds.tokens["item_token_offsets"], ds.tokens["item_token_ids"], max_tokens)
+            query_tok = _padded_csr(
+                ds.tokens["query_token_offsets"], ds.tokens["query_token_ids"], max_tokens
+            )
+            tables.item_tokens, tables.query_tokens = torch.from_numpy(item_tok), torch.from_numpy(query_tok)
+            tables.n_tokens = int(max(item_tok.max(initial=0), query_tok.max(initial=0)))
+        return tables

@@ -1,0 +1,177 @@
+"""The Pretraining Search Unit (PSU) and its three losses (paper 3.3.1).
+
+1. Next pair prediction: the target pair x_L is hidden, a learned ``<EOS>`` is appended to
+   x_{1:L-1}, and MHTA with each candidate pair as the target classifies the true pair against
+   sampled negative pairs (other items with the same query, and the true item with other queries).
+2. Multi-modal alignment: CLIP InfoNCE, symmetric, between every pair of item channels, on unit
+   vectors, divided by the temperature, inside chunks of L/N_ch behaviours (cost O(L²/N_ch)),
+   padding and repeated items excluded from the negatives.
+3. Query-item relevance: binary classification of true (query, item) pairs of search behaviours
+   against random pairs.
+
+Each loss has a weight and an on/off switch (the paper's Table 3 ablations). The PSU shares the
+embedding module with the ranker, which restores it as its initialisation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seminar.data.schema import SEARCH
+from seminar.models.attention import TargetAttention
+from seminar.models.embedding import BehaviourEmbedding, Gate
+from seminar.models.features import FeatureTables
+
+
+@dataclass
+class PretrainConfig:
+    dim: int = 64
+    heads: int = 4
+    fusion_lambda: float = 0.5
+    gate: Gate = "behaviour"
+    next_pair: bool = True
+    next_pair_weight: float = 1.0
+    align: bool = True
+    align_weight: float = 1.0
+    align_chunks: int = 4
+    temperature: float = 0.07
+    relevance: bool = True
+    relevance_weight: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def clip_loss(
+    a: Tensor, b: Tensor, valid: Tensor, temperature: float, exclude: Tensor | None = None
+) -> Tensor:
+    """Symmetric InfoNCE between row-aligned unit vectors ``a``, ``b`` [N, S, d] within each of N groups.
+
+    Logits are cosine similarities divided by ``temperature``. Invalid rows (padding) take no part,
+    as anchors or as negatives; ``exclude`` [N, S, S] removes further negatives (e.g. repeated
+    items). Returns the mean over valid anchors of both directions.
+    """
+    logits = torch.einsum("nsd,ntd->nst", a, b) / temperature
+    allowed = valid[:, :, None] & valid[:, None, :]
+    if exclude is not None:
+        eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
+        allowed = allowed & ~(exclude & ~eye)
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    diag = torch.arange(a.shape[1], device=a.device)
+    safe = torch.where(valid[:, :, None], logits, torch.zeros_like(logits))
+    rows = -torch.log_softmax(safe, dim=2)[:, diag, diag]
+    cols = -torch.log_softmax(safe.transpose(1, 2), dim=2)[:, diag, diag]
+    n_valid = valid.sum().clamp_min(1)
+    return ((rows + cols) * valid).sum() / (2 * n_valid)
+
+
+def pair_bce(positive: Tensor, negative: Tensor) -> Tensor:
+    """Binary cross-entropy of positive logits (label 1) and negative logits (label 0), averaged."""
+    logits = torch.cat([positive.flatten(), negative.flatten()])
+    labels = torch.cat([torch.ones_like(positive.flatten()), torch.zeros_like(negative.flatten())])
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def chunk(x: Tensor, chunks: int) -> Tensor:
+    """[B, L, ...] -> [B * chunks, ceil(L / chunks), ...], zero-padded at the front (like the history)."""
+    b, length = x.shape[:2]
+    size = -(-length // chunks)
+    pad = size * chunks - length
+    if pad:
+        x = torch.cat([x.new_zeros((b, pad, *x.shape[2:])), x], dim=1)
+    return x.reshape(b * chunks, size, *x.shape[2:])
+
+
+class PretrainingSearchUnit(nn.Module):
+    def __init__(self, tables: FeatureTables, config: PretrainConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or PretrainConfig()
+        if not (config.next_pair or config.align or config.relevance):
+            raise ValueError("PSU pretraining needs at least one of next_pair, align, relevance")
+        torch.manual_seed(config.seed)
+        self.embedding = BehaviourEmbedding(tables, config.dim, config.gate, config.fusion_lambda)
+        self.attention = TargetAttention(config.dim, config.heads)
+        self.eos = nn.Parameter(torch.randn(config.dim) * 0.05)
+        self.pair_head = nn.Sequential(
+            nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
+        )
+        self.relevance_head = nn.Sequential(
+            nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
+        )
+        if self.embedding.n_channels - 1 < 2 and config.align:
+            raise ValueError("alignment needs at least two item channels (text, image, attributes)")
+
+    @staticmethod
+    def _interaction(a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, b, a * b], dim=-1)
+
+    def next_pair_loss(self, batch: dict[str, Tensor], hist_fused: Tensor) -> Tensor:
+        """Cross-entropy of the true last pair against negative pairs, attending over [x_{<L}, EOS]."""
+        b = hist_fused.shape[0]
+        keys = torch.cat([hist_fused, self.eos.expand(b, 1, -1)], dim=1)
+        mask = torch.cat([batch["mask"], torch.ones_like(batch["mask"][:, :1])], dim=1)
+        other_query = batch["target_queries"].roll(1, dims=0)  # the true item with another user's query
+        items = torch.cat(
+            [batch["target_items"][:, None], batch["neg_items"], batch["target_items"][:, None]], 1
+        )
+        queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"], other_query[:, None]], 1)
+        _, _, candidates = self.embedding.pairs(queries, items)  # B C d
+        interest = self.attention(candidates, keys, mask)  # B C d
+        logits = self.pair_head(self._interaction(interest, candidates)).squeeze(-1)
+        same = (queries == queries[:, :1]) & (items == items[:, :1])
+        same[:, 0] = False  # a "negative" identical to the positive is not a negative
+        logits = logits.masked_fill(same, float("-inf"))
+        return F.cross_entropy(logits.float(), torch.zeros(b, dtype=torch.long, device=logits.device))
+
+    def align_loss(self, batch: dict[str, Tensor], hist_channels: Tensor) -> Tensor:
+        """Chunked CLIP InfoNCE over every pair of item channels of the history."""
+        unit = F.normalize(hist_channels[:, :, 1:].float(), dim=-1)  # B L M d
+        valid = chunk(batch["mask"], self.config.align_chunks)
+        items = chunk(batch["hist_items"], self.config.align_chunks)
+        repeated = items[:, :, None] == items[:, None, :]
+        unit = chunk(unit, self.config.align_chunks)  # N S M d
+        losses = [
+            clip_loss(unit[:, :, i], unit[:, :, j], valid, self.config.temperature, repeated)
+            for i, j in itertools.combinations(range(unit.shape[2]), 2)
+        ]
+        return torch.stack(losses).mean()
+
+    def relevance_loss(self, batch: dict[str, Tensor], hist_channels: Tensor, hist_gamma: Tensor) -> Tensor:
+        """True (query, item) pairs of search behaviours against the same queries with shuffled items."""
+        search = batch["mask"] & (batch["hist_behaviour"] == SEARCH)
+        if not search.any():
+            return hist_channels.sum() * 0.0
+        query = hist_channels[:, :, 0][search]
+        w = hist_gamma[:, :, 1:][search]
+        item = (hist_channels[:, :, 1:][search] * (w / w.sum(-1, keepdim=True)).unsqueeze(-1)).sum(-2)
+        item_ids = batch["hist_items"][search]
+        generator = torch.Generator(device="cpu").manual_seed(int(item_ids.sum()))
+        perm = torch.randperm(item.shape[0], generator=generator).to(item.device)
+        differs = item_ids[perm] != item_ids
+        positive = self.relevance_head(self._interaction(query, item)).squeeze(-1)
+        negative = self.relevance_head(self._interaction(query, item[perm])).squeeze(-1)[differs]
+        return pair_bce(positive, negative)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        cfg = self.config
+        hist_channels, hist_gamma, hist_fused = self.embedding.pairs(
+            batch["hist_queries"], batch["hist_items"]
+        )
+        parts: dict[str, Tensor] = {}
+        total = hist_fused.new_zeros(())
+        if cfg.next_pair:
+            parts["next_pair"] = self.next_pair_loss(batch, hist_fused)
+            total = total + cfg.next_pair_weight * parts["next_pair"]
+        if cfg.align:
+            parts["align"] = self.align_loss(batch, hist_channels)
+            total = total + cfg.align_weight * parts["align"]
+        if cfg.relevance:
+            parts["relevance"] = self.relevance_loss(batch, hist_channels, hist_gamma)
+            total = total + cfg.relevance_weight * parts["relevance"]
+        return total, {k: v.detach() for k, v in parts.items()}

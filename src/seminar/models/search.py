@@ -1,0 +1,189 @@
+"""General search units (GSU): how each model picks the top-K of L behaviours for every target.
+
+Every strategy returns a relevance matrix [B, C, L] (C targets per sequence, higher = keep);
+:func:`select_top_k` turns it into indices and never selects padding. The baselines differ only
+here; embeddings, the ESU and the head are shared, so a comparison changes one thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seminar.models.attention import TargetAttention
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SearchInputs:
+    """What a GSU may look at, all computed once per batch by the ranker."""
+
+    target_channels: Tensor  # [B, C, M, d]
+    target_gamma: Tensor  # [B, C, M]
+    target_fused: Tensor  # [B, C, d]
+    target_items: Tensor  # [B, C]
+    hist_channels: Tensor  # [B, L, M, d]
+    hist_gamma: Tensor  # [B, L, M]
+    hist_fused: Tensor  # [B, L, d]
+    hist_items: Tensor  # [B, L]
+    mask: Tensor  # [B, L] True = real behaviour
+
+
+def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k positions per target (ties: later positions first) and whether each is a real behaviour.
+
+    relevance [B, C, L], mask [B, L] -> (indices [B, C, k'], valid [B, C, k']) with k' = min(k, L).
+    Padding gets -inf, so it is chosen only when a sequence has fewer than k real behaviours, and
+    then ``valid`` is False there.
+    """
+    length = relevance.shape[-1]
+    k = min(k, length)
+    # A tiny recency bonus makes ties deterministic and prefers recent behaviours.
+    recency = torch.arange(length, device=relevance.device, dtype=torch.float32) / (length * 1e6)
+    scores = (relevance.float() + recency).masked_fill(~mask[:, None, :], NEG_INF)
+    indices = scores.topk(k, dim=-1).indices
+    valid = torch.gather(mask[:, None, :].expand(-1, relevance.shape[1], -1), 2, indices)
+    return indices, valid
+
+
+class GeneralSearch(nn.Module):
+    """Base class: a strategy maps SearchInputs to relevance [B, C, L]."""
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        raise NotImplementedError
+
+
+class RecencySearch(GeneralSearch):
+    """The floor: the K most recent behaviours, whatever the target."""
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        b, c = inputs.target_items.shape
+        positions = torch.arange(inputs.mask.shape[1], device=inputs.mask.device, dtype=torch.float32)
+        return positions.expand(b, c, -1)
+
+
+class SimHardSearch(GeneralSearch):
+    """SIM hard search: behaviours whose item shares the target's category, most recent first."""
+
+    def __init__(self, item_category: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("item_category", item_category, persistent=False)
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        target = self.item_category[inputs.target_items]  # B C
+        hist = self.item_category[inputs.hist_items]  # B L
+        same = (target[:, :, None] == hist[:, None, :]) & (target[:, :, None] > 0)
+        positions = torch.arange(hist.shape[1], device=hist.device, dtype=torch.float32) / hist.shape[1]
+        return same.float() + positions  # category match dominates, recency breaks ties
+
+
+class SimSoftSearch(GeneralSearch):
+    """SIM soft search: inner product of the fused target and behaviour embeddings."""
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        return torch.einsum("bcd,bld->bcl", inputs.target_fused, inputs.hist_fused)
+
+
+def popcount64(x: Tensor) -> Tensor:
+    """Number of set bits of each int64 (SWAR bit counting; torch has no popcount)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return ((x * 0x0101010101010101) >> 56) & 0xFF
+
+
+def pack_sign_bits(projected: Tensor) -> Tensor:
+    """Signs of [..., n_bits] (n_bits a multiple of 64) packed into int64 words [..., n_bits / 64]."""
+    bits = (projected > 0).to(torch.int64)
+    words = bits.view(*bits.shape[:-1], -1, 64)
+    shifts = torch.arange(64, device=bits.device, dtype=torch.int64)
+    return (words << shifts).sum(dim=-1)  # bit 63 makes the word negative: fine for XOR/popcount
+
+
+class EtaSearch(GeneralSearch):
+    """ETA: SimHash sign bits of fused embeddings; top-K by smallest Hamming distance (packed, popcount)."""
+
+    def __init__(self, dim: int, n_bits: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if n_bits % 64:
+            raise ValueError(f"ETA hash length must be a multiple of 64 bits, got {n_bits}")
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(dim, n_bits, generator=generator))
+
+    def codes(self, x: Tensor) -> Tensor:
+        return pack_sign_bits(x.detach().float() @ self.projection)
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        target = self.codes(inputs.target_fused)  # B C W
+        hist = self.codes(inputs.hist_fused)  # B L W
+        distance = popcount64(target[:, :, None, :] ^ hist[:, None, :, :]).sum(dim=-1)
+        return -distance.float()
+
+
+class TwinSearch(GeneralSearch):
+    """TWIN CP-GSU: the ESU's own attention parameters score all L behaviours (shared, not copied)."""
+
+    def __init__(self, esu: TargetAttention) -> None:
+        super().__init__()
+        # The ranker owns (registers, trains, saves) the ESU; this unit only borrows the very same
+        # object, so the parameters are shared, not copied, and appear once in the state dict.
+        object.__setattr__(self, "esu", esu)
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        return self.esu.relevance(inputs.target_fused, inputs.hist_fused, inputs.mask)
+
+
+class QinSearch(GeneralSearch):
+    """QIN (CIKM'23, query-dominant): top-K1 by the target query, then rank those by the target item."""
+
+    def __init__(self, first_stage: int) -> None:
+        super().__init__()
+        self.first_stage = first_stage
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        query_sim = torch.einsum(
+            "bcd,bld->bcl", inputs.target_channels[:, :, 0], inputs.hist_channels[:, :, 0]
+        )
+        stage_one, _ = select_top_k(query_sim, inputs.mask, self.first_stage)
+        item_t = BehaviourItems.fused(inputs.target_channels, inputs.target_gamma)
+        item_h = BehaviourItems.fused(inputs.hist_channels, inputs.hist_gamma)
+        item_sim = torch.einsum("bcd,bld->bcl", item_t, item_h)
+        keep = torch.zeros_like(item_sim, dtype=torch.bool).scatter_(2, stage_one, True)
+        return item_sim.masked_fill(~keep, NEG_INF)
+
+
+class BehaviourItems:
+    """Item-side fusion Σ_i w_i x_item(i) (the γ of the item channels, renormalised)."""
+
+    @staticmethod
+    def fused(channels: Tensor, gamma: Tensor) -> Tensor:
+        w = gamma[..., 1:] / gamma[..., 1:].sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return (channels[..., 1:, :] * w.unsqueeze(-1)).sum(dim=-2)
+
+
+class SeminarSearch(GeneralSearch):
+    """SEMINAR GSU: per-channel projections G_j of the (PSU-initialised) embeddings, then its own MHTA.
+
+    ``x^GSU(j) = x(j) G_j``; relevance = head-averaged ``(q W^Q)(K W^K)^T / sqrt(d)`` over all L.
+    G_j start as identity so restored PSU embeddings are meaningful from the first step.
+    """
+
+    def __init__(self, dim: int, n_channels: int, heads: int) -> None:
+        super().__init__()
+        self.projections = nn.Parameter(torch.eye(dim).repeat(n_channels, 1, 1))  # M d d
+        self.attention = TargetAttention(dim, heads, values=False)
+
+    def project(self, channels: Tensor, gamma: Tensor) -> Tensor:
+        projected = torch.einsum("...md,mde->...me", channels, self.projections)
+        return (projected * gamma.unsqueeze(-1)).sum(dim=-2)
+
+    def logits(self, inputs: SearchInputs) -> Tensor:
+        target = self.project(inputs.target_channels, inputs.target_gamma)
+        keys = self.project(inputs.hist_channels, inputs.hist_gamma)
+        return self.attention.relevance(target, keys, inputs.mask)
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        return self.logits(inputs)

@@ -1,0 +1,225 @@
+"""Model invariants: gradients reach every parameter, content survives, padding is ignored, losses have the
+right sign and temperature, fast paths equal their references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seminar.data.loader import EvalSamples, TrainSamples, WindowConfig
+from seminar.data.schema import SeminarDataset
+from seminar.models.attention import TargetAttention
+from seminar.models.features import FeatureTables
+from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, clip_loss, pair_bce
+from seminar.models.ranker import MODELS, Ranker, RankerConfig, consistency_loss
+from seminar.models.search import EtaSearch, QinSearch, pack_sign_bits, popcount64, select_top_k
+from tests.data.helpers import synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> SeminarDataset:
+    return synthetic_dataset(tmp_path_factory.mktemp("models") / "d", users=40, items=300, mean_length=30)
+
+
+@pytest.fixture(scope="module")
+def tables(ds: SeminarDataset) -> FeatureTables:
+    return FeatureTables.from_dataset(ds)
+
+
+def train_batch(ds: SeminarDataset, length: int = 24, n: int = 32) -> dict[str, torch.Tensor]:
+    return TrainSamples(ds, WindowConfig(max_length=length, train_negatives=3)).__getitems__(list(range(n)))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_ranker_parameter_gets_a_gradient(
+    ds: SeminarDataset, tables: FeatureTables, model: str
+) -> None:
+    ranker = Ranker(tables, RankerConfig(model=model, dim=16, heads=2, top_k=8))
+    loss, _ = ranker(train_batch(ds))
+    loss.backward()
+    missing = [n for n, p in ranker.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_every_psu_parameter_gets_a_gradient(ds: SeminarDataset, tables: FeatureTables) -> None:
+    psu = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2))
+    loss, parts = psu(train_batch(ds))
+    loss.backward()
+    assert set(parts) == {"next_pair", "align", "relevance"}
+    assert not [n for n, p in psu.named_parameters() if p.grad is None]
+
+
+def test_content_vectors_survive_construction_and_restore(ds: SeminarDataset, tables: FeatureTables) -> None:
+    expected = torch.from_numpy(np.asarray(ds.vectors["item_text"], dtype=np.float32))
+    psu = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2))
+    ranker = Ranker(tables, RankerConfig(dim=16, heads=2))
+    ranker.load_pretrained(psu.embedding.state_dict())
+    for module in (psu.embedding, ranker.embedding):
+        assert torch.equal(module.item_text_content, expected)
+    assert torch.equal(ranker.embedding.item_ids.weight, psu.embedding.item_ids.weight)
+    assert not any("content" in name for name, _ in ranker.named_parameters())
+
+
+def test_twin_gsu_shares_the_esu_parameters(tables: FeatureTables, ds: SeminarDataset) -> None:
+    ranker = Ranker(tables, RankerConfig(model="twin", dim=16, heads=2, top_k=4))
+    assert ranker.search.esu is ranker.esu
+    names = [n for n, _ in ranker.named_parameters()]
+    assert sum(n.endswith("esu.key.weight") for n in names) == 1  # registered once
+    with torch.no_grad():
+        ranker.esu.key.weight.mul_(3.0)  # changing the ESU changes the GSU's scores
+    inputs = ranker._search_inputs(
+        train_batch(ds, n=4),
+        train_batch(ds, n=4)["target_items"][:, None],
+        train_batch(ds, n=4)["target_queries"][:, None],
+    )
+    expected = ranker.esu.relevance(inputs.target_fused, inputs.hist_fused, inputs.mask)
+    assert torch.equal(ranker.search.relevance(inputs), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    c=st.integers(1, 3),
+    length=st.integers(1, 20),
+    k=st.integers(1, 25),
+    seed=st.integers(0, 10_000),
+)
+def test_top_k_never_returns_padding(b: int, c: int, length: int, k: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    relevance = torch.randn(b, c, length, generator=g)
+    real = torch.randint(0, length + 1, (b,), generator=g)
+    mask = torch.arange(length)[None, :] >= (length - real)[:, None]  # left padding
+    indices, valid = select_top_k(relevance, mask, k)
+    assert indices.shape[-1] == min(k, length)
+    for bi in range(b):
+        assert torch.all(mask[bi][indices[bi][valid[bi]]])
+        assert int(valid[bi, 0].sum()) == min(k, int(real[bi]))
+        chosen = indices[bi][valid[bi]].view(c, -1)
+        best = relevance[bi].masked_fill(~mask[bi], float("-inf")).topk(chosen.shape[-1], dim=-1).indices
+        assert torch.equal(chosen.sort(-1).values, best.sort(-1).values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    c=st.integers(1, 4),
+    length=st.integers(1, 12),
+    heads=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+)
+def test_attention_fast_path_equals_reference_and_ignores_padding(
+    b: int, c: int, length: int, heads: int, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    att = TargetAttention(8, heads)
+    target, keys = torch.randn(b, c, 8), torch.randn(b, length, 8)
+    mask = torch.rand(b, length) > 0.3
+    out = att(target, keys, mask)
+    ref_logits, ref_out = att.reference(target, keys, mask)
+    torch.testing.assert_close(att.logits(target, keys, mask), ref_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    changed = keys.clone()
+    changed[~mask] = torch.randn(int((~mask).sum()), 8) * 100
+    torch.testing.assert_close(att(target, changed, mask), out, rtol=1e-5, atol=1e-5)
+    assert torch.all(out[~mask.any(-1)] == 0)  # a sequence with no real behaviour gives zeros, not NaN
+
+
+def test_embedding_unique_path_equals_direct(tables: FeatureTables, ds: SeminarDataset) -> None:
+    ranker = Ranker(tables, RankerConfig(dim=16, heads=2))
+    batch = train_batch(ds)
+    channels, gamma, _ = ranker.embedding.pairs(batch["hist_queries"], batch["hist_items"])
+    direct = ranker.embedding(batch["hist_queries"], batch["hist_items"])
+    torch.testing.assert_close(channels, direct)
+    torch.testing.assert_close(gamma, ranker.embedding.weights(direct))
+    torch.testing.assert_close(gamma.sum(-1), torch.ones_like(gamma[..., 0]))
+    assert torch.allclose(gamma[..., 0], torch.tensor(0.5))  # λ
+
+
+def test_clip_loss_sign_and_temperature() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(3, 16, 32, generator=g), dim=-1)
+    valid = torch.ones(3, 16, dtype=torch.bool)
+    aligned = clip_loss(a, a, valid, 0.07)
+    shuffled = clip_loss(a, a[:, torch.randperm(16, generator=g)], valid, 0.07)
+    assert aligned < 0.05 < np.log(16) * 0.8 < shuffled
+    assert clip_loss(a, a, valid, 0.05) < clip_loss(a, a, valid, 0.5)  # temperature divides
+    padded = valid.clone()
+    padded[:, :4] = False
+    noisy = a.clone()
+    noisy[:, :4] = torch.randn(3, 4, 32, generator=g)  # padding content must not matter
+    assert torch.isclose(clip_loss(a, noisy, padded, 0.07), clip_loss(a, a, padded, 0.07))
+
+
+def test_pair_and_consistency_losses_on_known_cases() -> None:
+    assert pair_bce(torch.full((8,), 10.0), torch.full((8,), -10.0)) < 1e-3
+    assert pair_bce(torch.full((8,), -10.0), torch.full((8,), 10.0)) > 5
+    valid = torch.ones(2, 3, 5, dtype=torch.bool)
+    logits = torch.randn(2, 3, 5)
+    assert consistency_loss(logits, torch.softmax(logits, -1), valid) < 1e-6
+    assert consistency_loss(logits, torch.softmax(-5 * logits, -1), valid) > 0.1
+
+
+def test_next_pair_and_relevance_learn_a_learnable_signal(ds: SeminarDataset, tables: FeatureTables) -> None:
+    """A constructed case: one fixed batch; both supervised PSU losses must fall well below chance."""
+    torch.manual_seed(0)
+    psu = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align=False))
+    batch = train_batch(ds, n=32)
+    optimizer = torch.optim.Adam(psu.parameters(), lr=1e-2)
+    _, start = psu(batch)
+    for _ in range(60):
+        loss, parts = psu(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert start["next_pair"] > 1.2 and parts["next_pair"] < 0.3 * start["next_pair"]
+    assert parts["relevance"] < 0.5 * start["relevance"]
+
+
+def test_popcount_and_packed_hamming_match_reference() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-(2**62), 2**62, (500,), generator=g) * 2 + torch.randint(0, 2, (500,), generator=g)
+    expected = torch.tensor([bin(v & (2**64 - 1)).count("1") for v in x.tolist()])
+    assert torch.equal(popcount64(x), expected)
+    a, b = torch.randn(20, 128, generator=g), torch.randn(20, 128, generator=g)
+    packed = popcount64(pack_sign_bits(a) ^ pack_sign_bits(b)).sum(-1)
+    assert torch.equal(packed, ((a > 0) != (b > 0)).sum(-1))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        EtaSearch(8, n_bits=10)
+
+
+def test_qin_keeps_only_query_stage_candidates(tables: FeatureTables, ds: SeminarDataset) -> None:
+    ranker = Ranker(tables, RankerConfig(model="qin", dim=16, heads=2, top_k=3, qin_first_stage=5))
+    batch = train_batch(ds, n=8)
+    inputs = ranker._search_inputs(batch, batch["target_items"][:, None], batch["target_queries"][:, None])
+    relevance = ranker.search.relevance(inputs)
+    assert isinstance(ranker.search, QinSearch)
+    finite = torch.isfinite(relevance)
+    assert torch.all(finite.sum(-1) <= 5)
+
+
+def test_scores_for_eval_batches(ds: SeminarDataset, tables: FeatureTables) -> None:
+    ranker = Ranker(tables, RankerConfig(dim=16, heads=2, top_k=8)).eval()
+    batch = EvalSamples(ds, "test", "pair", max_length=24).__getitems__([0, 1, 2])
+    scores = ranker.score_candidates(batch)
+    assert scores.shape == (3, ds.test_negatives.shape[1] + 1) and torch.isfinite(scores).all()
+
+
+def test_unknown_model_is_explained(tables: FeatureTables) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        Ranker(tables, RankerConfig(model="bert4rec"))
+
+
+def test_psu_needs_a_loss(tables: FeatureTables) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        PretrainingSearchUnit(tables, PretrainConfig(next_pair=False, align=False, relevance=False))
+
+
+def test_features_from_disk(tmp_path: Path) -> None:
+    ds = synthetic_dataset(tmp_path / "d", users=10, items=100, mean_length=10)
+    tables = FeatureTables.from_dataset(ds)
+    assert tables.item_category.shape == (ds.n_items + 1,) and int(tables.item_category[1:].min()) > 0
