@@ -14,7 +14,6 @@ from seminar.data.tables import DataError
 
 console = Console()
 errors = Console(stderr=True)
-DEFAULT_DATA = Path("runs/ml-100k/data")
 
 
 def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "minilm") -> None:
@@ -237,11 +236,177 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default dataset."""
-    argv = ["prepare", "ml-100k", "--out", str(args.out / "data")]
-    if args.quiet:
-        argv.append("--quiet")
-    return main(argv)
+    """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and a baseline, evaluate."""
+    from seminar.data.schema import load_dataset
+    from seminar.experiment import DemoConfig, run_demo
+    from seminar.report import results_table
+
+    data = args.out / "data"
+    code = main(["prepare", "ml-100k", "--out", str(data), *(["--quiet"] if args.quiet else [])])
+    if code:
+        return code
+    config = DemoConfig(
+        epochs=args.epochs,
+        pretrain_epochs=args.pretrain_epochs,
+        baselines=args.baselines,
+        progress=not args.quiet,
+    )
+    rows = run_demo(load_dataset(data), args.out / "runs", config)
+    console.print(results_table(rows, title="MovieLens-100k test metrics (positive + 99 negatives)"))
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser, *, monitor: str = "ndcg@10") -> None:
+    parser.add_argument("--data", type=Path, required=True, help="a prepared dataset directory")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics.jsonl)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=200, help="history window L")
+    parser.add_argument("--train-negatives", type=int, default=1)
+    parser.add_argument(
+        "--positions-per-user", type=int, default=None, help="cap training targets per user/epoch"
+    )
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
+    parser.add_argument("--monitor", default=monitor, help="validation metric to keep the best checkpoint by")
+    parser.add_argument("--eval-mode", choices=["recommendation", "search", "pair"], default="recommendation")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--fusion-lambda", type=float, default=0.5, help="λ of the query/item fusion")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _train_config(args: argparse.Namespace):
+    from seminar.train.trainer import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        train_negatives=args.train_negatives,
+        positions_per_user=args.positions_per_user,
+        early_stopping_patience=args.patience,
+        monitor=args.monitor,
+        eval_mode=args.eval_mode,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from seminar.data.schema import load_dataset
+    from seminar.experiment import pretrain
+    from seminar.models.psu import PretrainConfig
+
+    config = PretrainConfig(
+        dim=args.dim,
+        heads=args.heads,
+        fusion_lambda=args.fusion_lambda,
+        next_pair=not args.no_next_pair,
+        align=not args.no_align,
+        relevance=not args.no_relevance,
+        align_chunks=args.align_chunks,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    summary = pretrain(load_dataset(args.data), args.out, config, _train_config(args), resume=args.resume)
+    console.print(
+        f"pretrained {summary['epochs_run']} epochs; best loss {summary['best_value']:.4f} "
+        f"at epoch {summary['best_epoch']}; weights in {args.out / 'best'}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seminar.data.schema import load_dataset
+    from seminar.experiment import finetune
+    from seminar.models.ranker import RankerConfig
+    from seminar.report import results_table
+
+    config = RankerConfig(
+        model=args.model,
+        dim=args.dim,
+        heads=args.heads,
+        top_k=args.top_k,
+        fusion_lambda=args.fusion_lambda,
+        seed=args.seed,
+    )
+    summary = finetune(
+        load_dataset(args.data),
+        args.out,
+        config,
+        _train_config(args),
+        pretrained=args.pretrained,
+        resume=args.resume,
+    )
+    rows = [{"model": args.model, "mode": args.eval_mode, **summary["test"]}]
+    console.print(
+        results_table(rows, title=f"{args.model}: test metrics (best epoch {summary['best_epoch']})")
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seminar.data.schema import load_dataset
+    from seminar.experiment import evaluate_run
+    from seminar.report import results_table
+    from seminar.train.trainer import TrainConfig
+
+    train = TrainConfig(max_length=args.max_length, device=args.device, progress=not args.quiet)
+    metrics = evaluate_run(load_dataset(args.data), args.run, train, args.modes, stage=args.stage)
+    rows = [{"model": str(args.run), "mode": mode, **values} for mode, values in metrics.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        console.print(results_table(rows, title=f"{args.stage} metrics"))
+    return 0
+
+
+def _register_model_commands(sub: argparse._SubParsersAction) -> None:
+    from seminar.models.ranker import MODELS
+
+    p = sub.add_parser("pretrain", help="pretrain the PSU (next pair, alignment, query-item relevance)")
+    _add_train_options(p, monitor="loss")
+    p.add_argument("--no-next-pair", action="store_true", help="switch off next-pair prediction")
+    p.add_argument("--no-align", action="store_true", help="switch off multi-modal alignment")
+    p.add_argument("--no-relevance", action="store_true", help="switch off query-item relevance")
+    p.add_argument("--align-chunks", type=int, default=4, help="N_ch chunks for the alignment loss")
+    p.add_argument("--temperature", type=float, default=0.07, help="InfoNCE temperature")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("train", help="train SEMINAR or a baseline ranker and report test metrics")
+    _add_train_options(p)
+    p.add_argument("--model", choices=MODELS, default="seminar")
+    p.add_argument("--top-k", type=int, default=50, help="behaviours the GSU keeps for the ESU")
+    p.add_argument(
+        "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run in one or more test modes")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--run", type=Path, required=True, help="a `seminar train` run directory")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["recommendation", "search", "pair"],
+        choices=["recommendation", "search", "pair"],
+    )
+    p.add_argument("--stage", choices=["test", "valid"], default="test")
+    p.add_argument("--max-length", type=int, default=200)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,8 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=cmd_data_info)
 
-    demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k")
+    _register_model_commands(sub)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/ml-100k"))
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--pretrain-epochs", type=int, default=2)
+    demo.add_argument("--baselines", nargs="*", default=["twin"], help="baselines to train beside SEMINAR")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

@@ -1,0 +1,181 @@
+"""Library calls behind `seminar pretrain`, `train`, `evaluate` and the demo pipeline.
+
+A run directory holds what the trainer writes (``best/``, ``last/``, ``metrics.jsonl``); the
+checkpoint's config names the model class and its config, so a run can be rebuilt for
+evaluation. Classes come from an explicit registry, never from importing a stored string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seminar.data.schema import SeminarDataset
+from seminar.models.features import FeatureTables
+from seminar.models.psu import PretrainConfig, PretrainingSearchUnit
+from seminar.models.ranker import Ranker, RankerConfig
+from seminar.train.checkpoint import load_weights, read_checkpoint_config
+from seminar.train.trainer import BEST, LAST, TrainConfig, Trainer
+
+MODEL_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {
+    "seminar.models.ranker.Ranker": (Ranker, RankerConfig),
+    "seminar.models.psu.PretrainingSearchUnit": (PretrainingSearchUnit, PretrainConfig),
+}
+
+
+def _config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def load_run_model(run_dir: Path | str, tables: FeatureTables, checkpoint: str = BEST) -> nn.Module:
+    """Rebuild the model of a finished run from its checkpoint config and load its weights."""
+    directory = Path(run_dir) / checkpoint
+    config = read_checkpoint_config(directory)
+    name = config.get("model_class")
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"{directory}: unknown model class {name!r}; known: {sorted(MODEL_REGISTRY)}")
+    model_cls, config_cls = MODEL_REGISTRY[name]
+    model = model_cls(tables, _config_from_dict(config_cls, config.get("model_config") or {}))
+    load_weights(directory, model)
+    return model
+
+
+def pretrain(
+    ds: SeminarDataset,
+    out_dir: Path | str,
+    model_config: PretrainConfig,
+    train: TrainConfig,
+    *,
+    resume: bool = False,
+    tables: FeatureTables | None = None,
+) -> dict[str, Any]:
+    """Pretrain the PSU (monitors its loss: it has no ranking head)."""
+    tables = tables or FeatureTables.from_dataset(ds)
+    train.out_dir = str(out_dir)
+    with Trainer(PretrainingSearchUnit(tables, model_config), ds, train) as trainer:
+        return trainer.fit(resume=resume)
+
+
+def restore_pretrained(ranker: Ranker, psu_run: Path | str, tables: FeatureTables) -> None:
+    """Initialise the ranker's embeddings and content projections from a PSU run's best weights."""
+    psu = load_run_model(psu_run, tables)
+    if not isinstance(psu, PretrainingSearchUnit):
+        raise ValueError(f"{psu_run} is not a PSU pretraining run")
+    for name in ("dim", "gate", "fusion_lambda"):
+        mine, theirs = getattr(ranker.config, name), getattr(psu.config, name)
+        if mine != theirs:
+            raise ValueError(f"{psu_run}: pretrained with {name}={theirs}, the ranker uses {name}={mine}")
+    ranker.load_pretrained(psu.embedding.state_dict())
+
+
+def finetune(
+    ds: SeminarDataset,
+    out_dir: Path | str,
+    model_config: RankerConfig,
+    train: TrainConfig,
+    *,
+    pretrained: Path | str | None = None,
+    resume: bool = False,
+    tables: FeatureTables | None = None,
+) -> dict[str, Any]:
+    """Train a ranker (SEMINAR or a baseline), optionally initialised from a PSU run."""
+    tables = tables or FeatureTables.from_dataset(ds)
+    ranker = Ranker(tables, model_config)
+    if pretrained is not None and not resume:
+        restore_pretrained(ranker, pretrained, tables)
+    train.out_dir = str(out_dir)
+    with Trainer(ranker, ds, train) as trainer:
+        return trainer.fit(resume=resume)
+
+
+def evaluate_run(
+    ds: SeminarDataset,
+    run_dir: Path | str,
+    train: TrainConfig,
+    modes: Sequence[str],
+    stage: str = "test",
+    tables: FeatureTables | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics of a finished ranker run in each test mode."""
+    tables = tables or FeatureTables.from_dataset(ds)
+    model = load_run_model(run_dir, tables)
+    train.out_dir = str(run_dir)
+    with Trainer(model, ds, train) as trainer:
+        return {mode: trainer.evaluate(stage, mode) for mode in modes}  # type: ignore[arg-type]
+
+
+@dataclass
+class DemoConfig:
+    """The main job's settings: small enough for a few minutes on 2 CPU cores."""
+
+    max_length: int = 100
+    top_k: int = 20
+    dim: int = 32
+    heads: int = 2
+    pretrain_epochs: int = 2
+    epochs: int = 3
+    positions_per_user: int = 20
+    baselines: list[str] = field(default_factory=lambda: ["twin"])
+    modes: list[str] = field(default_factory=lambda: ["recommendation", "search"])
+    seed: int = 0
+    progress: bool = True
+
+    def train_config(self, monitor: str = "ndcg@10") -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            max_length=self.max_length,
+            positions_per_user=self.positions_per_user,
+            seed=self.seed,
+            progress=self.progress,
+            monitor=monitor,
+            eval_batch_size=256,
+        )
+
+
+def run_demo(
+    ds: SeminarDataset, out_dir: Path | str, config: DemoConfig | None = None
+) -> list[dict[str, Any]]:
+    """Pretrain the PSU, fine-tune SEMINAR from it and the baselines, and evaluate each in every mode.
+
+    A run with a ``last`` checkpoint is resumed (a finished one returns at once), so an interrupted
+    demo picks up where it stopped.
+    """
+    config = config or DemoConfig()
+    out_dir = Path(out_dir)
+    tables = FeatureTables.from_dataset(ds)
+    torch.manual_seed(config.seed)
+    psu_dir = out_dir / "psu"
+    train = config.train_config(monitor="loss")
+    train.epochs = config.pretrain_epochs
+    pretrain(
+        ds,
+        psu_dir,
+        PretrainConfig(dim=config.dim, heads=config.heads, seed=config.seed),
+        train,
+        resume=(psu_dir / LAST).exists(),
+        tables=tables,
+    )
+    rows = []
+    for model in ["seminar", *config.baselines]:
+        run = out_dir / model
+        ranker_config = RankerConfig(
+            model=model, dim=config.dim, heads=config.heads, top_k=config.top_k, seed=config.seed
+        )
+        finetune(
+            ds,
+            run,
+            ranker_config,
+            config.train_config(),
+            pretrained=psu_dir if model == "seminar" else None,
+            resume=(run / LAST).exists(),
+            tables=tables,
+        )
+        metrics = evaluate_run(ds, run, config.train_config(), config.modes, tables=tables)
+        rows += [{"model": model, "mode": mode, **values} for mode, values in metrics.items()]
+    return rows

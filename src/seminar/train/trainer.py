@@ -1,0 +1,514 @@
+"""One training loop for pretraining and fine-tuning: the model owns its loss, the trainer the rest.
+
+The trainer runs epochs of Adam steps through ``model.forward`` (so DDP hooks fire), validates
+with ``model.score_candidates`` on the validation candidates, keeps ``last/`` and ``best/``
+checkpoints, stops early, logs one JSON record per epoch to ``metrics.jsonl`` and finally reloads
+the best weights and evaluates the test candidates.
+
+Reproducibility: on a fresh start ``fit`` seeds Python, NumPy and torch with ``seed`` (+ rank);
+shuffling uses ``seed + epoch`` and the training samples are redrawn with ``set_epoch(epoch)``.
+Resuming restores weights, optimizer, counters and RNG states saved at the end of the last
+finished epoch, so a run stopped after epoch k and resumed ends bitwise equal to an uninterrupted
+one on CPU. An epoch interrupted midway is restarted from its beginning (there is no mid-epoch
+resume). Models without ``score_candidates`` (e.g. pretraining) are monitored by their mean
+training loss, lower being better.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from seminar import __version__
+from seminar.data.loader import MODES, EvalSamples, Mode, TrainSamples, WindowConfig, make_loader
+from seminar.data.schema import SeminarDataset
+from seminar.io import write_bytes_atomic
+from seminar.train import distributed as ddp
+from seminar.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint_config,
+    restore_rng_state,
+    save_checkpoint,
+)
+from seminar.train.metrics import DEFAULT_KS, RankingAccumulator, ranking_metric_names
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+LAST = "last"
+BEST = "best"
+LOSS_MONITOR = "loss"
+# Fields that may change between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "progress",
+        "log_every",
+        "num_workers",
+        "eval_batch_size",
+        "out_dir",
+        "device",
+        "early_stopping_patience",
+    }
+)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    max_length: int = 200
+    train_negatives: int = 1
+    positions_per_user: int | None = None
+    early_stopping_patience: int | None = 3  # epochs without improvement; None never stops early
+    monitor: str = "ndcg@10"  # a ranking metric on validation, or "loss" (mean training loss)
+    eval_mode: Mode = "recommendation"
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # bfloat16 autocast, on CUDA only
+    grad_clip: float | None = None
+    num_workers: int = 0
+    log_every: int = 50
+    out_dir: str = "runs/seminar"
+    progress: bool = True
+    deterministic: bool = True
+    find_unused_parameters: bool = False  # DDP only: for models whose loss skips some parameters
+
+    def __post_init__(self) -> None:
+        self.out_dir = str(self.out_dir)
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        for name in ("lr", "batch_size", "eval_batch_size", "max_length", "train_negatives", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or None")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError("grad_clip must be positive or None")
+        if self.positions_per_user is not None and self.positions_per_user < 1:
+            raise ValueError("positions_per_user must be >= 1 or None")
+        if self.eval_mode not in MODES:
+            raise ValueError(f"unknown eval_mode {self.eval_mode!r}; choose one of {MODES}")
+        allowed = (*ranking_metric_names(DEFAULT_KS), LOSS_MONITOR)
+        if self.monitor not in allowed:
+            raise ValueError(f"unknown monitor {self.monitor!r}; choose one of {allowed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    """Counters that make early stopping and resumption exact; saved in every checkpoint."""
+
+    epoch: int = 0  # finished epochs
+    global_step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    best_record: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it, so a crash never loses an acknowledged epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Prefer deterministic kernels (warning where none exists) and restore the previous setting after."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
+        torch.backends.cudnn.benchmark = previous_benchmark
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset``; see the module docstring for the contract and guarantees.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the trainer starts the process group if none exists
+    (call :meth:`close`, or use the trainer as a context manager, to end it), wraps the model in
+    DDP, shards training with a ``DistributedSampler`` and evaluation by user, all-reduces the
+    metric sums so every rank returns the same numbers, and writes files from rank 0 only.
+    """
+
+    def __init__(self, model: nn.Module, dataset: SeminarDataset, config: TrainConfig) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.dist = ddp.env_dist_info()
+        self.device = ddp.resolve_device(config.device, self.dist)
+        self._owns_group = ddp.init_process_group(self.dist, self.device)
+        self.model = model.to(self.device)
+        self.out_dir = Path(config.out_dir)
+        self.train_samples = TrainSamples(
+            dataset,
+            WindowConfig(
+                max_length=config.max_length,
+                train_negatives=config.train_negatives,
+                positions_per_user=config.positions_per_user,
+                seed=config.seed,
+            ),
+        )
+        if len(self.train_samples) == 0:
+            raise ValueError(f"{dataset.root}: no training positions (every sequence is too short)")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.can_score = callable(getattr(self.model, "score_candidates", None))
+        self.monitor = config.monitor if self.can_score else LOSS_MONITOR
+        if self.monitor != config.monitor:
+            logger.info("model has no score_candidates: monitoring the training loss, not %s", config.monitor)
+        self.higher_is_better = self.monitor != LOSS_MONITOR
+        self.progress = Progress()
+        self._train_module: nn.Module = self.model
+        if self.dist.enabled:
+            self._train_module = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """End the process group if this trainer started it."""
+        if self._owns_group:
+            ddp.shutdown()
+            self._owns_group = False
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / METRICS_FILE
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        enabled = self.config.bf16 and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+
+    def _bar(self, iterable: Any, **kwargs: Any) -> Any:
+        show = self.config.progress and self.dist.is_main
+        return tqdm(iterable, disable=not show, dynamic_ncols=True, **kwargs)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to ``config.epochs`` (or an early stop), reload the best weights, evaluate on test.
+
+        ``resume=True`` continues from ``out_dir/last`` (which must exist and verify); without it
+        ``out_dir`` must not already hold a run. Returns a summary with the best validation record
+        and the test metrics (empty for models without ``score_candidates``).
+        """
+        with deterministic_algorithms(self.config.deterministic):
+            if resume:
+                self._resume()
+            else:
+                self._start_fresh()
+            while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
+                self._run_epoch(self.progress.epoch)
+            ddp.barrier()
+            if (self.out_dir / BEST).exists():
+                load_weights(self.out_dir / BEST, self.model)
+            test: dict[str, float] = {}
+            if self.can_score:
+                test = self.evaluate("test")
+                if self.dist.is_main:
+                    record = {"stage": "test", "mode": self.config.eval_mode, "metrics": test}
+                    append_jsonl(self.metrics_path, {**record, "best_epoch": self.progress.best_epoch})
+        return {
+            "epochs_run": self.progress.epoch,
+            "global_step": self.progress.global_step,
+            "stopped_early": self.progress.stopped_early,
+            "monitor": self.monitor,
+            "best_epoch": self.progress.best_epoch,
+            "best_value": self.progress.best_value,
+            "best": self.progress.best_record,
+            "test": test,
+        }
+
+    def _start_fresh(self) -> None:
+        if (self.out_dir / LAST).exists() or (self.out_dir / BEST).exists() or self.metrics_path.exists():
+            raise FileExistsError(
+                f"{self.out_dir} already holds a run; resume it (fit(resume=True)) or choose another out_dir"
+            )
+        ddp.barrier()  # every rank checks before rank 0 writes anything
+        seed_everything(self.config.seed + self.dist.rank)
+        self.progress = Progress()
+
+    def _resume(self) -> None:
+        self._check_resumable(read_checkpoint_config(self.out_dir / LAST).get("train", {}))
+        state, _ = load_checkpoint(self.out_dir / LAST, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        rng = state["rng"]
+        if len(rng) != self.dist.world_size:
+            logger.warning(
+                "resuming a %d-process run with %d processes: not bitwise reproducible",
+                len(rng),
+                self.dist.world_size,
+            )
+        restore_rng_state(rng[min(self.dist.rank, len(rng) - 1)])
+        self.train_samples.set_epoch(int(state["sampler_epoch"]))
+        ddp.barrier()
+        if self.dist.is_main:
+            kept = [
+                r
+                for r in read_jsonl(self.metrics_path)
+                if r.get("stage") == "epoch" and r.get("epoch", 0) <= self.progress.epoch
+            ]
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            write_bytes_atomic(self.metrics_path, text.encode())
+        ddp.barrier()
+        logger.info("resumed from %s after epoch %d", self.out_dir / LAST, self.progress.epoch)
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        current = self.config.to_dict()
+        changed = sorted(
+            name
+            for name in current
+            if name not in RESUMABLE_CHANGES and saved.get(name) != _json_safe(current[name])
+        )
+        if changed:
+            details = ", ".join(f"{n}: {saved.get(n)!r} -> {current[n]!r}" for n in changed)
+            raise ValueError(f"cannot resume {self.out_dir}: the configuration changed ({details})")
+
+    def _train_loader(self, epoch: int) -> Any:
+        self.train_samples.set_epoch(epoch)
+        cfg = self.config
+        if self.dist.enabled:
+            loader = make_loader(
+                self.train_samples,
+                cfg.batch_size,
+                shuffle=True,
+                seed=cfg.seed,
+                num_workers=cfg.num_workers,
+                distributed=True,
+            )
+            loader.sampler.set_epoch(epoch)
+            return loader
+        return make_loader(
+            self.train_samples,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed + epoch,
+            num_workers=cfg.num_workers,
+        )
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training samples; returns mean loss and mean loss parts over batches."""
+        cfg = self.config
+        loader = self._train_loader(epoch)
+        module = self._train_module
+        module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        part_sums: dict[str, torch.Tensor] = {}
+        window = torch.zeros((), dtype=torch.float64, device=self.device)
+        window_steps = 0
+        batches = 0
+        bar = self._bar(loader, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for batch in bar:
+            batch = self._to_device(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss, parts = module(batch)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.progress.global_step += 1
+            batches += 1
+            detached = loss.detach().to(torch.float64)
+            loss_sum += detached
+            window += detached
+            window_steps += 1
+            for name, value in parts.items():
+                part = torch.as_tensor(value).detach().to(device=self.device, dtype=torch.float64)
+                part_sums[name] = part_sums.get(name, torch.zeros_like(part)) + part
+            if self.progress.global_step % cfg.log_every == 0:
+                mean = self._finite(window.item() / window_steps, epoch)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                logger.info("epoch %d step %d loss %.6f", epoch + 1, self.progress.global_step, mean)
+                window.zero_()
+                window_steps = 0
+        names = sorted(part_sums)
+        totals = torch.stack(
+            [
+                loss_sum,
+                *(part_sums[n] for n in names),
+                torch.tensor(float(batches), dtype=torch.float64, device=self.device),
+            ]
+        )
+        ddp.all_reduce_sum_(totals)
+        count = float(totals[-1])
+        means = (totals[:-1] / max(count, 1.0)).tolist()
+        stats = {"loss": self._finite(means[0], epoch)}
+        stats.update({name: float(v) for name, v in zip(names, means[1:], strict=True)})
+        return stats
+
+    def _finite(self, value: float, epoch: int) -> float:
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f"non-finite training loss ({value}) in epoch {epoch + 1} by step {self.progress.global_step}"
+            )
+        return value
+
+    def _run_epoch(self, epoch: int) -> None:
+        start = time.perf_counter()
+        train = self._train_epoch(epoch)
+        valid = self.evaluate("valid") if self.can_score else {}
+        value = train["loss"] if self.monitor == LOSS_MONITOR else valid[self.monitor]
+        prog = self.progress
+        improved = prog.best_value is None or (
+            value > prog.best_value if self.higher_is_better else value < prog.best_value
+        )
+        prog.epoch = epoch + 1
+        record = {
+            "stage": "epoch",
+            "epoch": prog.epoch,
+            "global_step": prog.global_step,
+            "train": train,
+            "valid": valid,
+            "monitor": self.monitor,
+            "value": value,
+            "improved": improved,
+        }
+        if improved:
+            prog.best_value, prog.best_epoch, prog.bad_epochs = value, prog.epoch, 0
+            prog.best_record = {k: v for k, v in record.items() if k != "improved"}
+        else:
+            prog.bad_epochs += 1
+        patience = self.config.early_stopping_patience
+        if patience is not None and prog.bad_epochs >= patience:
+            prog.stopped_early = True
+            logger.info(
+                "early stop after epoch %d: no improvement of %s for %d epochs",
+                prog.epoch,
+                self.monitor,
+                prog.bad_epochs,
+            )
+        record["best_epoch"] = prog.best_epoch
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        if self.dist.is_main:
+            append_jsonl(self.metrics_path, record)
+        # Best before last: a crash in between leaves a last/ that redoes this epoch and rewrites best/.
+        if improved:
+            self._save(BEST)
+        self._save(LAST)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_config(self) -> dict[str, Any]:
+        model_config = getattr(self.model, "config", None)
+        return _json_safe(
+            {
+                "train": self.config.to_dict(),
+                "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+                "model_config": asdict(model_config) if is_dataclass(model_config) else None,
+                "world_size": self.dist.world_size,
+                "seminar_version": __version__,
+            }
+        )
+
+    def _save(self, name: str) -> None:
+        rng = ddp.gather_objects(capture_rng_state())
+        if self.dist.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "progress": asdict(self.progress),
+                "rng": rng,
+                "sampler_epoch": self.progress.epoch,
+            }
+            save_checkpoint(self.out_dir / name, self.model, state, self._checkpoint_config())
+        ddp.barrier()
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self, stage: str = "test", mode: Mode | None = None, *, record: bool = False
+    ) -> dict[str, float]:
+        """Ranking metrics of the held-out candidates (identities checked), equal on every rank.
+
+        Scoring runs without bf16 autocast so that rounding does not create ties between
+        candidates. ``record=True`` also appends the metrics to ``metrics.jsonl``. ``users`` in
+        the result is the number of ranking tasks evaluated.
+        """
+        if not self.can_score:
+            raise TypeError(f"{type(self.model).__name__} has no score_candidates; it cannot be evaluated")
+        mode = mode or self.config.eval_mode
+        samples: Dataset = EvalSamples(self.dataset, stage, mode, self.config.max_length)
+        if self.dist.enabled:  # disjoint shards, no padding duplicates: sums stay exact
+            samples = Subset(samples, range(self.dist.rank, len(samples), self.dist.world_size))
+        loader = make_loader(samples, self.config.eval_batch_size, num_workers=self.config.num_workers)
+        acc = RankingAccumulator(DEFAULT_KS, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():  # full precision: bf16 scores would tie far more often
+                for batch in self._bar(loader, desc=f"{stage} ({mode})", leave=False):
+                    scores = self.model.score_candidates(self._to_device(batch))
+                    acc.update(scores.float())
+        finally:
+            self.model.train(was_training)
+        ddp.all_reduce_sum_(acc.totals)
+        metrics = acc.compute()
+        metrics["users"] = acc.count
+        if record and self.dist.is_main:
+            append_jsonl(self.metrics_path, {"stage": stage, "mode": mode, "metrics": metrics})
+        return metrics

@@ -1,0 +1,167 @@
+"""`seminar pretrain`, `train`, `evaluate` end to end on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seminar.cli import main
+from seminar.train.trainer import read_jsonl
+
+TINY = ["--epochs", "1", "--max-length", "12", "--dim", "16", "--heads", "2", "--batch-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli-models") / "data"
+    code = main(
+        [
+            "prepare",
+            "synthetic",
+            "--users",
+            "40",
+            "--items",
+            "300",
+            "--mean-length",
+            "20",
+            "--negatives",
+            "20",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_pretrain_then_train_from_it_then_evaluate(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "psu"), *TINY]) == 0
+    assert (tmp_path / "psu" / "best" / "COMPLETE").is_file()
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "sem"),
+            "--model",
+            "seminar",
+            "--top-k",
+            "4",
+            "--pretrained",
+            str(tmp_path / "psu"),
+            *TINY,
+        ]
+    )
+    assert code == 0
+    records = read_jsonl(tmp_path / "sem" / "metrics.jsonl")
+    assert any(r.get("stage") == "test" for r in records)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--run",
+                str(tmp_path / "sem"),
+                "--max-length",
+                "12",
+                "--modes",
+                "recommendation",
+                "pair",
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["mode"] for r in rows] == ["recommendation", "pair"]
+    assert all(0.0 <= r["ndcg@10"] <= r["hr@10"] <= 1.0 for r in rows)
+
+
+def test_pretraining_ablation_switches(data: Path, tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "p"),
+                "--no-align",
+                "--no-relevance",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    config = json.loads((tmp_path / "p" / "best" / "config.json").read_text())
+    assert config["model_config"]["align"] is False and config["model_config"]["next_pair"] is True
+
+
+def test_mismatched_pretraining_is_refused(data: Path, tmp_path: Path) -> None:
+    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "psu"), *TINY]) == 0
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--pretrained",
+        str(tmp_path / "psu"),
+        *TINY,
+        "--dim",
+        "8",
+    ]
+    with pytest.raises(ValueError, match="dim"):
+        main(args)
+
+
+@pytest.mark.parametrize("model", ["sim_hard", "eta", "qin"])
+def test_baselines_train_from_the_cli(data: Path, tmp_path: Path, model: str) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / model),
+                "--model",
+                model,
+                "--top-k",
+                "4",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+
+
+def test_resume_continues_a_run(data: Path, tmp_path: Path) -> None:
+    run = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        "twin",
+        "--top-k",
+        "4",
+        *TINY,
+    ]
+    assert main(run) == 0
+    assert main(run) == 2  # the run exists: a clear error, not an overwrite
+    resumed = [*run, "--resume"]
+    resumed[resumed.index("--epochs") + 1] = "2"
+    assert main(resumed) == 0
+    epochs = [r["epoch"] for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if r.get("stage") == "epoch"]
+    assert epochs == [1, 2]
