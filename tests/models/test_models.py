@@ -132,10 +132,17 @@ def test_attention_fast_path_equals_reference_and_ignores_padding(
 def test_embedding_unique_path_equals_direct(tables: FeatureTables, ds: SeminarDataset) -> None:
     ranker = Ranker(tables, RankerConfig(dim=16, heads=2))
     batch = train_batch(ds)
-    channels, gamma, _ = ranker.embedding.pairs(batch["hist_queries"], batch["hist_items"])
+    channels, gamma, fused = ranker.embedding.pairs(batch["hist_queries"], batch["hist_items"])
     direct = ranker.embedding(batch["hist_queries"], batch["hist_items"])
     torch.testing.assert_close(channels, direct)
     torch.testing.assert_close(gamma, ranker.embedding.weights(direct))
+    torch.testing.assert_close(fused, ranker.embedding.fuse(direct, gamma))
+    projections = torch.randn(direct.shape[-2], 16, 16)
+    pair = ranker.embedding.encode(batch["hist_queries"], batch["hist_items"])
+    expected = (torch.einsum("blmd,mde->blme", direct, projections) * gamma.unsqueeze(-1)).sum(-2)
+    torch.testing.assert_close(pair.projected(projections), expected, rtol=1e-4, atol=1e-5)
+    item_w = gamma[..., 1:] / gamma[..., 1:].sum(-1, keepdim=True)
+    torch.testing.assert_close(pair.item(), (direct[..., 1:, :] * item_w.unsqueeze(-1)).sum(-2))
     torch.testing.assert_close(gamma.sum(-1), torch.ones_like(gamma[..., 0]))
     assert torch.allclose(gamma[..., 0], torch.tensor(0.5))  # λ
 

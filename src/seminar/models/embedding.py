@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminar.models.features import FeatureTables
@@ -127,15 +128,79 @@ class BehaviourEmbedding(nn.Module):
         return (channels * gamma.unsqueeze(-1)).sum(dim=-2)
 
     def pairs(self, queries: Tensor, items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(channels [..., C, d], γ [..., C], fused [..., d]) of (query, item) pairs.
+        """(channels [..., C, d], γ [..., C], fused [..., d]) of (query, item) pairs, materialised."""
+        pair = self.encode(queries, items)
+        return pair.channels(), pair.gamma(), pair.fused()
 
-        Channels depend only on the query id or only on the item id, so they are computed once per
-        distinct id in the batch and gathered: exact, and far cheaper for long histories.
+    def encode(self, queries: Tensor, items: Tensor) -> PairEmbedding:
+        """Embed (query, item) pairs lazily: channels once per distinct id, gathered only on demand.
+
+        A channel depends only on the query id or only on the item id, so every quantity a model
+        needs (fused vector, item-side fusion, per-channel projections) can be formed on the
+        distinct ids and gathered as [..., d], never materialising [..., C, d] for long histories.
         """
         q_ids, q_inverse = torch.unique(queries, return_inverse=True)
         i_ids, i_inverse = torch.unique(items, return_inverse=True)
-        item_ch = self.item_channels(i_ids)
-        w = self.item_weights(item_ch) * (1.0 - self.fusion_lambda)
-        channels = torch.cat([self.query_channel(q_ids)[q_inverse].unsqueeze(-2), item_ch[i_inverse]], dim=-2)
-        gamma = torch.cat([torch.full_like(w[i_inverse][..., :1], self.fusion_lambda), w[i_inverse]], dim=-1)
-        return channels, gamma, self.fuse(channels, gamma)
+        item_channels = self.item_channels(i_ids)
+        return PairEmbedding(
+            self.query_channel(q_ids),
+            q_inverse,
+            item_channels,
+            self.item_weights(item_channels),
+            i_inverse,
+            self.fusion_lambda,
+        )
+
+
+class PairEmbedding:
+    """Embeddings of (query, item) pairs held as per-distinct-id tables plus inverse indices."""
+
+    def __init__(
+        self,
+        query_table: Tensor,
+        query_inverse: Tensor,
+        item_table: Tensor,
+        item_weight: Tensor,
+        item_inverse: Tensor,
+        fusion_lambda: float,
+    ) -> None:
+        self.query_table, self.query_inverse = query_table, query_inverse  # [Uq, d], [...]
+        self.item_table, self.item_weight = item_table, item_weight  # [Ui, M, d], [Ui, M]
+        self.item_inverse, self.fusion_lambda = item_inverse, fusion_lambda
+
+    @staticmethod
+    def _gather(table: Tensor, inverse: Tensor) -> Tensor:
+        """Rows of a [U, d] table (an embedding lookup: its backward is much cheaper than indexing's)."""
+        return F.embedding(inverse, table)
+
+    def query(self) -> Tensor:
+        """Query channel [..., d]."""
+        return self._gather(self.query_table, self.query_inverse)
+
+    def item(self) -> Tensor:
+        """Item-side fusion Σ_i w_i x_item(i) [..., d] (w sums to 1)."""
+        table = (self.item_table * self.item_weight.unsqueeze(-1)).sum(dim=-2)
+        return self._gather(table, self.item_inverse)
+
+    def fused(self) -> Tensor:
+        """x = λ x_query + (1-λ) Σ_i w_i x_item(i) [..., d]."""
+        lam = self.fusion_lambda
+        item_part = (self.item_table * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
+        return lam * self.query() + self._gather(item_part, self.item_inverse)
+
+    def projected(self, projections: Tensor) -> Tensor:
+        """Σ_m γ_m x(m) G_m [..., d] for per-channel matrices ``projections`` [C, d, d]."""
+        lam = self.fusion_lambda
+        query = self.query_table @ projections[0]
+        items = torch.einsum("umd,mde->ume", self.item_table, projections[1:])
+        item_part = (items * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
+        return lam * self._gather(query, self.query_inverse) + self._gather(item_part, self.item_inverse)
+
+    def channels(self) -> Tensor:
+        """All channels [..., C, d] (materialised: use for short sequences or targets)."""
+        return torch.cat([self.query().unsqueeze(-2), self.item_table[self.item_inverse]], dim=-2)
+
+    def gamma(self) -> Tensor:
+        """γ [..., C]: λ then (1-λ)·w."""
+        w = self.item_weight[self.item_inverse] * (1.0 - self.fusion_lambda)
+        return torch.cat([torch.full_like(w[..., :1], self.fusion_lambda), w], dim=-1)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from seminar.data.schema import SEARCH
 from seminar.models.attention import TargetAttention
-from seminar.models.embedding import BehaviourEmbedding, Gate
+from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding
 from seminar.models.features import FeatureTables
 
 
@@ -121,7 +121,7 @@ class PretrainingSearchUnit(nn.Module):
             [batch["target_items"][:, None], batch["neg_items"], batch["target_items"][:, None]], 1
         )
         queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"], other_query[:, None]], 1)
-        _, _, candidates = self.embedding.pairs(queries, items)  # B C d
+        candidates = self.embedding.encode(queries, items).fused()  # B C d
         interest = self.attention(candidates, keys, mask)  # B C d
         logits = self.pair_head(self._interaction(interest, candidates)).squeeze(-1)
         same = (queries == queries[:, :1]) & (items == items[:, :1])
@@ -142,14 +142,12 @@ class PretrainingSearchUnit(nn.Module):
         ]
         return torch.stack(losses).mean()
 
-    def relevance_loss(self, batch: dict[str, Tensor], hist_channels: Tensor, hist_gamma: Tensor) -> Tensor:
+    def relevance_loss(self, batch: dict[str, Tensor], history: PairEmbedding) -> Tensor:
         """True (query, item) pairs of search behaviours against the same queries with shuffled items."""
         search = batch["mask"] & (batch["hist_behaviour"] == SEARCH)
         if not search.any():
-            return hist_channels.sum() * 0.0
-        query = hist_channels[:, :, 0][search]
-        w = hist_gamma[:, :, 1:][search]
-        item = (hist_channels[:, :, 1:][search] * (w / w.sum(-1, keepdim=True)).unsqueeze(-1)).sum(-2)
+            return history.query_table.sum() * 0.0
+        query, item = history.query()[search], history.item()[search]
         item_ids = batch["hist_items"][search]
         generator = torch.Generator(device="cpu").manual_seed(int(item_ids.sum()))
         perm = torch.randperm(item.shape[0], generator=generator).to(item.device)
@@ -160,18 +158,16 @@ class PretrainingSearchUnit(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
-        hist_channels, hist_gamma, hist_fused = self.embedding.pairs(
-            batch["hist_queries"], batch["hist_items"]
-        )
+        history = self.embedding.encode(batch["hist_queries"], batch["hist_items"])
         parts: dict[str, Tensor] = {}
-        total = hist_fused.new_zeros(())
+        total = history.query_table.new_zeros(())
         if cfg.next_pair:
-            parts["next_pair"] = self.next_pair_loss(batch, hist_fused)
+            parts["next_pair"] = self.next_pair_loss(batch, history.fused())
             total = total + cfg.next_pair_weight * parts["next_pair"]
         if cfg.align:
-            parts["align"] = self.align_loss(batch, hist_channels)
+            parts["align"] = self.align_loss(batch, history.channels())
             total = total + cfg.align_weight * parts["align"]
         if cfg.relevance:
-            parts["relevance"] = self.relevance_loss(batch, hist_channels, hist_gamma)
+            parts["relevance"] = self.relevance_loss(batch, history)
             total = total + cfg.relevance_weight * parts["relevance"]
         return total, {k: v.detach() for k, v in parts.items()}

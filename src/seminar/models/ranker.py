@@ -103,10 +103,10 @@ class Ranker(nn.Module):
         self.embedding.load_state_dict(embedding_state, strict=True)
 
     def _search_inputs(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> SearchInputs:
-        t_ch, t_gamma, t_fused = self.embedding.pairs(queries, items)
-        h_ch, h_gamma, h_fused = self.embedding.pairs(batch["hist_queries"], batch["hist_items"])
+        target = self.embedding.encode(queries, items)
+        history = self.embedding.encode(batch["hist_queries"], batch["hist_items"])
         return SearchInputs(
-            t_ch, t_gamma, t_fused, items, h_ch, h_gamma, h_fused, batch["hist_items"], batch["mask"]
+            target, items, history, batch["hist_items"], batch["mask"], target.fused(), history.fused()
         )
 
     def _context(self, batch: dict[str, Tensor], queries: Tensor) -> Tensor:
@@ -124,7 +124,7 @@ class Ranker(nn.Module):
         b, c, k = indices.shape
         length = inputs.hist_fused.shape[1]
         rows = indices + torch.arange(b, device=indices.device)[:, None, None] * length
-        flat_keys = inputs.hist_fused.reshape(b * length, -1)[rows.reshape(b * c, k)]
+        flat_keys = F.embedding(rows.reshape(b * c, k), inputs.hist_fused.reshape(b * length, -1))
         flat_valid = valid.reshape(b * c, k)
         target = inputs.target_fused.reshape(b * c, 1, -1)
         esu_logits = self.esu.logits(target, flat_keys, flat_valid)

@@ -13,23 +13,22 @@ import torch
 from torch import Tensor, nn
 
 from seminar.models.attention import TargetAttention
+from seminar.models.embedding import PairEmbedding
 
 NEG_INF = float("-inf")
 
 
 @dataclass
 class SearchInputs:
-    """What a GSU may look at, all computed once per batch by the ranker."""
+    """What a GSU may look at, embedded once per batch by the ranker."""
 
-    target_channels: Tensor  # [B, C, M, d]
-    target_gamma: Tensor  # [B, C, M]
-    target_fused: Tensor  # [B, C, d]
+    target: PairEmbedding  # C candidate pairs per sequence: leading shape [B, C]
     target_items: Tensor  # [B, C]
-    hist_channels: Tensor  # [B, L, M, d]
-    hist_gamma: Tensor  # [B, L, M]
-    hist_fused: Tensor  # [B, L, d]
+    history: PairEmbedding  # leading shape [B, L]
     hist_items: Tensor  # [B, L]
     mask: Tensor  # [B, L] True = real behaviour
+    target_fused: Tensor  # [B, C, d]
+    hist_fused: Tensor  # [B, L, d]
 
 
 def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -144,24 +143,11 @@ class QinSearch(GeneralSearch):
         self.first_stage = first_stage
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
-        query_sim = torch.einsum(
-            "bcd,bld->bcl", inputs.target_channels[:, :, 0], inputs.hist_channels[:, :, 0]
-        )
+        query_sim = torch.einsum("bcd,bld->bcl", inputs.target.query(), inputs.history.query())
         stage_one, _ = select_top_k(query_sim, inputs.mask, self.first_stage)
-        item_t = BehaviourItems.fused(inputs.target_channels, inputs.target_gamma)
-        item_h = BehaviourItems.fused(inputs.hist_channels, inputs.hist_gamma)
-        item_sim = torch.einsum("bcd,bld->bcl", item_t, item_h)
+        item_sim = torch.einsum("bcd,bld->bcl", inputs.target.item(), inputs.history.item())
         keep = torch.zeros_like(item_sim, dtype=torch.bool).scatter_(2, stage_one, True)
         return item_sim.masked_fill(~keep, NEG_INF)
-
-
-class BehaviourItems:
-    """Item-side fusion Σ_i w_i x_item(i) (the γ of the item channels, renormalised)."""
-
-    @staticmethod
-    def fused(channels: Tensor, gamma: Tensor) -> Tensor:
-        w = gamma[..., 1:] / gamma[..., 1:].sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        return (channels[..., 1:, :] * w.unsqueeze(-1)).sum(dim=-2)
 
 
 class SeminarSearch(GeneralSearch):
@@ -176,13 +162,9 @@ class SeminarSearch(GeneralSearch):
         self.projections = nn.Parameter(torch.eye(dim).repeat(n_channels, 1, 1))  # M d d
         self.attention = TargetAttention(dim, heads, values=False)
 
-    def project(self, channels: Tensor, gamma: Tensor) -> Tensor:
-        projected = torch.einsum("...md,mde->...me", channels, self.projections)
-        return (projected * gamma.unsqueeze(-1)).sum(dim=-2)
-
     def logits(self, inputs: SearchInputs) -> Tensor:
-        target = self.project(inputs.target_channels, inputs.target_gamma)
-        keys = self.project(inputs.hist_channels, inputs.hist_gamma)
+        target = inputs.target.projected(self.projections)
+        keys = inputs.history.projected(self.projections)
         return self.attention.relevance(target, keys, inputs.mask)
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
