@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,8 +13,13 @@ from rich.console import Console
 
 from seminar.data.tables import DataError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
+
+
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 reports; every rank still runs the work."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "minilm") -> None:
@@ -319,10 +325,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     summary = pretrain(load_dataset(args.data), args.out, config, _train_config(args), resume=args.resume)
-    console.print(
-        f"pretrained {summary['epochs_run']} epochs; best loss {summary['best_value']:.4f} "
-        f"at epoch {summary['best_epoch']}; weights in {args.out / 'best'}"
-    )
+    if _is_main_process():
+        console.print(
+            f"pretrained {summary['epochs_run']} epochs; best loss {summary['best_value']:.4f} "
+            f"at epoch {summary['best_epoch']}; weights in {args.out / 'best'}"
+        )
     return 0
 
 
@@ -433,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--baselines", nargs="*", default=["twin"], help="baselines to train beside SEMINAR")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    from seminar.retrieval.cli import add_retrieval_commands
+
+    add_retrieval_commands(sub)
 
     return parser
 

@@ -8,14 +8,24 @@ from typing import Any
 from rich.table import Table
 
 RESULT_COLUMNS = ("ndcg@5", "ndcg@10", "ndcg@50", "hr@1", "hr@10", "mrr")
+SHORT_NAMES = {"ndcg": "N", "hr": "HR", "mrr": "MRR"}
+
+
+def short_name(metric: str) -> str:
+    """``ndcg@10`` -> ``N@10`` (the paper's notation), so tables fit a terminal."""
+    base, _, k = metric.partition("@")
+    return SHORT_NAMES.get(base, base) + (f"@{k}" if k else "")
 
 
 def results_table(
     rows: Sequence[dict[str, Any]], title: str = "results", columns: Sequence[str] = RESULT_COLUMNS
 ) -> Table:
     table = Table(title=title)
-    for name in ("model", "mode", *columns, "users"):
-        table.add_column(name, justify="left" if name in ("model", "mode") else "right")
+    table.add_column("model", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    for name in columns:
+        table.add_column(short_name(name), justify="right", no_wrap=True)
+    table.add_column("users", justify="right", no_wrap=True)
     for row in rows:
         cells = [str(row.get("model", "")), str(row.get("mode", ""))]
         cells += [f"{row[c]:.4f}" if c in row else "-" for c in columns]

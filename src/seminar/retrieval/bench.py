@@ -1,0 +1,281 @@
+"""Recall@K of every retrieval method on the paper's synthetic multi-modal sequences (section 4.1).
+
+Every coordinate is i.i.d. N(μ, 1); channels are (query, attribute, text, image). Codebooks and
+RQ-VAE models are trained on a separate "embedding table" sample from the same distribution, never
+on the sequences being searched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from seminar.retrieval.baselines import CascadeHNSW, CascadeLSH, RQVAEConfig, RQVAERetriever, exact_topk
+from seminar.retrieval.common import recall_at_k
+from seminar.retrieval.kernels import PQSearcher
+from seminar.retrieval.pq import MultiModalPQ, PQConfig
+from seminar.retrieval.report import write_outputs
+from seminar.retrieval.speed import SpeedConfig, run_speed
+
+__all__ = ["GROUPS", "METHODS", "RecallConfig", "SpeedConfig", "run_recall_grid", "run_speed"]
+
+CHANNELS = ("query", "attribute", "text", "image")
+DIFFERENT_MU = (0.25, 0.5, 1.0, 2.0)
+
+# group -> (per-channel μ, or None for "all equal to same_mu"; per-channel γ)
+GROUPS: dict[str, tuple[tuple[float, ...] | None, tuple[float, ...]]] = {
+    "same_norm_same_weight": (None, (0.25, 0.25, 0.25, 0.25)),
+    "diff_norm_same_weight": (DIFFERENT_MU, (0.25, 0.25, 0.25, 0.25)),
+    "same_norm_diff_weight": (None, (0.1, 0.2, 0.3, 0.4)),
+}
+
+
+@dataclass(frozen=True)
+class PQMethod:
+    """A PQ configuration in the grid; ``rerank`` re-scores the top factor·K exactly.
+
+    ``factor`` None means the grid's ``rerank_factor``.
+    """
+
+    n_sub: int
+    n_centroids: int
+    mode: str = "adc"
+    rerank: bool = False
+    factor: int | None = None
+
+
+def _pq_methods() -> dict[str, PQMethod]:
+    shapes = {
+        "pq_paper": (8, 512),
+        "pq4x16": (16, 16),
+        "pq4x32": (32, 16),
+        "pq4x64": (64, 16),
+        "pq8x32": (32, 256),
+    }
+    out: dict[str, PQMethod] = {}
+    for prefix, (n_sub, c) in shapes.items():
+        modes = ("sdc", "adc") if prefix == "pq_paper" else ("adc",)
+        for mode in modes:
+            out[f"{prefix}_{mode}"] = PQMethod(n_sub, c, mode)
+            out[f"{prefix}_{mode}_rr"] = PQMethod(n_sub, c, mode, rerank=True)
+    # larger shortlists for the compact codes: how far re-rank alone can carry them
+    out["pq_paper_adc_rr16"] = PQMethod(8, 512, "adc", rerank=True, factor=16)
+    out["pq4x32_adc_rr16"] = PQMethod(32, 16, "adc", rerank=True, factor=16)
+    return out
+
+
+PQ_METHODS = _pq_methods()
+BASELINES = ("hnsw", "lsh", "rqvae")
+METHODS = (*BASELINES, *PQ_METHODS)
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """The recall grid; defaults are the paper's synthetic setup."""
+
+    lengths: tuple[int, ...] = (2000, 5000, 10000)
+    ks: tuple[int, ...] = (32, 64, 128, 256)
+    groups: tuple[str, ...] = tuple(GROUPS)
+    methods: tuple[str, ...] = METHODS
+    dim: int = 64
+    same_mu: float = 1.0
+    n_users: int = 2
+    n_targets: int = 10
+    table_size: int = 50_000
+    rerank_factor: int = 4
+    pq_iter: int = 20
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 128
+    lsh_bits: int = 256
+    rqvae: RQVAEConfig = field(default_factory=lambda: RQVAEConfig(steps=400))
+    seed: int = 0
+    out: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        bad = [g for g in self.groups if g not in GROUPS]
+        if bad:
+            raise ValueError(f"unknown groups {bad}; choose from {list(GROUPS)}")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> RecallConfig:
+        """A grid small enough for tests and smoke runs (seconds, not minutes)."""
+        base = cls(
+            lengths=(1500,),
+            ks=(8, 32),
+            n_users=1,
+            n_targets=3,
+            table_size=3000,
+            pq_iter=8,
+            rqvae=RQVAEConfig(steps=20, n_quantizers=2, codebook_size=16, hidden_dim=32, latent_dim=16),
+        )
+        return replace(base, **overrides)
+
+
+def group_params(group: str, same_mu: float) -> tuple[np.ndarray, np.ndarray]:
+    mus, gammas = GROUPS[group]
+    mu = np.array(mus if mus is not None else (same_mu,) * len(CHANNELS), dtype=np.float32)
+    return mu, np.array(gammas, dtype=np.float32)
+
+
+def sample(rng: np.random.Generator, mu: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """n behaviours [n, M, d] with coordinates i.i.d. N(μ_m, 1)."""
+    return (rng.standard_normal((n, mu.shape[0], dim), dtype=np.float32) + mu[None, :, None]).astype(
+        np.float32
+    )
+
+
+class _Models:
+    """Trained quantizers cached by channel distribution, shared by groups with the same μ."""
+
+    def __init__(self, cfg: RecallConfig) -> None:
+        self.cfg = cfg
+        self.pqs: dict[tuple, MultiModalPQ] = {}
+        self.rqvaes: dict[tuple, RQVAERetriever] = {}
+        self.train_s: dict[str, float] = {}
+
+    def tables(self, mu: np.ndarray) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.cfg.seed, 7, *np.round(mu * 1000).astype(int).tolist()])
+        table = sample(rng, mu, self.cfg.table_size, self.cfg.dim)
+        return [np.ascontiguousarray(table[:, m]) for m in range(mu.shape[0])]
+
+    def pq(self, mu: np.ndarray, n_sub: int, n_centroids: int) -> MultiModalPQ:
+        key = (tuple(mu.tolist()), n_sub, n_centroids)
+        if key not in self.pqs:
+            start = time.perf_counter()
+            config = PQConfig(
+                mu.shape[0], self.cfg.dim, n_sub, n_centroids, n_iter=self.cfg.pq_iter, seed=self.cfg.seed
+            )
+            self.pqs[key] = MultiModalPQ.train(self.tables(mu), config)
+            self.train_s[f"pq{n_sub}x{n_centroids}@{key[0]}"] = time.perf_counter() - start
+        return self.pqs[key]
+
+    def rqvae(self, mu: np.ndarray) -> RQVAERetriever:
+        key = tuple(mu.tolist())
+        if key not in self.rqvaes:
+            start = time.perf_counter()
+            model = RQVAERetriever(replace(self.cfg.rqvae, seed=self.cfg.seed))
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # small MLP: one thread is faster than two contending ones
+            try:
+                model.fit(self.tables(mu))
+            finally:
+                torch.set_num_threads(threads)
+            self.rqvaes[key] = model
+            self.train_s[f"rqvae@{key}"] = time.perf_counter() - start
+        return self.rqvaes[key]
+
+
+def _run_cell(
+    cfg: RecallConfig, models: _Models, group: str, length: int, rng: np.random.Generator
+) -> list[dict]:
+    """All methods on one (group, L) cell: n_users sequences × n_targets targets."""
+    mu, gammas = group_params(group, cfg.same_mu)
+    ks = sorted(cfg.ks)
+    recalls: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in cfg.methods}
+    query_s: dict[str, list[float]] = {m: [] for m in cfg.methods}
+    build_s: dict[str, list[float]] = {m: [] for m in cfg.methods}
+    bytes_per: dict[str, int] = {}
+    for _ in range(cfg.n_users):
+        seq = sample(rng, mu, length, cfg.dim)
+        targets = sample(rng, mu, cfg.n_targets, cfg.dim)
+        retrievers: dict[str, Any] = {}
+        searchers: dict[tuple, tuple[PQSearcher, float]] = {}
+        for method in cfg.methods:
+            start = time.perf_counter()
+            if method in PQ_METHODS:
+                spec = PQ_METHODS[method]
+                key = (spec.n_sub, spec.n_centroids)
+                if key not in searchers:
+                    pq = models.pq(mu, *key)
+                    start = time.perf_counter()  # per-user cost: encoding + index, not training
+                    searchers[key] = (
+                        PQSearcher(pq, pq.encode(seq), vectors=seq),
+                        time.perf_counter() - start,
+                    )
+                retrievers[method] = searchers[key][0]
+                bytes_per[method] = searchers[key][0].pq.bytes_per_behaviour
+                build_s[method].append(searchers[key][1])
+                continue
+            else:
+                if method == "hnsw":
+                    r: Any = CascadeHNSW(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+                elif method == "lsh":
+                    r = CascadeLSH(cfg.lsh_bits, seed=cfg.seed)
+                else:
+                    r = models.rqvae(mu)
+                r.build(seq)
+                retrievers[method] = r
+                bytes_per[method] = r.bytes_per_behaviour
+            build_s[method].append(time.perf_counter() - start)
+        for target in targets:
+            truth = exact_topk(seq, target, gammas, ks[-1])
+            for method in cfg.methods:
+                r = retrievers[method]
+                start = time.perf_counter()
+                if method in PQ_METHODS:
+                    spec = PQ_METHODS[method]
+                    if spec.rerank:
+                        factor = spec.factor or cfg.rerank_factor
+                        found = {k: r.search(target, gammas, k, spec.mode, rerank=factor * k).indices
+                                 for k in ks}
+                    else:
+                        top = r.search(target, gammas, ks[-1], spec.mode).indices
+                        found = dict.fromkeys(ks, top)
+                elif method == "rqvae":
+                    top = r.search(target, gammas, ks[-1])
+                    found = dict.fromkeys(ks, top)
+                else:  # cascades depend on K (K' = K per channel-pair search)
+                    found = {k: r.search(target, gammas, k) for k in ks}
+                query_s[method].append((time.perf_counter() - start) / len(ks))
+                for k in ks:
+                    recalls[method][k].append(recall_at_k(found[k], truth, k))
+    rows = []
+    for method in cfg.methods:
+        spec = PQ_METHODS.get(method)
+        for k in ks:
+            vals = recalls[method][k]
+            rows.append(
+                {
+                    "group": group,
+                    "length": length,
+                    "method": method,
+                    "k": k,
+                    "recall": float(np.mean(vals)),
+                    "recall_min": float(np.min(vals)),
+                    "n": len(vals),
+                    "bytes_per_behaviour": bytes_per[method],
+                    "rerank": (spec.factor or cfg.rerank_factor) * k if spec and spec.rerank else 0,
+                    "build_s": float(np.mean(build_s[method])),
+                    "query_ms": 1e3 * float(np.mean(query_s[method])),
+                }
+            )
+    return rows
+
+
+def run_recall_grid(config: RecallConfig) -> dict[str, Any]:
+    """Run the grid; returns {"config", "rows", "train_s"} and, with config.out, writes table/JSON/PNG.
+
+    Partial results are written after every (group, L) cell, so an interrupted run still leaves data.
+    """
+    models = _Models(config)
+    results: dict[str, Any] = {"config": asdict(config), "rows": [], "train_s": models.train_s}
+    cells = [(g, length) for g in config.groups for length in sorted(config.lengths)]
+    bar = tqdm(cells, desc="recall grid", disable=not config.progress)
+    for gi, (group, length) in enumerate(bar):
+        bar.set_postfix_str(f"{group} L={length}")
+        rng = np.random.default_rng([config.seed, gi, length])
+        results["rows"].extend(_run_cell(config, models, group, length, rng))
+        if config.out is not None:
+            write_outputs(results, Path(config.out), plot=gi == len(cells) - 1)
+    return results

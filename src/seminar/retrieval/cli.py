@@ -1,0 +1,87 @@
+"""`seminar retrieval bench|speed`: thin argparse front-end over bench.run_recall_grid / run_speed."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from seminar.retrieval.bench import METHODS, RecallConfig, run_recall_grid
+from seminar.retrieval.report import recall_table
+from seminar.retrieval.speed import SpeedConfig, run_speed, speed_table
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(v for v in text.split(",") if v)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    return names
+
+
+def _bench(args: argparse.Namespace) -> int:
+    config = RecallConfig.quick() if args.quick else RecallConfig()
+    overrides = {"out": str(args.out), "seed": args.seed}
+    for key in ("lengths", "ks", "methods", "n_users", "n_targets", "rerank_factor"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    results = run_recall_grid(replace(config, **overrides))
+    print(recall_table(results))
+    print(f"wrote {args.out}/results.json, recall_table.md, recall.png")
+    return 0
+
+
+def _speed(args: argparse.Namespace) -> int:
+    overrides = {"out": str(args.out), "seed": args.seed}
+    if args.lengths is not None:
+        overrides["lengths"] = args.lengths
+    if args.k is not None:
+        overrides["k"] = args.k
+    print(speed_table(run_speed(replace(SpeedConfig(), **overrides))))
+    return 0
+
+
+def add_retrieval_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `retrieval bench` and `retrieval speed` on the top-level CLI's sub-parsers."""
+    retrieval = subparsers.add_parser("retrieval", help="approximate top-K retrieval experiments")
+    sub = retrieval.add_subparsers(dest="retrieval_command", required=True)
+
+    bench = sub.add_parser("bench", help="Recall@K grid on the paper's synthetic sequences")
+    bench.add_argument("--out", type=Path, default=Path("runs/retrieval"), help="output directory")
+    bench.add_argument("--quick", action="store_true", help="a small grid (seconds)")
+    bench.add_argument("--lengths", type=_ints, help="sequence lengths, e.g. 2000,5000,10000")
+    bench.add_argument("--ks", type=_ints, help="K values, e.g. 32,64,128,256")
+    bench.add_argument("--methods", type=_names, help=f"comma-separated subset of: {', '.join(METHODS)}")
+    bench.add_argument("--n-users", dest="n_users", type=int, help="sequences per cell")
+    bench.add_argument("--n-targets", dest="n_targets", type=int, help="targets per sequence")
+    bench.add_argument(
+        "--rerank-factor", dest="rerank_factor", type=int, help="re-rank shortlist R = factor·K"
+    )
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(func=_bench)
+
+    speed = sub.add_parser("speed", help="latency of PQ top-K against exact scoring")
+    speed.add_argument("--out", type=Path, default=Path("runs/retrieval_speed"), help="output directory")
+    speed.add_argument("--lengths", type=_ints, help="sequence lengths, e.g. 1000,10000,100000")
+    speed.add_argument("--k", type=int, help="top-K")
+    speed.add_argument("--seed", type=int, default=0)
+    speed.set_defaults(func=_speed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (python -m seminar.retrieval.cli ...) until the top-level CLI registers us."""
+    parser = argparse.ArgumentParser(prog="seminar")
+    add_retrieval_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
