@@ -230,3 +230,14 @@ def test_features_from_disk(tmp_path: Path) -> None:
     ds = synthetic_dataset(tmp_path / "d", users=10, items=100, mean_length=10)
     tables = FeatureTables.from_dataset(ds)
     assert tables.item_category.shape == (ds.n_items + 1,) and int(tables.item_category[1:].min()) > 0
+
+
+def test_construction_is_seeded_and_leaves_the_global_rng_alone(tables: FeatureTables) -> None:
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = Ranker(tables, RankerConfig(dim=16, heads=2, seed=7))
+    PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, seed=7))
+    assert torch.equal(torch.rand(3), before)
+    second = Ranker(tables, RankerConfig(dim=16, heads=2, seed=7))
+    assert torch.equal(first.embedding.item_ids.weight, second.embedding.item_ids.weight)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from seminar.data import schema
 from seminar.data.split import SplitConfig, sample_negatives
 from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
-from seminar.io import atomic_directory, save_npy_atomic, sha256_file, write_json_atomic
+from seminar.io import atomic_directory, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
 
 
 @dataclass
@@ -319,8 +319,6 @@ def _write_tables(
     query_vocab: pl.Series,
     attr_vocab: pl.DataFrame,
 ) -> None:
-    from seminar.io import atomic_path
-
     frames = {
         "users": pl.DataFrame(
             {"user_index": np.arange(users.len(), dtype=np.int32), "raw_id": users.cast(pl.String)}

@@ -94,18 +94,19 @@ class PretrainingSearchUnit(nn.Module):
         self.config = config = config or PretrainConfig()
         if not (config.next_pair or config.align or config.relevance):
             raise ValueError("PSU pretraining needs at least one of next_pair, align, relevance")
-        torch.manual_seed(config.seed)
-        self.embedding = BehaviourEmbedding(tables, config.dim, config.gate, config.fusion_lambda)
-        self.attention = TargetAttention(config.dim, config.heads)
-        self.eos = nn.Parameter(torch.randn(config.dim) * 0.05)
-        self.pair_head = nn.Sequential(
-            nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
-        )
-        self.relevance_head = nn.Sequential(
-            nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
-        )
-        if self.embedding.n_channels - 1 < 2 and config.align:
-            raise ValueError("alignment needs at least two item channels (text, image, attributes)")
+        with torch.random.fork_rng():  # seeded initialisation, the caller's RNG untouched
+            torch.manual_seed(config.seed)
+            self.embedding = BehaviourEmbedding(tables, config.dim, config.gate, config.fusion_lambda)
+            self.attention = TargetAttention(config.dim, config.heads)
+            self.eos = nn.Parameter(torch.randn(config.dim) * 0.05)
+            self.pair_head = nn.Sequential(
+                nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
+            )
+            self.relevance_head = nn.Sequential(
+                nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
+            )
+            if self.embedding.n_channels - 1 < 2 and config.align:
+                raise ValueError("alignment needs at least two item channels (text, image, attributes)")
 
     @staticmethod
     def _interaction(a: Tensor, b: Tensor) -> Tensor:

@@ -89,14 +89,15 @@ class Ranker(nn.Module):
     def __init__(self, tables: FeatureTables, config: RankerConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or RankerConfig()
-        torch.manual_seed(config.seed)
-        self.embedding = BehaviourEmbedding(tables, config.dim, config.gate, config.fusion_lambda)
-        self.esu = TargetAttention(config.dim, config.heads)
-        self.search = make_search(config, tables, self.esu, self.embedding.n_channels)
-        self.users = nn.Embedding(tables.n_users, config.dim)
-        self.behaviour_type = nn.Embedding(2, config.dim)
-        self.time_gap = nn.Embedding(TIME_BUCKETS, config.dim)
-        self.head = _mlp([4 * config.dim, *config.hidden, 1])
+        with torch.random.fork_rng():  # seeded initialisation, the caller's RNG untouched
+            torch.manual_seed(config.seed)
+            self.embedding = BehaviourEmbedding(tables, config.dim, config.gate, config.fusion_lambda)
+            self.esu = TargetAttention(config.dim, config.heads)
+            self.search = make_search(config, tables, self.esu, self.embedding.n_channels)
+            self.users = nn.Embedding(tables.n_users, config.dim)
+            self.behaviour_type = nn.Embedding(2, config.dim)
+            self.time_gap = nn.Embedding(TIME_BUCKETS, config.dim)
+            self.head = _mlp([4 * config.dim, *config.hidden, 1])
 
     def load_pretrained(self, embedding_state: dict[str, Tensor]) -> None:
         """Restore PSU embeddings and content projections as the initialisation (strict)."""
