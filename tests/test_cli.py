@@ -11,6 +11,20 @@ import pytest
 
 from seminar.cli import main
 
+PREPARE_SYNTHETIC = (
+    "prepare",
+    "synthetic",
+    "--users",
+    "30",
+    "--items",
+    "300",
+    "--mean-length",
+    "20",
+    "--negatives",
+    "10",
+    "--out",
+)
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -26,42 +40,14 @@ def test_help_lists_commands() -> None:
 
 
 def test_prepare_synthetic_then_info_json(tmp_path: Path) -> None:
-    out = run(
-        "prepare",
-        "synthetic",
-        "--users",
-        "30",
-        "--items",
-        "300",
-        "--mean-length",
-        "20",
-        "--negatives",
-        "10",
-        "--out",
-        str(tmp_path / "d"),
-        "--quiet",
-    )
+    out = run(*PREPARE_SYNTHETIC, str(tmp_path / "d"), "--quiet")
     assert out.returncode == 0, out.stderr
     assert "behaviours" in out.stdout and "search share" in out.stdout
     info = run("data", "info", str(tmp_path / "d"), "--json")
     summary = json.loads(info.stdout)
     assert summary["users"] == 30
     assert 0.2 < summary["search_share"] < 0.4
-    again = run(
-        "prepare",
-        "synthetic",
-        "--users",
-        "30",
-        "--items",
-        "300",
-        "--mean-length",
-        "20",
-        "--negatives",
-        "10",
-        "--out",
-        str(tmp_path / "d"),
-        "--quiet",
-    )
+    again = run(*PREPARE_SYNTHETIC, str(tmp_path / "d"), "--quiet")
     assert "up to date" in again.stdout
 
 

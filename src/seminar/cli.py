@@ -454,7 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (DataError, FileNotFoundError, FileExistsError) as exc:
+    except FileExistsError as exc:
+        hint = " (add --resume to continue it)" if args.command in ("pretrain", "train") else ""
+        errors.print(f"[bold red]error:[/] {exc}{hint}", highlight=False, soft_wrap=True)
+        return 2
+    except (DataError, FileNotFoundError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
 

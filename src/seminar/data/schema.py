@@ -109,18 +109,19 @@ class SeminarDataset:
 
     def item_attributes_padded(self, max_attributes: int | None = None) -> np.ndarray:
         """Attribute ids per item as a [n_items + 1, width] matrix padded with 0 (for embedding bags)."""
-        counts = np.diff(self.attr_offsets)
-        width = int(counts.max()) if counts.size else 0
-        if max_attributes is not None:
-            width = min(width, max_attributes)
-        out = np.zeros((self.attr_offsets.shape[0] - 1, max(width, 1)), dtype=np.int32)
-        if width == 0:
-            return out
-        rows = np.repeat(np.arange(counts.size), counts)
-        cols = np.arange(self.attr_ids.size) - np.repeat(self.attr_offsets[:-1], counts)
-        keep = cols < width
-        out[rows[keep], cols[keep]] = self.attr_ids[keep]
-        return out
+        return padded_rows(self.attr_offsets, self.attr_ids, max_attributes).astype(np.int32)
+
+
+def padded_rows(offsets: np.ndarray, ids: np.ndarray, max_width: int | None = None) -> np.ndarray:
+    """CSR rows as a [rows, width] int64 matrix padded with 0, each row cut to ``max_width``."""
+    counts = np.diff(offsets)
+    if max_width is not None:
+        counts = np.minimum(counts, max_width)
+    out = np.zeros((counts.size, max(int(counts.max(initial=0)), 1)), dtype=np.int64)
+    rows = np.repeat(np.arange(counts.size), counts)
+    cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, cols] = ids[np.repeat(offsets[:-1], counts) + cols]
+    return out
 
 
 def _load_array(root: Path, rel: str, dtype: str, mmap: bool) -> np.ndarray:

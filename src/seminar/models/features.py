@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seminar.data.schema import SeminarDataset
+from seminar.data.schema import SeminarDataset, padded_rows
 
 MAX_ATTRIBUTES = 16
 MAX_TOKENS = 32
@@ -38,15 +38,6 @@ def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
     item_of = np.repeat(np.arange(counts.size), counts)
     selected = in_field[ds.attr_ids]
     out[item_of[selected][::-1]] = ds.attr_ids[selected][::-1]  # reversed: the first value wins
-    return out
-
-
-def _padded_csr(offsets: np.ndarray, ids: np.ndarray, width: int) -> np.ndarray:
-    counts = np.minimum(np.diff(offsets), width)
-    out = np.zeros((offsets.size - 1, max(int(counts.max(initial=0)), 1)), dtype=np.int64)
-    rows = np.repeat(np.arange(counts.size), counts)
-    cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    out[rows, cols] = ids[np.repeat(offsets[:-1], counts) + cols]
     return out
 
 
@@ -87,8 +78,8 @@ class FeatureTables:
             item_image_vectors=vectors("item_image"),
         )
         if ds.tokens:
-            item_tok = _padded_csr(ds.tokens["item_token_offsets"], ds.tokens["item_token_ids"], max_tokens)
-            query_tok = _padded_csr(
+            item_tok = padded_rows(ds.tokens["item_token_offsets"], ds.tokens["item_token_ids"], max_tokens)
+            query_tok = padded_rows(
                 ds.tokens["query_token_offsets"], ds.tokens["query_token_ids"], max_tokens
             )
             tables.item_tokens, tables.query_tokens = torch.from_numpy(item_tok), torch.from_numpy(query_tok)
