@@ -85,6 +85,15 @@ def test_pretrain_then_train_from_it_then_evaluate(
     assert [r["mode"] for r in rows] == ["recommendation", "pair"]
     assert all(0.0 <= r["ndcg@10"] <= r["hr@10"] <= 1.0 for r in rows)
 
+    # The PQ GSU with a shortlist covering the whole window re-ranks exactly: same metrics.
+    pq_args = ["--pq-sub", "4", "--pq-centroids", "16", "--pq-rerank", "100"]
+    evaluate = ["evaluate", "--data", str(data), "--run", str(tmp_path / "sem"), "--max-length", "12"]
+    assert main([*evaluate, "--modes", "search", "--gsu", "exact", "pq", *pq_args, "--json", "--quiet"]) == 0
+    exact, pq = json.loads(capsys.readouterr().out)
+    assert (exact["gsu"], pq["gsu"]) == ("exact", "pq")
+    assert pq["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=1e-6)
+    assert (tmp_path / "sem" / "gsu_pq.safetensors").is_file()
+
 
 def test_pretraining_ablation_switches(data: Path, tmp_path: Path) -> None:
     assert (

@@ -366,11 +366,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
     from seminar.experiment import evaluate_run
     from seminar.report import results_table
+    from seminar.retrieval.gsu import PQGsuConfig
     from seminar.train.trainer import TrainConfig
 
-    train = TrainConfig(max_length=args.max_length, device=args.device, progress=not args.quiet)
-    metrics = evaluate_run(load_dataset(args.data), args.run, train, args.modes, stage=args.stage)
-    rows = [{"model": str(args.run), "mode": mode, **values} for mode, values in metrics.items()]
+    ds = load_dataset(args.data)
+    pq_config = PQGsuConfig(
+        n_sub=args.pq_sub, n_centroids=args.pq_centroids, rerank_factor=args.pq_rerank, seed=args.seed
+    )
+    rows = []
+    for gsu in args.gsu:
+        train = TrainConfig(max_length=args.max_length, device=args.device, progress=not args.quiet)
+        metrics = evaluate_run(
+            ds, args.run, train, args.modes, stage=args.stage, gsu=gsu, pq_config=pq_config
+        )
+        name = args.run.name if len(args.gsu) == 1 else f"{args.run.name} (GSU {gsu})"
+        rows += [{"model": name, "gsu": gsu, "mode": mode, **values} for mode, values in metrics.items()]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -409,6 +419,17 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
         choices=["recommendation", "search", "pair"],
     )
     p.add_argument("--stage", choices=["test", "valid"], default="test")
+    p.add_argument(
+        "--gsu",
+        nargs="+",
+        choices=["exact", "pq"],
+        default=["exact"],
+        help="GSU at inference: the trained one (exact), its product-quantized version (pq), or both",
+    )
+    p.add_argument("--pq-sub", type=int, default=32, help="PQ sub-vectors per channel")
+    p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤256: 8 bit)")
+    p.add_argument("--pq-rerank", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed of the PQ codebooks")
     p.add_argument("--max-length", type=int, default=200)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")

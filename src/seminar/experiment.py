@@ -19,6 +19,7 @@ from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
 from seminar.models.psu import PretrainConfig, PretrainingSearchUnit
 from seminar.models.ranker import Ranker, RankerConfig
+from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
 from seminar.train.checkpoint import load_weights, read_checkpoint_config
 from seminar.train.trainer import BEST, LAST, TrainConfig, Trainer
 
@@ -94,6 +95,9 @@ def finetune(
         return trainer.fit(resume=resume)
 
 
+GSU_CHOICES = ("exact", "pq")
+
+
 def evaluate_run(
     ds: SeminarDataset,
     run_dir: Path | str,
@@ -101,10 +105,22 @@ def evaluate_run(
     modes: Sequence[str],
     stage: str = "test",
     tables: FeatureTables | None = None,
+    gsu: str = "exact",
+    pq_config: PQGsuConfig | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics of a finished ranker run in each test mode."""
+    """Metrics of a finished ranker run in each test mode.
+
+    ``gsu="pq"`` swaps the trained GSU for its product-quantized version (codebooks fitted on the
+    run's key tables and saved beside it as ``gsu_pq.safetensors``); the ESU and head are unchanged.
+    """
+    if gsu not in GSU_CHOICES:
+        raise ValueError(f"unknown GSU {gsu!r}; choose one of {GSU_CHOICES}")
     tables = tables or FeatureTables.from_dataset(ds)
     model = load_run_model(run_dir, tables)
+    if gsu == "pq":
+        if not isinstance(model, Ranker):
+            raise ValueError(f"{run_dir} is not a ranker run; the PQ GSU replaces a ranker's GSU")
+        save_gsu_pq(attach_pq_gsu(model, pq_config), run_dir)
     train.out_dir = str(run_dir)
     with Trainer(model, ds, train) as trainer:
         return {mode: trainer.evaluate(stage, mode) for mode in modes}  # type: ignore[arg-type]

@@ -39,10 +39,20 @@ class TargetAttention(nn.Module):
         ``W^K`` is folded into the target side, ``(q W^Q_h)·(x W^K_h) = (W^K_h^T q W^Q_h)·x``, so the L
         keys are never projected: exact, and cheaper whenever C is small against L.
         """
-        q = self._split(self.query(target))  # B C H d
-        folded = torch.einsum("bchd,hde->bche", q, self._heads(self.key))
-        scores = torch.einsum("bche,ble->bchl", folded, keys) / math.sqrt(self.dim)
+        scores = torch.einsum("bche,ble->bchl", self._folded(target), keys) / math.sqrt(self.dim)
         return scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+
+    def _folded(self, target: Tensor) -> Tensor:
+        """Per-head ``W^K_h^T (q W^Q_h)`` [..., H, d]: the target side of the folded logits."""
+        q = self._split(self.query(target))
+        return torch.einsum("...hd,hde->...he", q, self._heads(self.key))
+
+    def query_vector(self, target: Tensor) -> Tensor:
+        """u [..., d] with ``relevance = <u, key>``: head-averaged logits are linear in the key.
+
+        This is what lets approximate retrieval (PQ tables over keys) stand in for a GSU.
+        """
+        return self._folded(target).mean(dim=-2) / math.sqrt(self.dim)
 
     def relevance(self, target: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         """Head-averaged logits [B, C, L]: the score a GSU ranks behaviours by."""

@@ -152,6 +152,21 @@ class BehaviourEmbedding(nn.Module):
         )
 
 
+    def id_tables(self) -> PairEmbedding:
+        """Every query id and every item id embedded once (row = id), for per-id key tables."""
+        queries = torch.arange(self.query_ids.num_embeddings, device=self.query_ids.weight.device)
+        items = torch.arange(self.item_ids.num_embeddings, device=self.item_ids.weight.device)
+        item_channels = self.item_channels(items)
+        return PairEmbedding(
+            self.query_channel(queries),
+            queries,
+            item_channels,
+            self.item_weights(item_channels),
+            items,
+            self.fusion_lambda,
+        )
+
+
 class PairEmbedding:
     """Embeddings of (query, item) pairs held as per-distinct-id tables plus inverse indices."""
 
@@ -195,6 +210,19 @@ class PairEmbedding:
         items = torch.einsum("umd,mde->ume", self.item_table, projections[1:])
         item_part = (items * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
         return lam * self._gather(query, self.query_inverse) + self._gather(item_part, self.item_inverse)
+
+    def weighted_channel_tables(self, projections: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per distinct id, the channels already weighted by γ (and projected by G_m when given).
+
+        Returns (query [Uq, d] = λ x_q G_0, items [Ui, M-1, d] = (1-λ) w_m x_m G_m); summed over
+        channels and gathered they give :meth:`projected` (or :meth:`fused` without projections).
+        """
+        lam = self.fusion_lambda
+        query, items = self.query_table, self.item_table
+        if projections is not None:
+            query = query @ projections[0]
+            items = torch.einsum("umd,mde->ume", items, projections[1:])
+        return lam * query, items * self.item_weight.unsqueeze(-1) * (1.0 - lam)
 
     def channels(self) -> Tensor:
         """All channels [..., C, d] (materialised: use for short sequences or targets)."""

@@ -107,7 +107,14 @@ class Ranker(nn.Module):
         target = self.embedding.encode(queries, items)
         history = self.embedding.encode(batch["hist_queries"], batch["hist_items"])
         return SearchInputs(
-            target, items, history, batch["hist_items"], batch["mask"], target.fused(), history.fused()
+            target,
+            items,
+            history,
+            batch["hist_items"],
+            batch["hist_queries"],
+            batch["mask"],
+            target.fused(),
+            history.fused(),
         )
 
     def _context(self, batch: dict[str, Tensor], queries: Tensor) -> Tensor:

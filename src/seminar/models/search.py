@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminar.models.attention import TargetAttention
@@ -26,6 +27,7 @@ class SearchInputs:
     target_items: Tensor  # [B, C]
     history: PairEmbedding  # leading shape [B, L]
     hist_items: Tensor  # [B, L]
+    hist_queries: Tensor  # [B, L]
     mask: Tensor  # [B, L] True = real behaviour
     target_fused: Tensor  # [B, C, d]
     hist_fused: Tensor  # [B, L, d]
@@ -55,6 +57,33 @@ class GeneralSearch(nn.Module):
         raise NotImplementedError
 
 
+class BilinearSearch(GeneralSearch):
+    """A GSU whose relevance is linear in the behaviour: ``<u_target, Σ_m z_m(behaviour)>``.
+
+    ``z_0`` depends only on the behaviour's query id and ``z_m`` (m ≥ 1) only on its item id, so
+    per-id key tables exist; that is what lets product quantization of those tables stand in for
+    the GSU at inference (:mod:`seminar.retrieval.gsu`).
+    """
+
+    def key_tables(self, pair: PairEmbedding) -> tuple[Tensor, Tensor]:
+        """(query keys [Uq, d], item keys [Ui, M-1, d]) over the distinct ids of ``pair``."""
+        return pair.weighted_channel_tables()
+
+    def query_vectors(self, inputs: SearchInputs) -> Tensor:
+        """u [B, C, d] of every target."""
+        raise NotImplementedError
+
+    def keys(self, pair: PairEmbedding) -> Tensor:
+        """Σ_m z_m gathered for every behaviour of ``pair``: [..., d]."""
+        query, items = self.key_tables(pair)
+        return F.embedding(pair.query_inverse, query) + F.embedding(pair.item_inverse, items.sum(dim=1))
+
+    def factorised_relevance(self, inputs: SearchInputs) -> Tensor:
+        """The same scores as :meth:`relevance` computed from the factors (tests hold them equal)."""
+        scores = torch.einsum("bcd,bld->bcl", self.query_vectors(inputs), self.keys(inputs.history))
+        return scores.masked_fill(~inputs.mask[:, None, :], NEG_INF)
+
+
 class RecencySearch(GeneralSearch):
     """The floor: the K most recent behaviours, whatever the target."""
 
@@ -79,8 +108,11 @@ class SimHardSearch(GeneralSearch):
         return same.float() + positions  # category match dominates, recency breaks ties
 
 
-class SimSoftSearch(GeneralSearch):
+class SimSoftSearch(BilinearSearch):
     """SIM soft search: inner product of the fused target and behaviour embeddings."""
+
+    def query_vectors(self, inputs: SearchInputs) -> Tensor:
+        return inputs.target_fused
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         return torch.einsum("bcd,bld->bcl", inputs.target_fused, inputs.hist_fused)
@@ -122,7 +154,7 @@ class EtaSearch(GeneralSearch):
         return -distance.float()
 
 
-class TwinSearch(GeneralSearch):
+class TwinSearch(BilinearSearch):
     """TWIN CP-GSU: the ESU's own attention parameters score all L behaviours (shared, not copied)."""
 
     def __init__(self, esu: TargetAttention) -> None:
@@ -133,6 +165,9 @@ class TwinSearch(GeneralSearch):
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         return self.esu.relevance(inputs.target_fused, inputs.hist_fused, inputs.mask)
+
+    def query_vectors(self, inputs: SearchInputs) -> Tensor:
+        return self.esu.query_vector(inputs.target_fused)
 
 
 class QinSearch(GeneralSearch):
@@ -150,7 +185,7 @@ class QinSearch(GeneralSearch):
         return item_sim.masked_fill(~keep, NEG_INF)
 
 
-class SeminarSearch(GeneralSearch):
+class SeminarSearch(BilinearSearch):
     """SEMINAR GSU: per-channel projections G_j of the (PSU-initialised) embeddings, then its own MHTA.
 
     ``x^GSU(j) = x(j) G_j``; relevance = head-averaged ``(q W^Q)(K W^K)^T / sqrt(d)`` over all L.
@@ -169,3 +204,9 @@ class SeminarSearch(GeneralSearch):
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         return self.logits(inputs)
+
+    def key_tables(self, pair: PairEmbedding) -> tuple[Tensor, Tensor]:
+        return pair.weighted_channel_tables(self.projections)
+
+    def query_vectors(self, inputs: SearchInputs) -> Tensor:
+        return self.attention.query_vector(inputs.target.projected(self.projections))

@@ -8,6 +8,7 @@ on the sequences being searched.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seminar.retrieval.baselines import CascadeHNSW, CascadeLSH, RQVAEConfig, RQVAERetriever, exact_topk
-from seminar.retrieval.common import recall_at_k
+from seminar.retrieval.baselines import CascadeHNSW, CascadeLSH, RQVAEConfig, RQVAERetriever
+from seminar.retrieval.common import exact_scores, recall_at_k, topk_indices
 from seminar.retrieval.kernels import PQSearcher
 from seminar.retrieval.pq import MultiModalPQ, PQConfig
 from seminar.retrieval.report import write_outputs
@@ -135,60 +136,66 @@ def sample(rng: np.random.Generator, mu: np.ndarray, n: int, dim: int) -> np.nda
     )
 
 
-class _Models:
-    """Trained quantizers cached by channel distribution, shared by groups with the same μ."""
+class TrainedMethods:
+    """Quantizers trained on one set of per-channel embedding tables, built on first use and cached.
 
-    def __init__(self, cfg: RecallConfig) -> None:
-        self.cfg = cfg
-        self.pqs: dict[tuple, MultiModalPQ] = {}
-        self.rqvaes: dict[tuple, RQVAERetriever] = {}
-        self.train_s: dict[str, float] = {}
+    The tables are the channels' embedding tables, never the sequences being searched.
+    """
 
-    def tables(self, mu: np.ndarray) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.cfg.seed, 7, *np.round(mu * 1000).astype(int).tolist()])
-        table = sample(rng, mu, self.cfg.table_size, self.cfg.dim)
-        return [np.ascontiguousarray(table[:, m]) for m in range(mu.shape[0])]
+    def __init__(self, cfg: RecallConfig, tables: list[np.ndarray], label: str, train_s: dict[str, float]):
+        self.cfg, self.tables, self.label, self.train_s = cfg, tables, label, train_s
+        self.pqs: dict[tuple[int, int], MultiModalPQ] = {}
+        self._rqvae: RQVAERetriever | None = None
 
-    def pq(self, mu: np.ndarray, n_sub: int, n_centroids: int) -> MultiModalPQ:
-        key = (tuple(mu.tolist()), n_sub, n_centroids)
+    def pq(self, n_sub: int, n_centroids: int) -> MultiModalPQ:
+        key = (n_sub, n_centroids)
         if key not in self.pqs:
             start = time.perf_counter()
-            config = PQConfig(
-                mu.shape[0], self.cfg.dim, n_sub, n_centroids, n_iter=self.cfg.pq_iter, seed=self.cfg.seed
-            )
-            self.pqs[key] = MultiModalPQ.train(self.tables(mu), config)
-            self.train_s[f"pq{n_sub}x{n_centroids}@{key[0]}"] = time.perf_counter() - start
+            cfg = self.cfg
+            n_channels = len(self.tables)
+            config = PQConfig(n_channels, cfg.dim, n_sub, n_centroids, n_iter=cfg.pq_iter, seed=cfg.seed)
+            self.pqs[key] = MultiModalPQ.train(self.tables, config)
+            self.train_s[f"pq{n_sub}x{n_centroids}@{self.label}"] = time.perf_counter() - start
         return self.pqs[key]
 
-    def rqvae(self, mu: np.ndarray) -> RQVAERetriever:
-        key = tuple(mu.tolist())
-        if key not in self.rqvaes:
+    def rqvae(self) -> RQVAERetriever:
+        if self._rqvae is None:
             start = time.perf_counter()
             model = RQVAERetriever(replace(self.cfg.rqvae, seed=self.cfg.seed))
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # small MLP: one thread is faster than two contending ones
             try:
-                model.fit(self.tables(mu))
+                model.fit(self.tables)
             finally:
                 torch.set_num_threads(threads)
-            self.rqvaes[key] = model
-            self.train_s[f"rqvae@{key}"] = time.perf_counter() - start
-        return self.rqvaes[key]
+            self._rqvae = model
+            self.train_s[f"rqvae@{self.label}"] = time.perf_counter() - start
+        return self._rqvae
 
 
-def _run_cell(
-    cfg: RecallConfig, models: _Models, group: str, length: int, rng: np.random.Generator
+def synthetic_tables(cfg: RecallConfig, mu: np.ndarray) -> list[np.ndarray]:
+    """A separate sample from the sequences' distribution, one [N, d] table per channel."""
+    rng = np.random.default_rng([cfg.seed, 7, *np.round(mu * 1000).astype(int).tolist()])
+    table = sample(rng, mu, cfg.table_size, cfg.dim)
+    return [np.ascontiguousarray(table[:, m]) for m in range(mu.shape[0])]
+
+
+def evaluate_methods(
+    cfg: RecallConfig,
+    suite: TrainedMethods,
+    cases: Iterable[tuple[np.ndarray, np.ndarray]],
+    gammas: np.ndarray,
 ) -> list[dict]:
-    """All methods on one (group, L) cell: n_users sequences × n_targets targets."""
-    mu, gammas = group_params(group, cfg.same_mu)
+    """Recall@K, bytes per behaviour, per-sequence build time and query time of every method.
+
+    ``cases`` yields (sequence [L, M, d], targets [T, M, d]); the exact weighted score is the truth.
+    """
     ks = sorted(cfg.ks)
     recalls: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in cfg.methods}
     query_s: dict[str, list[float]] = {m: [] for m in cfg.methods}
     build_s: dict[str, list[float]] = {m: [] for m in cfg.methods}
     bytes_per: dict[str, int] = {}
-    for _ in range(cfg.n_users):
-        seq = sample(rng, mu, length, cfg.dim)
-        targets = sample(rng, mu, cfg.n_targets, cfg.dim)
+    for seq, targets in cases:
         retrievers: dict[str, Any] = {}
         searchers: dict[tuple, tuple[PQSearcher, float]] = {}
         for method in cfg.methods:
@@ -197,7 +204,7 @@ def _run_cell(
                 spec = PQ_METHODS[method]
                 key = (spec.n_sub, spec.n_centroids)
                 if key not in searchers:
-                    pq = models.pq(mu, *key)
+                    pq = suite.pq(*key)
                     start = time.perf_counter()  # per-user cost: encoding + index, not training
                     searchers[key] = (
                         PQSearcher(pq, pq.encode(seq), vectors=seq),
@@ -207,19 +214,19 @@ def _run_cell(
                 bytes_per[method] = searchers[key][0].pq.bytes_per_behaviour
                 build_s[method].append(searchers[key][1])
                 continue
+            if method == "hnsw":
+                r: Any = CascadeHNSW(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+            elif method == "lsh":
+                r = CascadeLSH(cfg.lsh_bits, seed=cfg.seed)
             else:
-                if method == "hnsw":
-                    r: Any = CascadeHNSW(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
-                elif method == "lsh":
-                    r = CascadeLSH(cfg.lsh_bits, seed=cfg.seed)
-                else:
-                    r = models.rqvae(mu)
-                r.build(seq)
-                retrievers[method] = r
-                bytes_per[method] = r.bytes_per_behaviour
+                r = suite.rqvae()
+            r.build(seq)
+            retrievers[method] = r
+            bytes_per[method] = r.bytes_per_behaviour
             build_s[method].append(time.perf_counter() - start)
         for target in targets:
-            truth = exact_topk(seq, target, gammas, ks[-1])
+            truth_scores = exact_scores(seq, target, gammas)
+            truth = topk_indices(truth_scores, ks[-1])
             for method in cfg.methods:
                 r = retrievers[method]
                 start = time.perf_counter()
@@ -239,7 +246,7 @@ def _run_cell(
                     found = {k: r.search(target, gammas, k) for k in ks}
                 query_s[method].append((time.perf_counter() - start) / len(ks))
                 for k in ks:
-                    recalls[method][k].append(recall_at_k(found[k], truth, k))
+                    recalls[method][k].append(recall_at_k(found[k], truth, k, truth_scores))
     rows = []
     for method in cfg.methods:
         spec = PQ_METHODS.get(method)
@@ -247,8 +254,6 @@ def _run_cell(
             vals = recalls[method][k]
             rows.append(
                 {
-                    "group": group,
-                    "length": length,
                     "method": method,
                     "k": k,
                     "recall": float(np.mean(vals)),
@@ -263,19 +268,36 @@ def _run_cell(
     return rows
 
 
+def _run_cell(
+    cfg: RecallConfig, suite: TrainedMethods, group: str, length: int, rng: np.random.Generator
+) -> list[dict]:
+    """All methods on one (group, L) cell: n_users sequences × n_targets targets."""
+    mu, gammas = group_params(group, cfg.same_mu)
+    cases = (
+        (sample(rng, mu, length, cfg.dim), sample(rng, mu, cfg.n_targets, cfg.dim))
+        for _ in range(cfg.n_users)
+    )
+    return [{"group": group, "length": length, **row} for row in evaluate_methods(cfg, suite, cases, gammas)]
+
+
 def run_recall_grid(config: RecallConfig) -> dict[str, Any]:
     """Run the grid; returns {"config", "rows", "train_s"} and, with config.out, writes table/JSON/PNG.
 
     Partial results are written after every (group, L) cell, so an interrupted run still leaves data.
     """
-    models = _Models(config)
-    results: dict[str, Any] = {"config": asdict(config), "rows": [], "train_s": models.train_s}
+    train_s: dict[str, float] = {}
+    suites: dict[tuple[float, ...], TrainedMethods] = {}
+    results: dict[str, Any] = {"config": asdict(config), "rows": [], "train_s": train_s}
     cells = [(g, length) for g in config.groups for length in sorted(config.lengths)]
     bar = tqdm(cells, desc="recall grid", disable=not config.progress)
     for gi, (group, length) in enumerate(bar):
         bar.set_postfix_str(f"{group} L={length}")
         rng = np.random.default_rng([config.seed, gi, length])
-        results["rows"].extend(_run_cell(config, models, group, length, rng))
+        mu = group_params(group, config.same_mu)[0]
+        key = tuple(mu.tolist())
+        if key not in suites:
+            suites[key] = TrainedMethods(config, synthetic_tables(config, mu), str(key), train_s)
+        results["rows"].extend(_run_cell(config, suites[key], group, length, rng))
         if config.out is not None:
             write_outputs(results, Path(config.out), plot=gi == len(cells) - 1)
     return results

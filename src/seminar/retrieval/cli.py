@@ -48,6 +48,21 @@ def _speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_recall(args: argparse.Namespace) -> int:
+    from seminar.data.schema import load_dataset
+    from seminar.retrieval.model_recall import ModelRecallConfig, run_model_recall
+
+    overrides: dict = {"seed": args.seed, "progress": not args.quiet}
+    for key in ("ks", "methods", "min_length", "max_users", "negatives_per_user", "rerank_factor"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    config = ModelRecallConfig(**overrides)
+    results = run_model_recall(load_dataset(args.data), args.run, config, out=args.out)
+    print(recall_table(results))
+    print(f"{results['users']} users; wrote {args.out}/results.json, recall_table.md, recall.png")
+    return 0
+
+
 def add_retrieval_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `retrieval bench` and `retrieval speed` on the top-level CLI's sub-parsers."""
     retrieval = subparsers.add_parser("retrieval", help="approximate top-K retrieval experiments")
@@ -66,6 +81,24 @@ def add_retrieval_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=_bench)
+
+    model = sub.add_parser(
+        "model-recall", help="Recall@K on a trained model's own GSU embeddings (the paper's Table 4)"
+    )
+    model.add_argument("--data", type=Path, required=True, help="the dataset the run was trained on")
+    model.add_argument("--run", type=Path, required=True, help="a seminar, twin or sim_soft run")
+    model.add_argument("--out", type=Path, default=Path("runs/model_recall"), help="output directory")
+    model.add_argument("--ks", type=_ints, help="K values (default 16,32,64)")
+    model.add_argument("--methods", type=_names, help="comma-separated subset of the grid's methods")
+    model.add_argument("--min-length", dest="min_length", type=int, help="shortest history scored (256)")
+    model.add_argument("--max-users", dest="max_users", type=int, help="users, longest histories first (100)")
+    model.add_argument(
+        "--negatives-per-user", dest="negatives_per_user", type=int, help="negatives scored as targets (4)"
+    )
+    model.add_argument("--rerank-factor", dest="rerank_factor", type=int, help="shortlist R = factor·K")
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--quiet", action="store_true")
+    model.set_defaults(func=_model_recall)
 
     speed = sub.add_parser("speed", help="latency of PQ top-K against exact scoring")
     speed.add_argument("--out", type=Path, default=Path("runs/retrieval_speed"), help="output directory")

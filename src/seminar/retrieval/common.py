@@ -85,8 +85,16 @@ def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
-    """|approx top-k ∩ exact top-k| / k; indices < 0 (padding) never count."""
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int, scores: np.ndarray | None = None) -> float:
+    """|approx top-k ∩ exact top-k| / k; indices < 0 (padding) never count.
+
+    With the exact ``scores`` of every position, ties are honoured: a returned position counts when
+    its score reaches the k-th best, since repeated behaviours (same query and item) score the same
+    and any of them is a correct answer.
+    """
     a = {int(i) for i in np.asarray(approx)[:k] if i >= 0}
-    e = {int(i) for i in np.asarray(exact)[:k]}
-    return len(a & e) / k
+    if scores is None:
+        e = {int(i) for i in np.asarray(exact)[:k]}
+        return len(a & e) / k
+    kth = scores[np.asarray(exact)[:k]].min()
+    return min(k, sum(scores[i] >= kth for i in a)) / k

@@ -115,6 +115,7 @@ class MultiModalPQ:
                     niter=cfg.n_iter,
                     seed=cfg.seed + 1009 * m + b,
                     max_points_per_centroid=cfg.max_points_per_centroid,
+                    min_points_per_centroid=1,  # small tables are valid input, not a warning per run
                     verbose=verbose,
                 )
                 km.train(sub)
@@ -133,11 +134,28 @@ class MultiModalPQ:
         if x.shape[0] == 0:
             return codes
         for m in range(cfg.n_channels):
-            for b in range(cfg.n_sub):
-                sub = np.ascontiguousarray(x[:, m, b * cfg.dsub : (b + 1) * cfg.dsub])
-                _, idx = faiss.knn(sub, self.codebooks[m, b], 1)
-                codes[:, m, b] = idx[:, 0]
+            codes[:, m] = self.encode_channel(m, x[:, m])
         return codes
+
+    def encode_channel(self, channel: int, vectors: np.ndarray) -> np.ndarray:
+        """Codes [N, n_sub] of one channel's vectors [N, d] (channels may have different row counts)."""
+        cfg = self.config
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != cfg.dim:
+            raise ValueError(f"channel {channel} vectors must be [N, d={cfg.dim}], got {x.shape}")
+        codes = np.empty((x.shape[0], cfg.n_sub), dtype=cfg.code_dtype)
+        for b in range(cfg.n_sub):
+            sub = np.ascontiguousarray(x[:, b * cfg.dsub : (b + 1) * cfg.dsub])
+            _, idx = faiss.knn(sub, self.codebooks[channel, b], 1)
+            codes[:, b] = idx[:, 0]
+        return codes
+
+    def decode_channel(self, channel: int, codes: np.ndarray) -> np.ndarray:
+        """Vectors [N, d] of one channel's codes [N, n_sub]."""
+        cfg = self.config
+        c = np.asarray(codes).astype(np.int64)
+        parts = self.codebooks[channel, np.arange(cfg.n_sub)[None, :], c]  # [N, n_sub, dsub]
+        return parts.reshape(c.shape[0], cfg.dim)
 
     def check_codes(self, codes: ArrayLike) -> np.ndarray:
         """Validate codes [..., M, n_sub] and return them as an int64 numpy array."""

@@ -1,0 +1,196 @@
+"""Product quantization as the ranker's GSU at inference (``seminar evaluate --gsu pq``).
+
+A trained SEMINAR (or TWIN, or SIM soft) GSU scores a behaviour by ``<u_target, Σ_m z_m>`` where
+``z_0`` depends only on the behaviour's query id and ``z_m`` (m ≥ 1) only on its item id
+(:class:`~seminar.models.search.BilinearSearch`). So each channel has a finite key table, one row
+per id: exactly the "embedding table" the paper trains its per-channel codebooks on. Every
+behaviour is then held as M × n_sub codes, and the GSU's top-K is taken over ADC scores (optionally
+re-ranked exactly on a shortlist), while the ESU and head are unchanged.
+
+ADC with unit channel weights equals ``<u, Σ_m decode(code_m)>``, so for evaluation the relevance is
+formed from per-id decoded keys (one matmul); a test holds it equal to the table-lookup reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seminar.models.ranker import Ranker
+from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, SearchInputs
+from seminar.retrieval.pq import MultiModalPQ, PQConfig
+
+PQ_FILE = "gsu_pq.safetensors"
+
+
+@dataclass(frozen=True)
+class PQGsuConfig:
+    """Codes of the GSU keys: 8-bit codes, 32 sub-vectors per channel and a 4·K exact re-rank by default."""
+
+    n_sub: int = 32
+    n_centroids: int = 256
+    rerank_factor: int = 4  # shortlist R = factor·K re-scored exactly; 0 turns re-rank off
+    n_iter: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rerank_factor < 0:
+            raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class GsuKeyTables:
+    """Per-id keys of a trained bilinear GSU: query [Nq+1, d] and item [Ni+1, M-1, d]; row 0 is padding."""
+
+    query: np.ndarray
+    items: np.ndarray
+
+    @property
+    def n_channels(self) -> int:
+        return 1 + self.items.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.query.shape[1]
+
+    def channel_tables(self) -> list[np.ndarray]:
+        """The embedding table of each channel (real ids only) that its codebooks are trained on."""
+        items = [np.ascontiguousarray(self.items[1:, m]) for m in range(self.items.shape[1])]
+        return [self.query[1:], *items]
+
+    def behaviour_vectors(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Key channels [L, M, d] of behaviours given by their query and item ids."""
+        return np.concatenate([self.query[queries][:, None, :], self.items[items]], axis=1)
+
+
+def bilinear_search(ranker: Ranker) -> BilinearSearch:
+    search = ranker.search
+    if isinstance(search, PQSearch):
+        search = search.exact
+    if not isinstance(search, BilinearSearch):
+        raise ValueError(
+            f"the PQ GSU needs a model whose GSU is an inner product (seminar, twin, sim_soft); "
+            f"this run is {ranker.config.model!r}"
+        )
+    return search
+
+
+@torch.no_grad()
+def gsu_key_tables(ranker: Ranker) -> GsuKeyTables:
+    """Every query's and item's GSU key channels under the ranker's current weights."""
+    was_training = ranker.training
+    ranker.eval()
+    try:
+        query, items = bilinear_search(ranker).key_tables(ranker.embedding.id_tables())
+    finally:
+        ranker.train(was_training)
+    return GsuKeyTables(query.float().cpu().numpy(), items.float().cpu().numpy())
+
+
+def pad_table_rows(table: np.ndarray, rows: int) -> np.ndarray:
+    """Repeat a table smaller than the codebook, so k-means keeps every row as a centroid (exact codes)."""
+    if table.shape[0] >= rows:
+        return table
+    return np.ascontiguousarray(np.resize(table, (rows, table.shape[1])))
+
+
+def fit_gsu_pq(keys: GsuKeyTables, config: PQGsuConfig | None = None) -> MultiModalPQ:
+    """Train one product quantizer per channel on that channel's key table (faiss k-means).
+
+    A channel with fewer distinct ids than centroids (a small query vocabulary) gets exact codes.
+    """
+    config = config or PQGsuConfig()
+    pq_config = PQConfig(
+        keys.n_channels, keys.dim, config.n_sub, config.n_centroids, n_iter=config.n_iter, seed=config.seed
+    )
+    tables = [pad_table_rows(t, config.n_centroids) for t in keys.channel_tables()]
+    return MultiModalPQ.train(tables, pq_config)
+
+
+class PQSearch(GeneralSearch):
+    """The ranker's GSU with behaviours held as PQ codes: ADC top-R, then exact re-rank to K."""
+
+    def __init__(
+        self, exact: BilinearSearch, pq: MultiModalPQ, keys: GsuKeyTables, top_k: int, rerank_factor: int
+    ) -> None:
+        super().__init__()
+        if (pq.config.n_channels, pq.config.dim) != (keys.n_channels, keys.dim):
+            raise ValueError(
+                f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
+                f"the GSU keys have M={keys.n_channels}, d={keys.dim}"
+            )
+        self.exact = exact
+        self.pq = pq
+        self.top_k, self.rerank_factor = top_k, rerank_factor
+        query_codes = pq.encode_channel(0, keys.query)
+        channels = range(1, keys.n_channels)
+        item_codes = np.stack([pq.encode_channel(m, keys.items[:, m - 1]) for m in channels], axis=1)
+        decoded_query = pq.decode_channel(0, query_codes)
+        decoded_items = sum(pq.decode_channel(m, item_codes[:, m - 1]) for m in channels)
+        self.register_buffer("query_codes", torch.from_numpy(query_codes.astype(np.int64)), persistent=False)
+        self.register_buffer("item_codes", torch.from_numpy(item_codes.astype(np.int64)), persistent=False)
+        self.register_buffer("decoded_query", torch.from_numpy(decoded_query), persistent=False)
+        self.register_buffer("decoded_items", torch.from_numpy(np.asarray(decoded_items)), persistent=False)
+        self.register_buffer("exact_query", torch.from_numpy(keys.query.copy()), persistent=False)
+        self.register_buffer("exact_items", torch.from_numpy(keys.items.sum(axis=1)), persistent=False)
+
+    def codes(self, hist_queries: Tensor, hist_items: Tensor) -> Tensor:
+        """Codes [..., M, n_sub] of behaviours: the query channel's and the item channels' codes."""
+        return torch.cat([self.query_codes[hist_queries].unsqueeze(-2), self.item_codes[hist_items]], dim=-2)
+
+    def approximate(self, inputs: SearchInputs) -> Tensor:
+        """ADC relevance [B, C, L] of every behaviour against every target."""
+        keys = self.decoded_query[inputs.hist_queries] + self.decoded_items[inputs.hist_items]
+        u = self.exact.query_vectors(inputs)
+        return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.mask[:, None, :], NEG_INF)
+
+    def relevance(self, inputs: SearchInputs) -> Tensor:
+        approx = self.approximate(inputs)
+        if self.rerank_factor <= 0:
+            return approx
+        shortlist = min(self.rerank_factor * self.top_k, approx.shape[-1])
+        if shortlist >= approx.shape[-1]:
+            candidates = torch.ones_like(approx, dtype=torch.bool)
+        else:
+            top = approx.topk(shortlist, dim=-1).indices
+            candidates = torch.zeros_like(approx, dtype=torch.bool).scatter_(2, top, True)
+        keys = self.exact_query[inputs.hist_queries] + self.exact_items[inputs.hist_items]
+        exact = torch.einsum("bcd,bld->bcl", self.exact.query_vectors(inputs).float(), keys)
+        exact = exact.masked_fill(~inputs.mask[:, None, :], NEG_INF)
+        return torch.where(candidates, exact, torch.full_like(exact, NEG_INF))
+
+
+def attach_pq_gsu(
+    ranker: Ranker, config: PQGsuConfig | None = None, pq: MultiModalPQ | None = None
+) -> MultiModalPQ:
+    """Replace the ranker's GSU by its PQ version (inference only); returns the quantizer used."""
+    config = config or PQGsuConfig()
+    exact = bilinear_search(ranker)
+    keys = gsu_key_tables(ranker)
+    pq = pq or fit_gsu_pq(keys, config)
+    search = PQSearch(exact, pq, keys, ranker.config.top_k, config.rerank_factor)
+    device = next(ranker.parameters()).device
+    ranker.search = search.to(device)
+    ranker.eval()
+    return pq
+
+
+def detach_pq_gsu(ranker: Ranker) -> None:
+    """Put the exact GSU back."""
+    if isinstance(ranker.search, PQSearch):
+        ranker.search = ranker.search.exact
+
+
+def save_gsu_pq(pq: MultiModalPQ, run_dir: Path | str) -> Path:
+    """Store the quantizer beside the run's checkpoints (atomic), for serving and re-use."""
+    path = Path(run_dir) / PQ_FILE
+    pq.save(path)
+    return path
+

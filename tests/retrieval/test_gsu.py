@@ -1,0 +1,160 @@
+"""PQ as the ranker's GSU: the factorised scores equal the GSU's own, ADC equals the table-lookup
+reference, and with a shortlist covering the whole sequence the ranker's scores do not change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seminar.data.loader import EvalSamples, TrainSamples, WindowConfig
+from seminar.data.schema import SeminarDataset
+from seminar.models.features import FeatureTables
+from seminar.models.ranker import Ranker, RankerConfig
+from seminar.models.search import BilinearSearch
+from seminar.retrieval.gsu import (
+    PQGsuConfig,
+    PQSearch,
+    attach_pq_gsu,
+    detach_pq_gsu,
+    fit_gsu_pq,
+    gsu_key_tables,
+)
+from seminar.retrieval.kernels import reference_adc_scores
+from tests.data.helpers import synthetic_dataset
+
+BILINEAR = ("seminar", "twin", "sim_soft")
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> SeminarDataset:
+    return synthetic_dataset(tmp_path_factory.mktemp("gsu") / "d", users=30, items=200, mean_length=40)
+
+
+@pytest.fixture(scope="module")
+def tables(ds: SeminarDataset) -> FeatureTables:
+    return FeatureTables.from_dataset(ds)
+
+
+def perturbed_ranker(tables: FeatureTables, model: str, top_k: int = 6) -> Ranker:
+    """A ranker whose G_j, gate and attention are far from their initial values (nothing trivial)."""
+    ranker = Ranker(tables, RankerConfig(model=model, dim=16, heads=2, top_k=top_k, seed=3)).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in ranker.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=g))
+    return ranker
+
+
+def search_inputs(ranker: Ranker, ds: SeminarDataset, n: int = 6):
+    batch = TrainSamples(ds, WindowConfig(max_length=30, train_negatives=2)).__getitems__(list(range(n)))
+    items = torch.cat([batch["target_items"][:, None], batch["neg_items"]], dim=1)
+    queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"]], dim=1)
+    return ranker._search_inputs(batch, items, queries)
+
+
+@pytest.mark.parametrize("model", BILINEAR)
+def test_factorised_relevance_equals_the_gsu(tables: FeatureTables, ds: SeminarDataset, model: str) -> None:
+    ranker = perturbed_ranker(tables, model)
+    assert isinstance(ranker.search, BilinearSearch)
+    with torch.no_grad():
+        inputs = search_inputs(ranker, ds)
+        direct = ranker.search.relevance(inputs)
+        factorised = ranker.search.factorised_relevance(inputs)
+    real = inputs.mask[:, None, :].expand_as(direct)
+    assert torch.allclose(direct[real], factorised[real], rtol=1e-4, atol=1e-5)
+    assert torch.isneginf(factorised[~real]).all()
+
+
+def test_key_tables_cover_every_id(tables: FeatureTables) -> None:
+    keys = gsu_key_tables(perturbed_ranker(tables, "seminar"))
+    assert keys.query.shape == (tables.n_queries + 1, 16)
+    assert keys.items.shape[0] == tables.n_items + 1 and keys.n_channels >= 2
+    assert np.isfinite(keys.query).all() and np.isfinite(keys.items).all()
+
+
+def test_adc_relevance_equals_the_table_lookup_reference(tables: FeatureTables, ds: SeminarDataset) -> None:
+    ranker = perturbed_ranker(tables, "seminar")
+    keys = gsu_key_tables(ranker)
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5))
+    search = PQSearch(ranker.search, pq, keys, top_k=6, rerank_factor=0)
+    with torch.no_grad():
+        inputs = search_inputs(ranker, ds)
+        approx = search.approximate(inputs)
+        u = ranker.search.query_vectors(inputs)
+    codes = search.codes(inputs.hist_queries, inputs.hist_items)  # B L M n_sub
+    codebooks = torch.from_numpy(pq.codebooks)  # M n_sub C dsub
+    for b in range(codes.shape[0]):
+        for c in range(u.shape[1]):
+            query = u[b, c].view(pq.config.n_sub, pq.config.dsub)
+            lookup = torch.einsum("mnks,ns->mnk", codebooks, query)  # ADC tables, unit channel weights
+            expected = reference_adc_scores(codes[b], lookup)
+            real = inputs.mask[b]
+            assert torch.allclose(approx[b, c, real], expected[real], rtol=1e-4, atol=1e-4)
+
+
+def test_small_channel_tables_get_exact_codes(tables: FeatureTables) -> None:
+    keys = gsu_key_tables(perturbed_ranker(tables, "twin"))
+    n_real_queries = keys.query.shape[0] - 1
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=2, n_centroids=max(16, n_real_queries), n_iter=5))
+    decoded = pq.decode_channel(0, pq.encode_channel(0, keys.query[1:]))
+    assert np.allclose(decoded, keys.query[1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", BILINEAR)
+def test_full_shortlist_reproduces_exact_scores(
+    tables: FeatureTables, ds: SeminarDataset, model: str
+) -> None:
+    ranker = perturbed_ranker(tables, model, top_k=5)
+    batch = EvalSamples(ds, "test", "search", max_length=30).__getitems__(list(range(8)))
+    exact = ranker.score_candidates(batch)
+    attach_pq_gsu(ranker, PQGsuConfig(n_sub=2, n_centroids=16, rerank_factor=100, n_iter=5))
+    assert isinstance(ranker.search, PQSearch)
+    assert torch.allclose(ranker.score_candidates(batch), exact, rtol=1e-4, atol=1e-5)
+    detach_pq_gsu(ranker)
+    assert isinstance(ranker.search, BilinearSearch)
+
+
+def test_pq_gsu_without_rerank_changes_the_selection_but_scores_stay_finite(
+    tables: FeatureTables, ds: SeminarDataset
+) -> None:
+    ranker = perturbed_ranker(tables, "seminar", top_k=5)
+    batch = EvalSamples(ds, "test", "recommendation", max_length=30).__getitems__(list(range(8)))
+    attach_pq_gsu(ranker, PQGsuConfig(n_sub=2, n_centroids=16, rerank_factor=0, n_iter=5))
+    scores = ranker.score_candidates(batch)
+    assert scores.shape == (8, ds.test_negatives.shape[1] + 1) and torch.isfinite(scores).all()
+
+
+def test_pq_gsu_needs_an_inner_product_gsu(tables: FeatureTables) -> None:
+    ranker = Ranker(tables, RankerConfig(model="eta", dim=16, heads=2))
+    with pytest.raises(ValueError, match="inner product"):
+        attach_pq_gsu(ranker)
+
+
+def test_model_recall_on_a_trained_run(tables: FeatureTables, ds: SeminarDataset, tmp_path) -> None:
+    from seminar.experiment import finetune
+    from seminar.retrieval.model_recall import ModelRecallConfig, run_model_recall
+    from seminar.train.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    train = TrainConfig(epochs=1, max_length=30, batch_size=64, positions_per_user=2, progress=False)
+    finetune(ds, run, RankerConfig(model="seminar", dim=16, heads=2, top_k=4), train, tables=tables)
+    config = ModelRecallConfig(
+        ks=(4, 8),
+        methods=("lsh", "pq_paper_sdc", "pq_paper_adc", "pq_paper_adc_rr16"),
+        min_length=20,
+        max_users=5,
+        negatives_per_user=2,
+        progress=False,
+    )
+    results = run_model_recall(ds, run, config, out=tmp_path / "out", tables=tables)
+    rows = {(r["method"], r["k"]): r for r in results["rows"]}
+    assert results["users"] == 5 and results["history_length"]["min"] >= 20
+    assert all(0.0 <= r["recall"] <= 1.0 and r["n"] == 5 * 3 for r in rows.values())
+    # a shortlist of 16·K ≥ L behaviours re-ranked exactly is the exact top-K
+    if results["history_length"]["max"] <= 16 * 4:
+        assert rows[("pq_paper_adc_rr16", 4)]["recall"] == 1.0
+    assert rows[("pq_paper_adc_rr16", 8)]["recall"] == 1.0
+    assert (tmp_path / "out" / "recall_table.md").read_text().count("pq_paper") == 3
+    with pytest.raises(ValueError, match="no test user"):
+        run_model_recall(ds, run, ModelRecallConfig(min_length=10_000, progress=False), tables=tables)
