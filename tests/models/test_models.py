@@ -241,3 +241,28 @@ def test_construction_is_seeded_and_leaves_the_global_rng_alone(tables: FeatureT
     assert torch.equal(torch.rand(3), before)
     second = Ranker(tables, RankerConfig(dim=16, heads=2, seed=7))
     assert torch.equal(first.embedding.item_ids.weight, second.embedding.item_ids.weight)
+
+
+def test_fused_at_equals_gathering_the_fused_history(ds: SeminarDataset, tables: FeatureTables) -> None:
+    ranker = Ranker(tables, RankerConfig(dim=16, heads=2))
+    batch = train_batch(ds, n=6)
+    history = ranker.embedding.encode(batch["hist_queries"], batch["hist_items"])
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, batch["hist_items"].shape[1], (6, 3, 5), generator=generator)
+    full = history.fused()  # B L d
+    expected = torch.stack([full[b, positions[b].reshape(-1)].view(3, 5, -1) for b in range(6)])
+    assert torch.allclose(history.fused_at(positions), expected, atol=1e-6)
+
+
+def test_seminar_kept_logits_equal_the_full_gsu_gathered(ds: SeminarDataset, tables: FeatureTables) -> None:
+    ranker = Ranker(tables, RankerConfig(model="seminar", dim=16, heads=2, top_k=5))
+    with torch.no_grad():
+        ranker.search.projections.add_(0.2 * torch.randn(ranker.search.projections.shape))
+    batch = train_batch(ds, n=6)
+    items = torch.cat([batch["target_items"][:, None], batch["neg_items"]], dim=1)
+    queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"]], dim=1)
+    inputs = ranker._search_inputs(batch, items, queries)
+    full = ranker.search.logits(inputs)
+    indices, valid = select_top_k(full.detach(), inputs.mask, 5)
+    kept = ranker.search.logits_at(inputs, indices)
+    assert torch.allclose(kept[valid], torch.gather(full, 2, indices)[valid], rtol=1e-4, atol=1e-6)

@@ -203,6 +203,32 @@ class PairEmbedding:
         item_part = (self.item_table * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
         return lam * self.query() + self._gather(item_part, self.item_inverse)
 
+    def _inverse_at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Distinct-row indices (query, item) [B, C, K] of the behaviours at ``positions`` [B, C, K]."""
+        b, c, k = positions.shape
+        flat = positions.reshape(b, c * k)
+        queries = torch.gather(self.query_inverse, 1, flat).view(b, c, k)
+        return queries, torch.gather(self.item_inverse, 1, flat).view(b, c, k)
+
+    def fused_at(self, positions: Tensor) -> Tensor:
+        """Fused vectors [B, C, K, d] of the behaviours at ``positions`` [B, C, K] (the ESU's keys).
+
+        Gathers only the selected rows, so the ESU never needs the whole fused history [B, L, d].
+        """
+        queries, items = self._inverse_at(positions)
+        lam = self.fusion_lambda
+        item_part = (self.item_table * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
+        return lam * self._gather(self.query_table, queries) + self._gather(item_part, items)
+
+    def projected_at(self, projections: Tensor, positions: Tensor) -> Tensor:
+        """:meth:`projected` of the behaviours at ``positions`` only: [B, C, K, d]."""
+        queries, items = self._inverse_at(positions)
+        lam = self.fusion_lambda
+        query = (self.query_table @ projections[0]) * lam
+        projected = torch.einsum("umd,mde->ume", self.item_table, projections[1:])
+        item_part = (projected * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
+        return self._gather(query, queries) + self._gather(item_part, items)
+
     def projected(self, projections: Tensor) -> Tensor:
         """Σ_m γ_m x(m) G_m [..., d] for per-channel matrices ``projections`` [C, d, d]."""
         lam = self.fusion_lambda

@@ -114,7 +114,6 @@ class Ranker(nn.Module):
             batch["hist_queries"],
             batch["mask"],
             target.fused(),
-            history.fused(),
         )
 
     def _context(self, batch: dict[str, Tensor], queries: Tensor) -> Tensor:
@@ -127,12 +126,11 @@ class Ranker(nn.Module):
     def logits(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss."""
         inputs = self._search_inputs(batch, items, queries)
-        relevance = self.search.relevance(inputs)  # B C L
-        indices, valid = select_top_k(relevance.detach(), inputs.mask, self.config.top_k)
+        with torch.no_grad():  # top-K selection has no gradient; SEMINAR's GSU is trained below
+            relevance = self.search.relevance(inputs)  # B C L
+        indices, valid = select_top_k(relevance, inputs.mask, self.config.top_k)
         b, c, k = indices.shape
-        length = inputs.hist_fused.shape[1]
-        rows = indices + torch.arange(b, device=indices.device)[:, None, None] * length
-        flat_keys = F.embedding(rows.reshape(b * c, k), inputs.hist_fused.reshape(b * length, -1))
+        flat_keys = inputs.history.fused_at(indices).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
         target = inputs.target_fused.reshape(b * c, 1, -1)
         esu_logits = self.esu.logits(target, flat_keys, flat_valid)
@@ -142,7 +140,7 @@ class Ranker(nn.Module):
         features = torch.cat([interest, user, inputs.target_fused, self._context(batch, queries)], dim=-1)
         aux = torch.zeros((), device=items.device)
         if isinstance(self.search, SeminarSearch) and self.training and self.config.gsu_consistency > 0:
-            kept = torch.gather(relevance, 2, indices)  # B C K, differentiable w.r.t. G_j and W^GSU
+            kept = self.search.logits_at(inputs, indices)  # B C K, differentiable w.r.t. G_j and W^GSU
             aux = consistency_loss(kept, weights.detach().mean(dim=2).view(b, c, k), valid)
         return self.head(features).squeeze(-1), aux
 

@@ -8,6 +8,7 @@ here; embeddings, the ESU and the head are shared, so a comparison changes one t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,11 @@ class SearchInputs:
     hist_queries: Tensor  # [B, L]
     mask: Tensor  # [B, L] True = real behaviour
     target_fused: Tensor  # [B, C, d]
-    hist_fused: Tensor  # [B, L, d]
+
+    @cached_property
+    def hist_fused(self) -> Tensor:
+        """Fused history [B, L, d], built only if a GSU scores all L with it (SEMINAR's does not)."""
+        return self.history.fused()
 
 
 def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -207,6 +212,15 @@ class SeminarSearch(BilinearSearch):
 
     def key_tables(self, pair: PairEmbedding) -> tuple[Tensor, Tensor]:
         return pair.weighted_channel_tables(self.projections)
+
+    def logits_at(self, inputs: SearchInputs, positions: Tensor) -> Tensor:
+        """GSU logits [B, C, K] of the kept behaviours only: what the consistency loss trains.
+
+        Equal to ``logits(inputs)`` gathered at ``positions``, but its cost and backward are O(K),
+        not O(L), which keeps SEMINAR's training step close to TWIN's.
+        """
+        keys = inputs.history.projected_at(self.projections, positions)
+        return torch.einsum("bcd,bckd->bck", self.query_vectors(inputs), keys)
 
     def query_vectors(self, inputs: SearchInputs) -> Tensor:
         return self.attention.query_vector(inputs.target.projected(self.projections))

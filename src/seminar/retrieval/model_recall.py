@@ -74,9 +74,7 @@ def target_query_vectors(ranker: Ranker, queries: np.ndarray, items: np.ndarray)
     i = torch.as_tensor(items, dtype=torch.long)[None]
     target = ranker.embedding.encode(q, i)
     empty = torch.zeros((1, 0), dtype=torch.long)
-    fused = target.fused()
-    no_history = torch.zeros(1, 0, fused.shape[-1])
-    inputs = SearchInputs(target, i, target, empty, empty, empty.bool(), fused, no_history)
+    inputs = SearchInputs(target, i, target, empty, empty, empty.bool(), target.fused())
     return bilinear_search(ranker).query_vectors(inputs)[0].float().numpy()
 
 
