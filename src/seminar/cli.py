@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from seminar.data.tables import DataError
+from seminar.reproduce.errors import ConfigError
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
@@ -466,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_retrieval_commands(sub)
 
+    from seminar.reproduce.cli import add_reproduce_command
+
+    add_reproduce_command(sub)
+
     return parser
 
 
@@ -479,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (add --resume to continue it)" if args.command in ("pretrain", "train") else ""
         errors.print(f"[bold red]error:[/] {exc}{hint}", highlight=False, soft_wrap=True)
         return 2
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, FileNotFoundError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
 

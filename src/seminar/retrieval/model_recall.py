@@ -116,9 +116,12 @@ def run_model_recall(
             f"(longest: {int(lengths.max())}); lower min_length or the Ks"
         )
     users = eligible[np.argsort(-lengths[eligible], kind="stable")][: config.max_users]
+    # PQ shapes whose sub-vectors do not divide this model's d cannot run; say which were left out
+    usable = [m for m in config.methods if m not in PQ_METHODS or keys.dim % PQ_METHODS[m].n_sub == 0]
+    dropped = [m for m in config.methods if m not in usable]
     recall = RecallConfig(
         ks=config.ks,
-        methods=config.methods,
+        methods=tuple(usable),
         dim=keys.dim,
         rerank_factor=config.rerank_factor,
         pq_iter=config.pq_iter,
@@ -127,7 +130,7 @@ def run_model_recall(
         progress=config.progress,
     )
     # k-means needs at least as many rows as centroids; a small vocabulary is repeated (exact codes)
-    largest = max([512, *(PQ_METHODS[m].n_centroids for m in config.methods if m in PQ_METHODS)])
+    largest = max([512, *(PQ_METHODS[m].n_centroids for m in usable if m in PQ_METHODS)])
     channel_tables = [pad_table_rows(t, largest) for t in keys.channel_tables()]
     train_s: dict[str, float] = {}
     suite = TrainedMethods(recall, channel_tables, Path(run_dir).name, train_s)
@@ -147,6 +150,7 @@ def run_model_recall(
             "max": int(lengths[users].max()),
         },
         "rows": rows,
+        "dropped_methods": dropped,
         "train_s": train_s,
     }
     if out is not None:

@@ -1,0 +1,178 @@
+"""The grid as a list of cells, and where each cell's files live in the output folder.
+
+A *cell* is one entry of the report: (dataset, variant, seed) for Tables 2 and 3, plus the sweep
+name and value for Figures 3 and 4. What a cell trains is its :class:`RunSpec`; cells with equal
+specs (a sweep value equal to the grid's own setting, 0 pretraining epochs and the variant without
+pretraining) share one run, so nothing is trained twice. Directory names come from the spec, not
+from variant labels, so renaming a variant never orphans a finished run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from seminar.reproduce.config import PSU_TASKS, ReproduceConfig, TrainingConfig
+
+SWEEPS = ("pretrain_epochs", "fusion_lambda")
+_TASK_SHORT = {"next_pair": "next", "align": "align", "relevance": "rel"}
+# Training settings that do not change what a run computes, so finished cells survive their change;
+# pretrain_epochs and fusion_lambda are part of each run's spec instead.
+UNCOMPARED_TRAINING = frozenset({"device", "workers", "eval_batch_size", "pretrain_epochs", "fusion_lambda"})
+PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature"})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that distinguishes one trained ranker from another within a grid."""
+
+    dataset: str
+    model: str
+    pretrain: tuple[str, ...] | None
+    pretrain_epochs: int | None  # None exactly when there is no pretraining
+    fusion_lambda: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A readable folder name, unique per (model, pretraining, λ)."""
+        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}"
+
+    @property
+    def psu_key(self) -> str | None:
+        if self.pretrain is None:
+            return None
+        tasks = "all" if self.pretrain == PSU_TASKS else "+".join(_TASK_SHORT[t] for t in self.pretrain)
+        return f"psu-{tasks}-e{self.pretrain_epochs}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry of the report; ``sweep`` is None for the main grid (Tables 2 and 3)."""
+
+    dataset: str
+    variant: str
+    seed: int
+    spec: RunSpec
+    sweep: str | None = None
+    value: float | None = None
+
+    @property
+    def label(self) -> str:
+        extra = f" [{self.sweep}={self.value:g}]" if self.sweep is not None and self.value is not None else ""
+        return f"{self.dataset} | {self.variant}{extra} | seed {self.seed}"
+
+
+def make_spec(
+    dataset: str,
+    model: str,
+    pretrain: tuple[str, ...] | None,
+    pretrain_epochs: int,
+    fusion_lambda: float,
+    seed: int,
+) -> RunSpec:
+    """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
+    if pretrain is None or pretrain_epochs == 0:
+        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed)
+    return RunSpec(dataset, model, tuple(pretrain), int(pretrain_epochs), float(fusion_lambda), seed)
+
+
+def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[Cell]:
+    """Every cell of the config in run order: the main grid seed by seed, then the sweeps.
+
+    ``seeds`` replaces the config's seeds (for the main grid and for sweeps without their own).
+    """
+    seeds = list(seeds) if seeds is not None else list(config.seeds)
+    train = config.training
+    cells: list[Cell] = []
+    for ds in config.datasets:
+        for seed in seeds:
+            for v in config.models:
+                spec = make_spec(
+                    ds.name, v.model, v.psu_tasks, train.pretrain_epochs, train.fusion_lambda, seed
+                )
+                cells.append(Cell(ds.name, v.name, seed, spec))
+    for sweep_name in SWEEPS:
+        sweep = getattr(config.sweeps, sweep_name)
+        if sweep is None:
+            continue
+        variant = config.variant(sweep.variant)
+        assert variant is not None  # checked when the config was parsed
+        for ds in config.datasets:
+            if sweep.datasets is not None and ds.name not in sweep.datasets:
+                continue
+            for seed in sweep.seeds if sweep.seeds is not None else seeds:
+                for value in sweep.values:
+                    epochs = int(value) if sweep_name == "pretrain_epochs" else train.pretrain_epochs
+                    lam = float(value) if sweep_name == "fusion_lambda" else train.fusion_lambda
+                    spec = make_spec(ds.name, variant.model, variant.psu_tasks, epochs, lam, seed)
+                    cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
+    return cells
+
+
+def unique_specs(cells: list[Cell]) -> list[RunSpec]:
+    """Specs in first-use order, each once; two specs mapping to one folder would be a bug."""
+    seen: dict[tuple[str, str, int], RunSpec] = {}
+    for cell in cells:
+        where = (cell.spec.dataset, cell.spec.key, cell.spec.seed)
+        if where in seen and seen[where] != cell.spec:
+            raise ValueError(f"two different runs share the folder {where}: {seen[where]} and {cell.spec}")
+        seen.setdefault(where, cell.spec)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths inside the output folder."""
+
+    root: Path
+
+    def cell_file(self, spec: RunSpec) -> Path:
+        return self.root / "cells" / spec.dataset / spec.key / f"seed{spec.seed}.json"
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.root / "runs" / spec.dataset / spec.key / f"seed{spec.seed}"
+
+    def psu_dir(self, spec: RunSpec) -> Path | None:
+        if spec.psu_key is None:
+            return None
+        lam = f"lambda{spec.fusion_lambda:g}"
+        return self.root / "psu" / spec.dataset / f"{spec.psu_key}-{lam}" / f"seed{spec.seed}"
+
+    def data_dir(self, config: ReproduceConfig, dataset: str) -> Path:
+        ds = config.dataset(dataset)
+        if ds is not None and ds.data_dir is not None:
+            return ds.data_dir
+        return self.root / "data" / dataset
+
+    @property
+    def retrieval_dir(self) -> Path:
+        return self.root / "retrieval"
+
+    @property
+    def retrieval_cell(self) -> Path:
+        return self.root / "cells" / "retrieval.json"
+
+
+def compared_training(training: TrainingConfig, pretrained: bool) -> dict[str, Any]:
+    """The training settings a finished cell must agree with to be reused."""
+    skip = UNCOMPARED_TRAINING if pretrained else UNCOMPARED_TRAINING | PSU_ONLY_TRAINING
+    return {k: v for k, v in asdict(training).items() if k not in skip}
+
+
+def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
+    """What decides a run's result: its spec, the dataset's source and build options, the training."""
+    plain = config.to_dict()
+    dataset = next(d for d in plain["datasets"] if d["name"] == spec.dataset)
+    dataset.pop("data_dir", None)
+    dataset["build"].pop("cache_dir", None)
+    return {
+        "dataset": dataset,
+        "model": spec.model,
+        "pretrain": list(spec.pretrain) if spec.pretrain else None,
+        "pretrain_epochs": spec.pretrain_epochs,
+        "fusion_lambda": spec.fusion_lambda,
+        "seed": spec.seed,
+        "training": compared_training(config.training, spec.pretrain is not None),
+    }

@@ -1,0 +1,626 @@
+"""The reproduce config: a YAML file parsed with ``yaml.safe_load`` into typed dataclasses.
+
+Every mapping is checked against its dataclass: an unknown key, a missing required key or a value
+of the wrong type is a :class:`ConfigError` that names the file and the key's path
+(``datasets[0].build.negatives``), so a typo fails before hours of training instead of being
+silently ignored. Strings are never evaluated. docs/reproduce.md describes every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from seminar.models.ranker import MODELS
+from seminar.reproduce.errors import ConfigError, InvalidValue
+from seminar.reproduce.sources import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
+from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
+
+__all__ = [
+    "PSU_TASKS",
+    "BuildOptions",
+    "ConfigError",
+    "DatasetConfig",
+    "FusionLambdaSweep",
+    "PretrainEpochsSweep",
+    "ReportConfig",
+    "ReproduceConfig",
+    "RetrievalConfig",
+    "SweepsConfig",
+    "TrainingConfig",
+    "VariantConfig",
+    "load_config",
+    "parse_config",
+]
+
+PSU_TASKS = ("next_pair", "align", "relevance")
+TEST_MODES = ("recommendation", "search", "pair")
+METRICS = (*ranking_metric_names(DEFAULT_KS), "auc", "gauc")
+_TEXT_ENCODER_HEADS = ("minilm", "hashing", "clip", "none")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < 1:
+            raise InvalidValue(name, f"must be >= 1, got {value}")
+
+
+def _unique(name: str, values: list[Any]) -> None:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise InvalidValue(name, f"{seen[0]!r} is listed twice")
+
+
+def _metric_names(name: str, values: list[str]) -> None:
+    bad = [v for v in values if v not in METRICS]
+    if bad:
+        raise InvalidValue(name, f"unknown metric(s) {bad}; choose from {list(METRICS)}")
+
+
+@dataclass
+class BuildOptions:
+    """How a dataset is built (the options shared by every `seminar prepare` source)."""
+
+    text_encoder: str | None = None  # default: minilm, or none for kuaisar and synthetic
+    image_encoder: str = "none"
+    negatives: int = 99
+    sampling: Literal["uniform", "popularity"] = "uniform"
+    seed: int = 0
+    min_behaviours: int = 3
+    max_behaviours: int | None = None
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "negatives", "max_behaviours")
+        if self.min_behaviours < 3:
+            raise InvalidValue("min_behaviours", "must be >= 3 (test, validation and one training target)")
+        if self.seed < 0:
+            raise InvalidValue("seed", f"must be >= 0, got {self.seed}")
+        if self.text_encoder is not None:
+            head = self.text_encoder.strip().partition(":")[0].lower()
+            if head not in _TEXT_ENCODER_HEADS:
+                raise InvalidValue(
+                    "text_encoder",
+                    f"unknown encoder {self.text_encoder!r}; use minilm, hashing[:DIM], clip:CHECKPOINT_DIR "
+                    "or none",
+                )
+        head = self.image_encoder.strip().partition(":")[0].lower()
+        if head not in ("clip", "none"):
+            raise InvalidValue(
+                "image_encoder", f"use clip:CHECKPOINT_DIR or none, got {self.image_encoder!r}"
+            )
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset of the grid: a source, its reader options and build options."""
+
+    name: str
+    source: Literal["ml-100k", "recbole", "tables", "kuaisar", "amazon", "synthetic"]
+    options: Any = None  # parsed into the source's options dataclass (see sources.py)
+    build: BuildOptions = field(default_factory=BuildOptions)
+    data_dir: Path | None = None  # default OUT/data/NAME
+
+    def __post_init__(self) -> None:
+        _check_name("name", self.name)
+        if not isinstance(self.options, SOURCE_OPTIONS[self.source]):
+            self.options = build_dataclass(SOURCE_OPTIONS[self.source], self.options or {}, "options")
+        if self.build.text_encoder is None:
+            default = "none" if self.source in NO_TEXT_ENCODER_SOURCES else "minilm"
+            self.build = replace(self.build, text_encoder=default)
+
+
+@dataclass
+class VariantConfig:
+    """A row of the tables: a ranker model and, optionally, the PSU tasks it is pretrained with."""
+
+    name: str
+    model: str
+    pretrain: list[str] | str | None = None  # PSU tasks, "all", or null for no pretraining
+    tables: list[int] | None = None  # default: baselines 2, full SEMINAR 2 and 3, ablations 3
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidValue("name", "must not be empty")
+        if self.model not in MODELS:
+            raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if isinstance(self.pretrain, str):
+            if self.pretrain != "all":
+                raise InvalidValue("pretrain", f"use a list of {list(PSU_TASKS)}, 'all' or null")
+            self.pretrain = list(PSU_TASKS)
+        if self.pretrain is not None:
+            bad = [t for t in self.pretrain if t not in PSU_TASKS]
+            if bad:
+                raise InvalidValue("pretrain", f"unknown PSU task(s) {bad}; choose from {list(PSU_TASKS)}")
+            if not self.pretrain:
+                raise InvalidValue("pretrain", "an empty task list pretrains nothing; use null")
+            self.pretrain = [t for t in PSU_TASKS if t in self.pretrain]  # canonical order, no repeats
+        if self.tables is None:
+            full = self.pretrain is not None and len(self.pretrain) == len(PSU_TASKS)
+            if self.model != "seminar":
+                self.tables = [2]
+            else:
+                self.tables = [2, 3] if full else [3]
+        bad_tables = [t for t in self.tables if t not in (2, 3)]
+        if bad_tables:
+            raise InvalidValue(
+                "tables", f"tables are 2 (models) and 3 (pretraining ablations), got {bad_tables}"
+            )
+
+    @property
+    def psu_tasks(self) -> tuple[str, ...] | None:
+        return tuple(self.pretrain) if isinstance(self.pretrain, list) else None
+
+
+@dataclass
+class TrainingConfig:
+    """Settings shared by every run of the grid (PSU pretraining and ranker fine-tuning)."""
+
+    max_length: int = 200
+    top_k: int = 50
+    dim: int = 64
+    heads: int = 4
+    epochs: int = 4
+    pretrain_epochs: int = 2
+    positions_per_user: int | None = 20
+    patience: int | None = 2
+    batch_size: int = 256
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    train_negatives: int = 1
+    monitor: str = "ndcg@10"
+    eval_mode: Literal["recommendation", "search", "pair"] = "recommendation"
+    fusion_lambda: float = 0.5
+    align_chunks: int = 4
+    temperature: float = 0.07
+    device: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "max_length",
+            "top_k",
+            "dim",
+            "heads",
+            "epochs",
+            "positions_per_user",
+            "patience",
+            "batch_size",
+            "eval_batch_size",
+            "train_negatives",
+            "align_chunks",
+        )
+        if self.pretrain_epochs < 0:
+            raise InvalidValue("pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
+        if self.dim % self.heads:
+            raise InvalidValue("heads", f"dim {self.dim} is not divisible by {self.heads} heads")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise InvalidValue("lr" if self.lr <= 0 else "temperature", "must be positive")
+        if self.workers < 0:
+            raise InvalidValue("workers", "must be >= 0")
+        if not 0.0 <= self.fusion_lambda <= 1.0:
+            raise InvalidValue("fusion_lambda", f"must lie in [0, 1], got {self.fusion_lambda}")
+        if self.monitor not in ranking_metric_names(DEFAULT_KS):
+            raise InvalidValue(
+                "monitor",
+                f"unknown metric {self.monitor!r}; choose from {list(ranking_metric_names(DEFAULT_KS))}",
+            )
+
+
+def _check_sweep(values: list[Any], datasets: list[str] | None, seeds: list[int] | None) -> None:
+    if not values:
+        raise InvalidValue("values", "give at least one value")
+    _unique("values", values)
+    if datasets is not None:
+        _unique("datasets", datasets)
+    if seeds is not None:
+        if not seeds:
+            raise InvalidValue("seeds", "give at least one seed or leave the key out")
+        _unique("seeds", seeds)
+
+
+@dataclass
+class PretrainEpochsSweep:
+    """Figure 3: one variant fine-tuned after 0 (no pretraining), 1, 2, ... PSU epochs."""
+
+    values: list[int]
+    variant: str | None = None  # default: the first SEMINAR variant with full pretraining
+    datasets: list[str] | None = None  # default: every dataset
+    seeds: list[int] | None = None  # default: the grid's seeds
+
+    @staticmethod
+    def shorthand(value: Any) -> Any:
+        return {"values": value} if isinstance(value, list) else value
+
+    def __post_init__(self) -> None:
+        _check_sweep(self.values, self.datasets, self.seeds)
+        if any(v < 0 for v in self.values):
+            raise InvalidValue("values", f"pretraining epochs must be >= 0, got {self.values}")
+
+
+@dataclass
+class FusionLambdaSweep:
+    """Figure 4: one variant trained (and pretrained) at each query/item fusion weight λ."""
+
+    values: list[float]
+    variant: str | None = None  # default: the first SEMINAR variant
+    datasets: list[str] | None = None
+    seeds: list[int] | None = None
+
+    @staticmethod
+    def shorthand(value: Any) -> Any:
+        return {"values": value} if isinstance(value, list) else value
+
+    def __post_init__(self) -> None:
+        _check_sweep(self.values, self.datasets, self.seeds)
+        if any(not 0.0 <= v <= 1.0 for v in self.values):
+            raise InvalidValue("values", f"λ must lie in [0, 1], got {self.values}")
+
+
+@dataclass
+class SweepsConfig:
+    pretrain_epochs: PretrainEpochsSweep | None = None
+    fusion_lambda: FusionLambdaSweep | None = None
+
+
+@dataclass
+class RQVAEOptions:
+    """Overrides of :class:`seminar.retrieval.baselines.RQVAEConfig` (null keeps the preset's value)."""
+
+    latent_dim: int | None = None
+    hidden_dim: int | None = None
+    n_quantizers: int | None = None
+    codebook_size: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    commitment_weight: float | None = None
+
+
+@dataclass
+class RetrievalConfig:
+    """Figure 2: the synthetic Recall@K grid of :func:`seminar.retrieval.bench.run_recall_grid`.
+
+    ``preset`` picks the base grid (``paper``: the paper's setup; ``quick``: seconds); every other
+    key overrides one field of it.
+    """
+
+    preset: Literal["paper", "quick"] = "paper"
+    lengths: list[int] | None = None
+    ks: list[int] | None = None
+    groups: list[str] | None = None
+    methods: list[str] | None = None
+    dim: int | None = None
+    same_mu: float | None = None
+    n_users: int | None = None
+    n_targets: int | None = None
+    table_size: int | None = None
+    rerank_factor: int | None = None
+    pq_iter: int | None = None
+    hnsw_m: int | None = None
+    hnsw_ef_construction: int | None = None
+    hnsw_ef_search: int | None = None
+    lsh_bits: int | None = None
+    rqvae: RQVAEOptions | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in fields(self) if f.name not in ("preset", "rqvae", "same_mu", "seed")]
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                if not value:
+                    raise InvalidValue(name, "give at least one value or leave the key out")
+                if isinstance(value[0], int) and min(value) < 1:
+                    raise InvalidValue(name, f"values must be >= 1, got {value}")
+            elif value is not None and value < 1:
+                raise InvalidValue(name, f"must be >= 1, got {value}")
+        try:
+            self.recall_config()
+        except ValueError as err:
+            raise InvalidValue("methods" if "method" in str(err) else "groups", str(err)) from err
+
+    def recall_config(self, out: Path | None = None, progress: bool = True) -> Any:
+        """The :class:`~seminar.retrieval.bench.RecallConfig` this section describes."""
+        from seminar.retrieval.bench import RecallConfig
+
+        base = RecallConfig.quick() if self.preset == "quick" else RecallConfig()
+        overrides: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("preset", "rqvae") or value is None:
+                continue
+            overrides[f.name] = tuple(value) if isinstance(value, list) else value
+        if self.rqvae is not None:
+            rq = {k: v for k, v in asdict(self.rqvae).items() if v is not None}
+            overrides["rqvae"] = replace(base.rqvae, **rq)
+        return replace(base, **overrides, out=None if out is None else str(out), progress=progress)
+
+
+DEFAULT_COLUMNS = ["ndcg@5", "ndcg@10", "ndcg@50", "hr@1", "hr@10", "mrr", "auc"]
+
+
+@dataclass
+class ReportConfig:
+    """What the report shows; metrics absent from every cell (e.g. AUC) are left out of the tables."""
+
+    columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
+    figure_metrics: list[str] = field(default_factory=lambda: ["ndcg@5", "ndcg@10", "ndcg@50"])
+    model_recall: bool = True  # Table 4: Recall@K on the first seed's SEMINAR/TWIN/SIM-soft GSU keys
+    model_recall_ks: list[int] = field(default_factory=lambda: [16, 32, 64])
+    model_recall_min_length: int = 256  # users with at least this many behaviours before the test one
+    model_recall_users: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.model_recall_ks or min(self.model_recall_ks) <= 0:
+            raise InvalidValue("model_recall_ks", "give positive K values")
+        if self.model_recall_users <= 0 or self.model_recall_min_length <= 0:
+            raise InvalidValue("model_recall_users", "model_recall_users and _min_length must be positive")
+        for name in ("columns", "figure_metrics"):
+            values = getattr(self, name)
+            if not values:
+                raise InvalidValue(name, "give at least one metric")
+            _metric_names(name, values)
+            _unique(name, values)
+
+
+@dataclass
+class ReproduceConfig:
+    """An experiment grid: datasets × model variants × seeds, sweeps, and the retrieval grid."""
+
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    models: list[VariantConfig] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    modes: list[Literal["recommendation", "search", "pair"]] = field(
+        default_factory=lambda: ["recommendation", "search"]
+    )
+    sweeps: SweepsConfig = field(default_factory=SweepsConfig)
+    retrieval: RetrievalConfig | None = None
+    report: ReportConfig = field(default_factory=ReportConfig)
+    name: str | None = None  # the report's title; default: the config file's stem
+    out: Path | None = None  # default output folder; --out overrides it
+
+    def __post_init__(self) -> None:
+        if not self.datasets and self.retrieval is None:
+            raise InvalidValue("datasets", "nothing to run: give at least one dataset or a retrieval section")
+        _unique("datasets", [d.name for d in self.datasets])
+        if self.datasets and not self.models:
+            raise InvalidValue("models", "give at least one model variant")
+        _unique("models", [m.name for m in self.models])
+        if not self.seeds:
+            raise InvalidValue("seeds", "give at least one seed")
+        _unique("seeds", self.seeds)
+        if min(self.seeds) < 0:
+            raise InvalidValue("seeds", f"seeds must be >= 0, got {self.seeds}")
+        if not self.modes:
+            raise InvalidValue("modes", "give at least one test mode")
+        _unique("modes", list(self.modes))
+        self._resolve_sweeps()
+
+    def _resolve_sweeps(self) -> None:
+        """Fill in each sweep's default variant and check the names it refers to."""
+        datasets = [d.name for d in self.datasets]
+        for key in ("pretrain_epochs", "fusion_lambda"):
+            sweep = getattr(self.sweeps, key)
+            if sweep is None:
+                continue
+            where = f"sweeps.{key}"
+            if not self.datasets:
+                raise InvalidValue(where, "a sweep needs at least one dataset")
+            if sweep.variant is None:
+                sweep.variant = self._default_sweep_variant(key, where)
+            variant = self.variant(sweep.variant)
+            if variant is None:
+                raise InvalidValue(
+                    f"{where}.variant",
+                    f"no model variant named {sweep.variant!r}; known: {self.variant_names}",
+                )
+            if key == "pretrain_epochs" and variant.psu_tasks is None:
+                raise InvalidValue(
+                    f"{where}.variant",
+                    f"{variant.name!r} is not pretrained; sweeping its PSU epochs means nothing",
+                )
+            unknown = [d for d in sweep.datasets or [] if d not in datasets]
+            if unknown:
+                raise InvalidValue(f"{where}.datasets", f"unknown dataset(s) {unknown}; known: {datasets}")
+
+    def _default_sweep_variant(self, key: str, where: str) -> str:
+        for v in self.models:
+            if v.model == "seminar" and (key == "fusion_lambda" or v.psu_tasks == PSU_TASKS):
+                return v.name
+        wanted = (
+            "a SEMINAR variant pretrained with all PSU tasks"
+            if key == "pretrain_epochs"
+            else "a SEMINAR variant"
+        )
+        raise InvalidValue(f"{where}.variant", f"name the variant to sweep (no {wanted} in models)")
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.models]
+
+    def variant(self, name: str) -> VariantConfig | None:
+        return next((v for v in self.models if v.name == name), None)
+
+    def dataset(self, name: str) -> DatasetConfig | None:
+        return next((d for d in self.datasets if d.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (paths as strings, the source options as a mapping)."""
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _check_name(key: str, name: str) -> None:
+    """Names become folder names: letters, digits, '-', '_' and '.' only."""
+    if not name or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
+        raise InvalidValue(key, f"{name!r} must be a folder-safe name (letters, digits, '-', '_', '.')")
+
+
+# --------------------------------------------------------------------------------------------------
+# The parser: mappings into dataclasses, checked against their type hints.
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + (
+            " or null" if type(None) in args else ""
+        )
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict or is_dataclass(hint):
+        return "a mapping"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}
+    return names.get(hint, str(hint))
+
+
+def _shape_fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` has the YAML shape ``hint`` expects (picks the arm of a union)."""
+    origin = get_origin(hint)
+    if is_dataclass(hint) or origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if hint in (str, Path) or origin is Literal:
+        return isinstance(value, str)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: a value is required, expected {_describe(hint)}")
+        arms = [a for a in args if a is not type(None)]
+        arm = next((a for a in arms if _shape_fits(a, value)), arms[0])
+        return _convert(value, arm, where)
+    if is_dataclass(hint):
+        return build_dataclass(hint, value, where)
+    if value is None:
+        raise ConfigError(f"{where}: a value is required, expected {_describe(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+        items = [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], _join(where, str(k))) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint in (str, Path):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+        return Path(value) if hint is Path else value
+    raise TypeError(f"{where}: unsupported type {hint!r}")  # a bug in a config dataclass
+
+
+def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
+    """Build ``cls`` from a YAML mapping: unknown keys, missing keys and wrong types are ConfigErrors."""
+    if hasattr(cls, "shorthand"):
+        data = cls.shorthand(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    known = [f.name for f in fields(cls) if f.init]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{_join(where, str(key))}: unknown key{hint}; known keys: {', '.join(known)}")
+    required = [
+        f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING
+    ]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing required key(s) {missing}")
+    hints = get_type_hints(cls)
+    values = {k: _convert(v, hints[k], _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except InvalidValue as err:
+        raise ConfigError(f"{_join(where, err.key)}: {err.message}") from None
+    except ConfigError as err:  # raised by a nested build inside __post_init__
+        text = str(err)
+        raise ConfigError(_join(where, text) if where else text) from None
+
+
+def parse_config(data: Any, source: str = "config") -> ReproduceConfig:
+    """A :class:`ReproduceConfig` from an already-loaded mapping; errors are prefixed by ``source``."""
+    try:
+        return build_dataclass(ReproduceConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_config(config: ReproduceConfig | Mapping[str, Any] | Path | str) -> ReproduceConfig:
+    """Read a YAML config file (or accept a mapping or a ready config); the name defaults to the file stem."""
+    if isinstance(config, ReproduceConfig):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(dict(config))
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    parsed = parse_config(data, str(path))
+    if parsed.name is None:
+        parsed.name = path.stem
+    return parsed

@@ -1,0 +1,321 @@
+"""Run a reproduce grid: prepare datasets, pretrain, fine-tune, evaluate, cell by cell, resumably.
+
+Each finished cell is one JSON file written atomically; a re-run skips it. A run interrupted
+mid-training resumes from its ``last`` checkpoint and ends where an uninterrupted one would. A
+finished cell records the settings it was trained with, and a later run with other settings stops
+with an error instead of mixing results of two configs in one report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from seminar.data.build import BuildConfig, prepare
+from seminar.data.schema import SeminarDataset, load_dataset
+from seminar.data.split import SplitConfig
+from seminar.experiment import evaluate_run, finetune, pretrain
+from seminar.io import write_json_atomic
+from seminar.models.features import FeatureTables
+from seminar.models.psu import PretrainConfig
+from seminar.models.ranker import RankerConfig
+from seminar.reproduce.aggregate import FinishedCell
+from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_settings, unique_specs
+from seminar.reproduce.config import ConfigError, ReproduceConfig, load_config
+from seminar.reproduce.report import SECTIONS, ReportContext, SectionBuilder, write_report
+from seminar.reproduce.sources import missing_inputs, read_source
+from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
+
+SETTINGS_FILE = "reproduce-settings.json"
+# Settings of a ranker run that a PSU run does not depend on.
+_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode")
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like values."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(saved) | set(current)):
+            out += _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
+
+
+def _json_ready(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _check_same(path: Path, saved: Any, current: Any) -> None:
+    changed = _differences(saved, current)
+    if changed:
+        raise ConfigError(
+            f"{path} was produced with other settings ({'; '.join(changed[:5])}"
+            f"{'; ...' if len(changed) > 5 else ''}); use another --out folder or delete it"
+        )
+
+
+class GridRunner:
+    """Trains and evaluates the cells of one config into one output folder."""
+
+    def __init__(self, config: ReproduceConfig, layout: Layout, *, progress: bool = True) -> None:
+        self.config = config
+        self.layout = layout
+        self.progress = progress
+        self._loaded: tuple[str, SeminarDataset, FeatureTables] | None = None
+
+    # ---- datasets ---------------------------------------------------------------------------
+
+    def check_inputs(self, datasets: Sequence[str]) -> None:
+        """Fail before any training when a dataset's raw files are missing."""
+        problems = []
+        for name in datasets:
+            ds = self.config.dataset(name)
+            assert ds is not None
+            problems += [f"dataset {name!r} ({ds.source}): options.{p}" for p in missing_inputs(ds.options)]
+        if problems:
+            raise ConfigError("missing input files:\n  " + "\n  ".join(problems))
+
+    def dataset(self, name: str) -> tuple[SeminarDataset, FeatureTables]:
+        """Prepare (unless up to date) and load one dataset; only the latest one stays in memory."""
+        if self._loaded is not None and self._loaded[0] == name:
+            return self._loaded[1], self._loaded[2]
+        self._loaded = None
+        cfg = self.config.dataset(name)
+        assert cfg is not None
+        b = cfg.build
+        build = BuildConfig(
+            text_encoder=b.text_encoder or "none",
+            image_encoder=b.image_encoder,
+            split=SplitConfig(
+                negatives=b.negatives, sampling=b.sampling, seed=b.seed, min_behaviours=b.min_behaviours
+            ),
+            max_behaviours=b.max_behaviours,
+            cache_dir=b.cache_dir,
+            progress=self.progress,
+        )
+        directory = self.layout.data_dir(self.config, name)
+        prepare(read_source(cfg.source, cfg.options, b.seed), directory, build)
+        ds = load_dataset(directory)
+        self._loaded = (name, ds, FeatureTables.from_dataset(ds))
+        return self._loaded[1], self._loaded[2]
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def train_config(self, seed: int, epochs: int, monitor: str) -> TrainConfig:
+        t = self.config.training
+        return TrainConfig(
+            epochs=epochs,
+            lr=t.lr,
+            batch_size=t.batch_size,
+            eval_batch_size=t.eval_batch_size,
+            max_length=t.max_length,
+            train_negatives=t.train_negatives,
+            positions_per_user=t.positions_per_user,
+            early_stopping_patience=t.patience,
+            monitor=monitor,
+            eval_mode=t.eval_mode,
+            seed=seed,
+            device=t.device,
+            num_workers=t.workers,
+            progress=False,
+        )
+
+    def _guard(self, directory: Path, settings: dict[str, Any]) -> bool:
+        """Record what a run directory is for; refuse one started with other settings.
+
+        Returns True when the directory holds a checkpoint to resume from.
+        """
+        marker = directory / SETTINGS_FILE
+        if marker.exists():
+            _check_same(directory, _read_json(marker), settings)
+            if not (directory / LAST).exists():  # stopped inside the first epoch: nothing to resume
+                (directory / METRICS_FILE).unlink(missing_ok=True)
+                shutil.rmtree(directory / BEST, ignore_errors=True)
+        elif directory.exists() and any(directory.iterdir()):
+            raise ConfigError(f"{directory} holds files not written by `seminar reproduce`; move them away")
+        else:
+            write_json_atomic(marker, settings)
+        return (directory / LAST).exists()
+
+    def _pretrain(self, spec: RunSpec, settings: dict[str, Any]) -> Path | None:
+        psu_dir = self.layout.psu_dir(spec)
+        if psu_dir is None or spec.pretrain is None or spec.pretrain_epochs is None:
+            return None
+        t = self.config.training
+        psu_settings = {
+            **{k: v for k, v in settings.items() if k != "model"},
+            "training": {k: v for k, v in settings["training"].items() if k not in _RANKER_ONLY},
+        }
+        resume = self._guard(psu_dir, psu_settings)
+        ds, tables = self.dataset(spec.dataset)
+        model = PretrainConfig(
+            dim=t.dim,
+            heads=t.heads,
+            fusion_lambda=spec.fusion_lambda,
+            next_pair="next_pair" in spec.pretrain,
+            align="align" in spec.pretrain,
+            relevance="relevance" in spec.pretrain,
+            align_chunks=t.align_chunks,
+            temperature=t.temperature,
+            seed=spec.seed,
+        )
+        train = self.train_config(spec.seed, spec.pretrain_epochs, "loss")
+        pretrain(ds, psu_dir, model, train, resume=resume, tables=tables)
+        return psu_dir
+
+    def run_spec(self, spec: RunSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train (resuming) and evaluate one run; with ``previous``, only evaluate its missing modes."""
+        t = self.config.training
+        settings = _json_ready(run_settings(self.config, spec))
+        run = self.layout.run_dir(spec)
+        started = time.perf_counter()
+        metrics: dict[str, Any] = dict(previous["metrics"]) if previous else {}
+        if previous is None:
+            psu_dir = self._pretrain(spec, settings)
+            resume = self._guard(run, settings)
+            ds, tables = self.dataset(spec.dataset)
+            ranker = RankerConfig(
+                model=spec.model,
+                dim=t.dim,
+                heads=t.heads,
+                top_k=t.top_k,
+                fusion_lambda=spec.fusion_lambda,
+                seed=spec.seed,
+            )
+            train = self.train_config(spec.seed, t.epochs, t.monitor)
+            summary = finetune(ds, run, ranker, train, pretrained=psu_dir, resume=resume, tables=tables)
+            if summary.get("test") and t.eval_mode in self.config.modes:
+                metrics[t.eval_mode] = summary["test"]  # fit already tested the best weights in this mode
+        todo = [m for m in self.config.modes if m not in metrics]
+        if todo:
+            ds, tables = self.dataset(spec.dataset)
+            evaluation = self.train_config(spec.seed, t.epochs, t.monitor)
+            metrics.update(evaluate_run(ds, run, evaluation, todo, tables=tables))
+        seconds = round(time.perf_counter() - started, 1) + (previous or {}).get("seconds", 0.0)
+        return {"settings": settings, "metrics": metrics, "seconds": seconds}
+
+    def _line(self, index: int, total: int, cell: Cell, record: dict[str, Any]) -> str:
+        metric = self.config.training.monitor
+        scores = "  ".join(
+            f"{mode} {metric}={values[metric]:.4f}"
+            for mode, values in record["metrics"].items()
+            if mode in self.config.modes and metric in values
+        )
+        return f"[{index}/{total}] {cell.label}  {scores}  ({record['seconds']:.1f} s)"
+
+    def existing(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The cell file of ``spec`` if it is finished with the current settings (error if not)."""
+        path = self.layout.cell_file(spec)
+        record = _read_json(path) if path.exists() else None
+        if record is None or "metrics" not in record:
+            return None
+        _check_same(path, record.get("settings"), _json_ready(run_settings(self.config, spec)))
+        return record
+
+    def run(self, cells: Sequence[Cell]) -> int:
+        """Run every unfinished cell of ``cells``; returns how many runs were trained or completed."""
+        specs = unique_specs(list(cells))
+        first_cell = {}
+        for cell in cells:
+            first_cell.setdefault(cell.spec, cell)
+        records = {spec: self.existing(spec) for spec in specs}  # settings checked before any work
+        todo = [s for s in specs if records[s] is None or set(self.config.modes) - set(records[s]["metrics"])]
+        if specs:
+            tqdm.write(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to run")
+        bar = tqdm(total=len(todo), desc="reproduce", unit="run", disable=not self.progress)
+        for index, spec in enumerate(todo, 1):
+            bar.set_postfix_str(first_cell[spec].label)
+            record = self.run_spec(spec, records[spec])
+            write_json_atomic(self.layout.cell_file(spec), record)
+            tqdm.write(self._line(index, len(todo), first_cell[spec], record))
+            bar.update()
+        bar.close()
+        return len(todo)
+
+    def run_retrieval(self, run: bool = True) -> dict[str, Any] | None:
+        """The synthetic Recall@K grid (Figure 2), stored as one cell; ``run=False`` only reads it."""
+        if self.config.retrieval is None:
+            return None
+        from seminar.retrieval.bench import run_recall_grid
+
+        recall = self.config.retrieval.recall_config(self.layout.retrieval_dir, progress=self.progress)
+        settings = _json_ready({k: v for k, v in asdict(recall).items() if k not in ("out", "progress")})
+        path = self.layout.retrieval_cell
+        record = _read_json(path) if path.exists() else None
+        if record is not None and "results" in record:
+            _check_same(path, record.get("settings"), settings)
+            return record["results"]
+        if not run:
+            return None
+        started = time.perf_counter()
+        results = _json_ready(run_recall_grid(recall))
+        seconds = round(time.perf_counter() - started, 1)
+        write_json_atomic(path, {"settings": settings, "results": results, "seconds": seconds})
+        tqdm.write(f"retrieval grid: {len(results['rows'])} rows ({seconds:.1f} s)")
+        return results
+
+    def finished(self, cells: Sequence[Cell]) -> list[FinishedCell]:
+        """Cells whose run is finished, with their metrics (for the report)."""
+        out = []
+        for cell in cells:
+            record = self.existing(cell.spec)
+            if record is not None:
+                out.append(FinishedCell(cell, record["metrics"], record.get("seconds")))
+        return out
+
+
+def default_out(config: ReproduceConfig) -> Path:
+    return config.out if config.out is not None else Path("runs") / "reproduce" / (config.name or "reproduce")
+
+
+def run_reproduce(
+    config: ReproduceConfig | Mapping[str, Any] | Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    only_datasets: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    retrieval: bool = True,
+    progress: bool = True,
+    sections: Sequence[SectionBuilder] = SECTIONS,
+) -> dict[str, Any]:
+    """Run the grid a config describes and write its report folder; returns what results.json holds.
+
+    ``config`` is a YAML path, a mapping or a :class:`ReproduceConfig`; ``out_dir`` defaults to
+    the config's ``out`` (else ``runs/reproduce/NAME``). ``only_datasets`` and ``seeds`` restrict
+    which cells run (seeds not in the config are added); the report covers every finished cell of
+    the config. ``retrieval=False`` skips the retrieval grid.
+    """
+    config = load_config(config)
+    layout = Layout(Path(out_dir) if out_dir is not None else default_out(config))
+    known = [d.name for d in config.datasets]
+    unknown = [d for d in only_datasets or [] if d not in known]
+    if unknown:
+        raise ConfigError(f"--only-datasets: unknown dataset(s) {unknown}; the config has {known}")
+    if seeds is not None and (not seeds or min(seeds) < 0):
+        raise ConfigError(f"--seeds: give seeds >= 0, got {list(seeds)}")
+    planned = plan_cells(config, sorted({*config.seeds, *(seeds or [])}))
+    to_run = [
+        c
+        for c in planned
+        if (only_datasets is None or c.dataset in only_datasets) and (seeds is None or c.seed in seeds)
+    ]
+    runner = GridRunner(config, layout, progress=progress)
+    runner.check_inputs(list(dict.fromkeys(c.dataset for c in to_run)))
+    runner.run(to_run)
+    recall = runner.run_retrieval(run=retrieval)
+    context = ReportContext(config, layout, planned, runner.finished(planned), recall)
+    return write_report(context, sections)

@@ -1,0 +1,96 @@
+"""Mean ± std over seeds, table rows and Markdown on cells whose values are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from seminar.reproduce.aggregate import FinishedCell, collect, summarise
+from seminar.reproduce.cells import make_spec, plan_cells
+from seminar.reproduce.config import parse_config
+from seminar.reproduce.tables import grid_table_markdown, sweep_markdown
+
+CONFIG = {
+    "datasets": [{"name": "d", "source": "ml-100k"}],
+    "models": [
+        {"name": "TWIN", "model": "twin"},
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR w. align only", "model": "seminar", "pretrain": ["align"]},
+    ],
+    "seeds": [0, 1, 2],
+    "modes": ["recommendation"],
+    "sweeps": {"fusion_lambda": [0.5, 0.9]},
+}
+TWIN_NDCG = [0.1, 0.2, 0.4]
+
+
+def finished_cells() -> list[FinishedCell]:
+    config = parse_config(CONFIG)
+    out = []
+    for cell in plan_cells(config):
+        if cell.variant == "TWIN":
+            value = TWIN_NDCG[cell.seed]
+        else:
+            value = 0.3 + 0.01 * cell.seed + (0.1 if cell.value == 0.9 else 0.0)
+        metrics = {"ndcg@10": value, "mrr": value / 2, "users": 100.0}
+        if cell.seed < 2:  # a metric only some seeds report is left out
+            metrics["auc"] = 0.7
+        out.append(FinishedCell(cell, {"recommendation": metrics}))
+    return out
+
+
+def test_summarise_is_mean_and_population_std() -> None:
+    stat = summarise(TWIN_NDCG)
+    assert stat.mean == pytest.approx(0.7 / 3)
+    assert stat.std == pytest.approx(math.sqrt(sum((v - 0.7 / 3) ** 2 for v in TWIN_NDCG) / 3))
+    assert stat.n == 3
+    assert summarise([0.25]).std == 0.0
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+def test_tables_hold_mean_and_std_per_variant() -> None:
+    config = parse_config(CONFIG)
+    collected = collect(config, finished_cells())
+    rows = collected["table2"]["d"]["recommendation"]
+    assert [r["model"] for r in rows] == ["TWIN", "SEMINAR"]
+    twin = rows[0]
+    assert twin["seeds"] == 3
+    assert twin["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.233333333)
+    assert twin["metrics"]["ndcg@10"]["std"] == pytest.approx(0.124721913)
+    assert twin["metrics"]["mrr"]["mean"] == pytest.approx(0.116666667)
+    assert "auc" not in twin["metrics"] and "users" not in twin["metrics"]
+    ablation = collected["table3"]["d"]["recommendation"]
+    assert [(r["model"], r["pretraining"]) for r in ablation] == [
+        ("SEMINAR", "all (next pair + alignment + q-i relevance)"),
+        ("SEMINAR w. align only", "alignment only"),
+    ]
+    markdown = grid_table_markdown(collected["table2"], ["model", "seeds"], ["ndcg@10", "hr@10", "mrr"])
+    assert "| TWIN | 3 | 0.2333 ± 0.1247 | 0.1167 ± 0.0624 |" in markdown
+    assert "hr@10" not in markdown  # no cell has it
+
+
+def test_sweep_points_follow_values_and_reuse_grid_cells() -> None:
+    config = parse_config(CONFIG)
+    points = collect(config, finished_cells())["sweeps"]["fusion_lambda"]["points"]["d"]["recommendation"]
+    assert [p["value"] for p in points] == [0.5, 0.9]
+    assert points[0]["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.31)
+    assert points[1]["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.41)
+    sweep = collect(config, finished_cells())["sweeps"]["fusion_lambda"]
+    assert "| 0.9 | 3 | 0.4100 ± 0.0082 |" in sweep_markdown(sweep, "λ", ["ndcg@10"])
+
+
+def test_missing_cells_show_as_fewer_seeds() -> None:
+    config = parse_config(CONFIG)
+    partial = [f for f in finished_cells() if not (f.cell.variant == "TWIN" and f.cell.seed == 2)]
+    twin = collect(config, partial)["table2"]["d"]["recommendation"][0]
+    assert twin["seeds"] == 2 and twin["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.15)
+    nothing = collect(config, [])["table2"]["d"]["recommendation"][0]
+    assert nothing["seeds"] == 0 and nothing["metrics"] == {}
+    assert "–" in grid_table_markdown({"d": {"recommendation": [twin, nothing]}}, ["model"], ["ndcg@10"])
+
+
+def test_zero_pretraining_epochs_is_the_run_without_pretraining() -> None:
+    assert make_spec("d", "seminar", ("align",), 0, 0.5, 1) == make_spec("d", "seminar", None, 3, 0.5, 1)
+    assert make_spec("d", "seminar", ("align",), 2, 0.5, 1).key == "seminar-psu-align-e2-lambda0.5"

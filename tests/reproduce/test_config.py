@@ -1,0 +1,165 @@
+"""Parsing and validating reproduce configs: every mistake is a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seminar.reproduce.cells import plan_cells, unique_specs
+from seminar.reproduce.config import PSU_TASKS, ConfigError, load_config, parse_config
+from seminar.reproduce.sources import KuaisarOptions, Ml100kOptions
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+BASE: dict[str, Any] = {
+    "datasets": [{"name": "ml-100k", "source": "ml-100k"}],
+    "models": [
+        {"name": "TWIN", "model": "twin"},
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR w/o pretraining", "model": "seminar"},
+    ],
+    "seeds": [0, 1],
+}
+
+
+def config_with(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return str(info.value)
+
+
+def test_minimal_config_gets_defaults() -> None:
+    config = parse_config(BASE)
+    assert config.training.max_length == 200 and config.modes == ["recommendation", "search"]
+    assert isinstance(config.datasets[0].options, Ml100kOptions)
+    assert config.datasets[0].build.text_encoder == "minilm"
+    twin, seminar, scratch = config.models
+    assert (twin.tables, seminar.tables, scratch.tables) == ([2], [2, 3], [3])
+    assert seminar.psu_tasks == PSU_TASKS and scratch.psu_tasks is None
+
+
+def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:
+    message = error_of({**BASE, "trainng": {"epochs": 1}})
+    assert "trainng: unknown key" in message and "did you mean 'training'" in message
+
+
+def test_unknown_nested_key_carries_its_path() -> None:
+    data = config_with(datasets=[{"name": "ml-100k", "source": "ml-100k", "build": {"negativs": 20}}])
+    assert "datasets[0].build.negativs: unknown key" in error_of(data)
+
+
+def test_source_options_are_checked_per_source() -> None:
+    data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {"reviews": "x"}}])
+    assert "datasets[0].options.reviews: unknown key" in error_of(data)
+    data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {}}])
+    assert "datasets[0].options: missing required key(s) ['directory']" in error_of(data)
+    data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {"directory": "raw"}}])
+    dataset = parse_config(data).datasets[0]
+    assert isinstance(dataset.options, KuaisarOptions) and dataset.options.directory == Path("raw")
+    assert dataset.build.text_encoder == "none"  # token ids: no text encoder by default
+
+
+def test_unknown_source_and_bad_model_name() -> None:
+    assert "datasets[0].source: expected one of" in error_of(
+        config_with(datasets=[{"name": "x", "source": "movielens"}])
+    )
+    message = error_of(config_with(models=[{"name": "SASRec", "model": "sasrec"}]))
+    assert "models[0].model: unknown model 'sasrec'" in message and "twin" in message
+
+
+def test_empty_or_repeated_seeds() -> None:
+    assert "seeds: give at least one seed" in error_of(config_with(seeds=[]))
+    assert "seeds: 1 is listed twice" in error_of(config_with(seeds=[1, 1]))
+
+
+def test_wrong_types_are_refused_not_coerced() -> None:
+    assert "training.epochs: expected an integer, got 'four'" in error_of(
+        config_with(training={"epochs": "four"})
+    )
+    assert "training.epochs: expected an integer, got True" in error_of(
+        config_with(training={"epochs": True})
+    )
+    assert "seeds: expected a list" in error_of(config_with(seeds=3))
+    # YAML 1.1 reads 1e-3 as a string; a number field takes it as the number it spells
+    assert parse_config(config_with(training={"lr": "1e-3"})).training.lr == pytest.approx(1e-3)
+
+
+def test_value_ranges() -> None:
+    assert "training.fusion_lambda: must lie in [0, 1]" in error_of(
+        config_with(training={"fusion_lambda": 1.5})
+    )
+    assert "training.heads: dim 64 is not divisible by 3 heads" in error_of(
+        config_with(training={"heads": 3})
+    )
+    assert "training.monitor: unknown metric" in error_of(config_with(training={"monitor": "auc@10"}))
+    bad_task = config_with(models=[{"name": "S", "model": "seminar", "pretrain": ["align", "contrast"]}])
+    assert "models[0].pretrain: unknown PSU task(s) ['contrast']" in error_of(bad_task)
+    assert "models: 'TWIN' is listed twice" in error_of(config_with(models=[BASE["models"][0]] * 2))
+    assert "datasets[0].name" in error_of(config_with(datasets=[{"name": "../x", "source": "ml-100k"}]))
+
+
+def test_sweeps_refer_to_known_variants() -> None:
+    config = parse_config(config_with(sweeps={"pretrain_epochs": [0, 1], "fusion_lambda": [0.3, 0.5]}))
+    assert config.sweeps.pretrain_epochs.variant == "SEMINAR"
+    assert config.sweeps.fusion_lambda.values == [0.3, 0.5]
+    unknown = config_with(sweeps={"fusion_lambda": {"variant": "SEMINAR++", "values": [0.5]}})
+    assert "sweeps.fusion_lambda.variant: no model variant named 'SEMINAR++'" in error_of(unknown)
+    not_pretrained = config_with(sweeps={"pretrain_epochs": {"variant": "TWIN", "values": [1]}})
+    assert "'TWIN' is not pretrained" in error_of(not_pretrained)
+    assert "sweeps.fusion_lambda.values: λ must lie in [0, 1]" in error_of(
+        config_with(sweeps={"fusion_lambda": [0.5, 2.0]})
+    )
+    assert "sweeps.pretrain_epochs.values: give at least one value" in error_of(
+        config_with(sweeps={"pretrain_epochs": []})
+    )
+
+
+def test_retrieval_section_is_validated_against_the_bench() -> None:
+    message = error_of(config_with(retrieval={"preset": "quick", "methods": ["faiss-magic"]}))
+    assert "retrieval.methods" in message and "faiss-magic" in message
+    config = parse_config(config_with(retrieval={"preset": "quick", "ks": [4, 8], "rqvae": {"steps": 5}}))
+    recall = config.retrieval.recall_config()
+    assert recall.ks == (4, 8) and recall.rqvae.steps == 5 and recall.lengths == (1500,)
+
+
+def test_files_yaml_errors_and_no_evaluation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):  # safe_load refuses Python tags
+        load_config(evil)
+    named = tmp_path / "my-grid.yaml"
+    named.write_text("datasets: [{name: d, source: ml-100k}]\nmodels: [{name: r, model: recency}]\n")
+    assert load_config(named).name == "my-grid"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path: Path) -> None:
+    config = load_config(path)
+    assert config.name == path.stem and plan_cells(config)
+
+
+def test_ml100k_config_is_the_three_seed_grid_of_docs_results() -> None:
+    config = load_config(CONFIGS / "ml100k.yaml")
+    t = config.training
+    assert (t.max_length, t.top_k, t.dim, t.heads, t.epochs, t.patience) == (500, 50, 64, 4, 4, 2)
+    assert (t.pretrain_epochs, t.positions_per_user, t.eval_batch_size) == (2, 20, 128)
+    assert config.seeds == [0, 1, 2] and len(config.models) == 11
+    cells = plan_cells(config)
+    specs = unique_specs(cells)
+    # 11 variants; sweeps add epochs 1 and 4 and λ 0.1, 0.3, 0.7, 0.9 (0, 2 and 0.5 reuse the grid)
+    assert len(specs) == 3 * (11 + 2 + 4)

@@ -1,0 +1,258 @@
+"""A whole tiny grid on the embedded MovieLens-100k: report files, resumption, re-runs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from seminar.cli import main
+from seminar.reproduce import grid as grid_module
+from seminar.reproduce import run_reproduce
+from seminar.reproduce.config import ConfigError, load_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_config(cache: Path) -> dict[str, Any]:
+    return {
+        "name": "tiny",
+        "datasets": [
+            {
+                "name": "ml-100k",
+                "source": "ml-100k",
+                # the 91 users with at least 250 behaviours keep every run to a second or two
+                "build": {
+                    "text_encoder": "hashing:16",
+                    "negatives": 20,
+                    "min_behaviours": 250,
+                    "cache_dir": str(cache),
+                },
+            }
+        ],
+        "models": [
+            {"name": "recency", "model": "recency"},
+            {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+            {"name": "SEMINAR w/o pretraining", "model": "seminar"},
+        ],
+        "seeds": [0, 1],
+        "training": {
+            "max_length": 10,
+            "top_k": 4,
+            "dim": 8,
+            "heads": 2,
+            "epochs": 1,
+            "pretrain_epochs": 1,
+            "positions_per_user": 1,
+        },
+        "sweeps": {
+            "pretrain_epochs": [0, 1],  # both reuse grid runs
+            "fusion_lambda": {"variant": "SEMINAR w/o pretraining", "values": [0.5, 0.9]},
+        },
+        "retrieval": {
+            "preset": "quick",
+            "lengths": [300],
+            "ks": [4, 8],
+            "groups": ["same_norm_same_weight", "diff_norm_same_weight"],
+            "methods": ["lsh", "pq4x16_adc"],
+            "table_size": 600,
+            "n_targets": 2,
+        },
+        "report": {"model_recall_users": 4, "model_recall_min_length": 100, "model_recall_ks": [4, 8]},
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    """The tiny grid run once; tests that change its folder put it back."""
+    root = tmp_path_factory.mktemp("reproduce")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(root / "vector-cache")))
+    out = root / "out"
+    results = run_reproduce(path, out, progress=False)
+    return path, out, results
+
+
+def cell_files(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sorted((out / "cells").rglob("*.json"))}
+
+
+def forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished cell was trained or evaluated again")
+
+    for name in ("pretrain", "finetune", "evaluate_run", "prepare"):
+        monkeypatch.setattr(grid_module, name, refuse)
+
+
+def test_report_folder_has_tables_figures_and_numbers(grid: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, results = grid
+    for name in ("table2.md", "table3.md", "results.json", "README.md"):
+        assert (out / name).is_file(), name
+    for name in ("figure2_recall.png", "figure3_pretrain_epochs.png", "figure4_fusion_lambda.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    readme = (out / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert {
+        "table2.md",
+        "table3.md",
+        "results.json",
+        "figure2_recall.png",
+        "figure4_fusion_lambda.png",
+    } <= set(links)
+    assert all((out / link).is_file() for link in links), links
+    assert results == json.loads((out / "results.json").read_text())
+    assert results["missing"] == []
+    # main grid 3 variants + 2 pretraining-epoch points + 2 λ points, for 2 seeds
+    assert len(results["cells"]) == 2 * (3 + 2 + 2)
+
+    rows = results["table2"]["ml-100k"]["search"]
+    assert [r["model"] for r in rows] == ["recency", "SEMINAR"]
+    assert [r["model"] for r in results["table3"]["ml-100k"]["recommendation"]] == [
+        "SEMINAR",
+        "SEMINAR w/o pretraining",
+    ]
+    recency = [c["metrics"]["search"]["ndcg@10"] for c in results["cells"] if c["variant"] == "recency"]
+    assert rows[0]["seeds"] == 2
+    assert rows[0]["metrics"]["ndcg@10"]["mean"] == pytest.approx(sum(recency) / 2)
+    assert rows[0]["metrics"]["ndcg@10"]["std"] == pytest.approx(abs(recency[0] - recency[1]) / 2)
+    assert f"{rows[0]['metrics']['ndcg@10']['mean']:.4f} ± " in (out / "table2.md").read_text()
+    points = results["sweeps"]["fusion_lambda"]["points"]["ml-100k"]["recommendation"]
+    assert [p["value"] for p in points] == [0.5, 0.9] and all(p["seeds"] == 2 for p in points)
+    assert {r["group"] for r in results["retrieval"]["rows"]} == {
+        "same_norm_same_weight",
+        "diff_norm_same_weight",
+    }
+    table4 = results["table4"]
+    assert [c["variant"] for c in table4] == ["SEMINAR", "SEMINAR w/o pretraining"]
+    assert all(c["users"] == 4 and c["rows"] for c in table4)
+    assert all(0.0 <= r["recall"] <= 1.0 for c in table4 for r in c["rows"])
+    assert "pq8x32_adc" in table4[0]["dropped_methods"]  # 32 sub-vectors do not divide d=8
+    assert "pq_paper_adc_rr" in (out / "table4.md").read_text()
+
+
+def test_equal_runs_are_trained_once(grid: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, out, results = grid
+    runs = sorted(p.parent.name for p in (out / "runs").rglob("seed0"))
+    # recency, SEMINAR, SEMINAR w/o pretraining, and the λ = 0.9 run; the epoch sweep reuses them
+    assert len(runs) == 4
+    assert len(list((out / "psu").rglob("seed0"))) == 1
+    cells = results["cells"]
+
+    def ndcg(**match: Any) -> float:
+        (found,) = [c for c in cells if all(c[k] == v for k, v in match.items()) and c["seed"] == 0]
+        return found["metrics"]["recommendation"]["ndcg@10"]
+
+    assert ndcg(sweep="pretrain_epochs", value=0) == ndcg(variant="SEMINAR w/o pretraining", sweep=None)
+    assert ndcg(sweep="pretrain_epochs", value=1) == ndcg(variant="SEMINAR", sweep=None)
+
+
+def test_rerun_skips_every_finished_cell(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, out, results = grid
+    before = cell_files(out)
+    forbid_training(monkeypatch)
+    monkeypatch.setattr("seminar.retrieval.bench.run_recall_grid", lambda *a, **k: pytest.fail("re-ran"))
+    again = run_reproduce(path, out, progress=False)
+    assert cell_files(out) == before
+    assert again["table2"] == results["table2"] and again["cells"] == results["cells"]
+
+
+def test_lost_cell_resumes_its_run_from_last(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, out, _ = grid
+    cell = next((out / "cells" / "ml-100k").glob("recency-*/seed0.json"))
+    saved = json.loads(cell.read_text())
+    cell.unlink()
+    calls: list[bool] = []
+    real = grid_module.finetune
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["resume"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_module, "finetune", spy)
+    monkeypatch.setattr(grid_module, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
+    run_reproduce(path, out, seeds=[0], retrieval=False, progress=False)
+    assert calls == [True]  # resumed from last/, which is already at the final epoch
+    assert json.loads(cell.read_text())["metrics"] == saved["metrics"]
+
+
+def test_changed_settings_stop_before_any_training(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, out, _ = grid
+    config = load_config(path)
+    config.training.epochs = 2
+    forbid_training(monkeypatch)
+    with pytest.raises(ConfigError, match=r"other settings \(training.epochs: 1 -> 2\)"):
+        run_reproduce(config, out, progress=False)
+
+
+def test_cli_rerun_and_restrictions(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path, out, _ = grid
+    forbid_training(monkeypatch)
+    assert main(["reproduce", str(path), "--out", str(out), "--quiet", "--seeds", "1"]) == 0
+    assert f"report: {out / 'README.md'} (14 finished cells)" in capsys.readouterr().out
+    assert main(["reproduce", str(path), "--out", str(out), "--only-datasets", "kuaisar"]) == 2
+    assert "unknown dataset(s) ['kuaisar']" in capsys.readouterr().err
+
+
+def test_cli_exit_code_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [{name: d, source: ml-100k}]\nmodels: [{name: x, model: sasrec}]\n")
+    assert main(["reproduce", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].model: unknown model 'sasrec'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_exit_code_2_on_missing_data_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = {
+        "datasets": [
+            {"name": "kuaisar", "source": "kuaisar", "options": {"directory": str(tmp_path / "nope")}}
+        ],
+        "models": [{"name": "TWIN", "model": "twin"}],
+    }
+    path = tmp_path / "kuaisar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["reproduce", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "missing input files" in err and str(tmp_path / "nope") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_foreign_run_folder_is_not_overwritten(tmp_path: Path) -> None:
+    """A run folder not written by reproduce (no settings marker) is refused, never trained into."""
+    root = tmp_path / "grid"
+    config = tiny_config(tmp_path / "cache")
+    config.update(models=[{"name": "recency", "model": "recency"}], seeds=[0], sweeps={}, retrieval=None)
+    foreign = root / "runs" / "ml-100k" / "recency-scratch-lambda0.5" / "seed0"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not written by `seminar reproduce`"):
+        run_reproduce(config, root, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_new_test_mode_is_evaluated_without_training(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs last: it adds the pair mode to the seed-1 cells of the shared grid."""
+    path, out, _ = grid
+    config = load_config(path)
+    config.modes = ["recommendation", "search", "pair"]
+    for name in ("pretrain", "finetune"):
+        monkeypatch.setattr(grid_module, name, lambda *a, **k: pytest.fail("trained again"))
+    results = run_reproduce(config, out, seeds=[1], retrieval=False, progress=False)
+    seed1 = [c for c in results["cells"] if c["seed"] == 1]
+    assert seed1 and all(set(c["metrics"]) == {"recommendation", "search", "pair"} for c in seed1)
+    assert results["table2"]["ml-100k"]["pair"][0]["seeds"] == 1  # seed 0 has no pair numbers yet
