@@ -210,3 +210,29 @@ def test_plain_jsonl_and_blank_lines_are_accepted(fx: AmazonFixture, tmp_path: P
 def test_missing_file(fx: AmazonFixture, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.json\.gz"):
         read_amazon(tmp_path / "nope.json.gz", fx.meta)
+
+
+def test_sim_category_is_the_most_specific_of_the_path(fx: AmazonFixture, tmp_path: Path) -> None:
+    from seminar.data.build import build_dataset
+    from seminar.data.schema import load_dataset
+    from seminar.models.features import item_categories
+    from tests.data.helpers import quiet_config
+
+    tables = read_amazon(fx.reviews, fx.meta)
+    ds = load_dataset(build_dataset(tables, tmp_path / "d", quiet_config(negatives=2)))
+    vocab = dict(ds.table("attributes").select("attribute_id", "value").iter_rows())
+    item_ids = dict(ds.table("items").select("raw_id", "item_id").iter_rows())
+    categories = item_categories(ds)
+    paths = {
+        asin: [c for c in meta["category"] if not c.startswith("<")]
+        for asin, meta in fx.meta_by_asin.items()
+        if asin in item_ids
+    }
+    items_with = Counter(value for path in paths.values() for value in path)
+    checked = 0
+    for asin, path in paths.items():
+        if path:  # the chosen level is on the item's path and as specific as its leaf
+            chosen = vocab[int(categories[item_ids[asin]])]
+            assert chosen in path and items_with[chosen] == items_with[path[-1]]
+            checked += 1
+    assert checked > 0 and items_with["Movies & TV"] > max(items_with[p[-1]] for p in paths.values() if p)

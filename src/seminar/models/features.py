@@ -17,13 +17,16 @@ from seminar.data.schema import SeminarDataset, padded_rows
 MAX_ATTRIBUTES = 16
 MAX_TOKENS = 32
 CATEGORY_FIELDS = ("category", "class", "categories", "fst_cate", "first_level_category", "genre", "genres")
+# Fields holding a category path, root first (Amazon's): the last value is the most specific one.
+PATH_FIELDS = ("categories",)
 
 
 def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
     """One category attribute id per item id (0 = none): SIM hard search's notion of "same category".
 
     ``field`` defaults to the first of CATEGORY_FIELDS the dataset has, else its first attribute
-    field; an item's category is its first value of that field.
+    field. An item's category is its first value of that field, or the most specific level of a
+    root-first category path (PATH_FIELDS), where "Movies & TV" would put every item in one category.
     """
     fields = list(ds.manifest.get("attribute_fields", []))
     out = np.zeros(ds.n_items + 1, dtype=np.int64)
@@ -37,7 +40,17 @@ def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
     counts = np.diff(ds.attr_offsets)
     item_of = np.repeat(np.arange(counts.size), counts)
     selected = in_field[ds.attr_ids]
-    out[item_of[selected][::-1]] = ds.attr_ids[selected][::-1]  # reversed: the first value wins
+    if field in PATH_FIELDS:
+        # The most specific level of a path is its rarest value (a sub-category never has more
+        # items than its parent); the stored order of an item's values need not be the path's.
+        items, values = item_of[selected], ds.attr_ids[selected]
+        frequency = np.bincount(values)[values]
+        order = np.lexsort((-values, frequency, items))  # by item, then rarest, then larger id
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = items[order][1:] != items[order][:-1]
+        out[items[order][first]] = values[order][first]
+    else:
+        out[item_of[selected][::-1]] = ds.attr_ids[selected][::-1]  # reversed: the first value wins
     return out
 
 
