@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.tables import DataError, SourceTables
 from seminar.reproduce.errors import InvalidValue
 
@@ -131,24 +132,15 @@ class AmazonOptions:
 
 
 @dataclass
-class SyntheticOptions:
-    """Generated lifelong data (see :class:`seminar.data.sources.synthetic.SyntheticConfig`)."""
+class SyntheticOptions(SyntheticConfig):
+    """Generated lifelong data: the keys of :class:`seminar.data.sources.synthetic.SyntheticConfig`.
 
-    users: int = 1000
-    items: int = 5000
-    mean_length: float = 200.0
-    max_length: int = 10_000
-    min_length: int = 3
-    topics: int = 32
-    topics_per_user: int = 4
-    queries_per_topic: int = 16
-    authors: int = 500
-    search_fraction: float = 0.3
-    dim: int = 64
-    norms: dict[str, float] = field(default_factory=lambda: {"query": 0.5, "text": 1.0, "image": 2.0})
-    noise: float = 0.5
+    Its ``seed`` is not a key: each of the grid's seeds generates its own data.
+    """
 
     def __post_init__(self) -> None:
+        if self.seed != 0:
+            raise InvalidValue("seed", "the grid's `seeds` set the generator's seed; remove this key")
         for name in ("users", "items", "max_length", "min_length", "topics", "dim"):
             if getattr(self, name) < 1:
                 raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
@@ -158,10 +150,8 @@ class SyntheticOptions:
             raise InvalidValue("norms", f"unknown channel(s) {unknown}; use query, text, image")
 
     def read(self, seed: int) -> SourceTables:
-        from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
-
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return generate_synthetic(SyntheticConfig(**values, seed=seed))
+        values = {f.name: getattr(self, f.name) for f in fields(SyntheticConfig)}
+        return generate_synthetic(SyntheticConfig(**{**values, "seed": seed}))
 
 
 SOURCE_OPTIONS: dict[str, type] = {
