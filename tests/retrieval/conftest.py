@@ -1,12 +1,22 @@
-"""Small trained quantizers shared by the retrieval tests (trained once: k-means is the slow part)."""
+"""Small trained quantizers shared by the retrieval tests (trained once: k-means is the slow part).
+
+Also selects Triton's interpreter on machines without CUDA, before any test imports a Triton kernel.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
+import torch
 
 from seminar.retrieval.pq import MultiModalPQ, PQConfig
+
+if not torch.cuda.is_available():
+    # Without a GPU the Triton kernels are checked on CPU tensors by Triton's interpreter, which
+    # @triton.jit selects from this variable when seminar.retrieval.triton_pq is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def gaussian_tables(n_channels: int, dim: int, n: int, seed: int, mu: float = 0.5) -> list[np.ndarray]:

@@ -22,7 +22,8 @@ from seminar.retrieval.kernels import (
 from .conftest import trained_pq
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SHAPES = [(3, 16, 4, 16), (2, 8, 2, 256), (4, 8, 4, 16), (2, 8, 4, 32)]
+# (3, 9, 3, 16): an odd number of 4-bit sub-quantizers, which the FastScan indexes pad
+SHAPES = [(3, 16, 4, 16), (2, 8, 2, 256), (4, 8, 4, 16), (2, 8, 4, 32), (3, 9, 3, 16)]
 
 
 def _inputs(seed: int, shape: tuple[int, int, int, int], length: int):
@@ -75,7 +76,8 @@ def test_fast_paths_equal_reference(seed: int, shape, length: int, k: int, backe
     ref = reference_adc_scores(torch.from_numpy(codes.astype(np.int64)), torch.from_numpy(tables)).numpy()
     searcher = PQSearcher(pq, codes, backend=backend, fastscan_oversample=4.0)
     res = searcher.search(target, g, k, mode=mode)
-    if backend != "fastscan":
+    if backend != "fastscan" or k * searcher.fastscan_oversample >= length:
+        # with a shortlist covering everything the FastScan path rescans all codes with float tables
         _assert_same_topk(res.scores, res.indices, ref, k)
     else:
         # FastScan ranks with 8-bit look-up tables; returned scores are the float ADC scores and
@@ -90,20 +92,81 @@ def test_fast_paths_equal_reference(seed: int, shape, length: int, k: int, backe
 @SETTINGS
 @given(
     seed=st.integers(0, 2**31),
-    shape=st.sampled_from(SHAPES[:2]),
+    shape=st.sampled_from([SHAPES[0], SHAPES[1], SHAPES[4]]),
     length=st.integers(1, 200),
     k=st.integers(1, 40),
+    mode=st.sampled_from(["adc", "sdc"]),
 )
-def test_rerank_with_full_shortlist_is_exact(seed: int, shape, length: int, k: int) -> None:
+def test_rerank_with_full_shortlist_is_exact(seed: int, shape, length: int, k: int, mode: str) -> None:
     pq, _, target, g = _inputs(seed, shape, length)
     rng = np.random.default_rng(seed + 1)
     seq = rng.standard_normal((length, shape[0], shape[1])).astype(np.float32)
     searcher = PQSearcher(pq, pq.encode(seq), vectors=seq)
-    res = searcher.search(target, g, k, rerank=length)
+    res = searcher.search(target, g, k, mode=mode, rerank=length)
     exact = exact_scores(seq, target, g)
     truth = topk_indices(exact, k)
     _assert_same_topk(res.scores, res.indices, exact, k)
     assert len(set(res.indices.tolist()) & set(truth.tolist())) >= len(truth) - 1  # only exact ties may swap
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.sampled_from(SHAPES),
+    length=st.integers(1, 300),
+    k=st.integers(1, 50),
+    backend=st.sampled_from(["faiss", "numpy", "fastscan"]),
+    mode=st.sampled_from(["adc", "sdc"]),
+    oversample=st.sampled_from([1.0, 2.0, 4.0]),
+)
+def test_prepared_query_path_equals_search(
+    seed: int, shape, length: int, k: int, backend: str, mode: str, oversample: float
+) -> None:
+    pq, codes, target, g = _inputs(seed, shape, length)
+    if backend == "fastscan" and pq.config.nbits != 4:
+        backend = "faiss"
+    searcher = PQSearcher(pq, codes, backend=backend, fastscan_oversample=oversample)
+    query = searcher.prepare_query(target, g, mode)
+    assert query.shape == (1, searcher.query_dim) and query.dtype == np.float32
+    res, again = searcher.search(target, g, k, mode=mode), searcher.search_prepared(query[0], k)
+    np.testing.assert_array_equal(res.indices, again.indices)
+    np.testing.assert_array_equal(res.scores, again.scores)
+    # the prepared query holds the ADC (or SDC) tables: its slices against the stacked codebooks
+    cfg = pq.config
+    n_codes = cfg.n_channels * cfg.n_sub
+    x = query[0, : n_codes * cfg.dsub].reshape(n_codes, cfg.dsub)
+    books = pq.codebooks.reshape(n_codes, cfg.n_centroids, cfg.dsub)
+    tables = pq.adc_tables(target, g) if mode == "adc" else pq.sdc_tables(pq.encode(target[None])[0], g)
+    np.testing.assert_allclose(
+        np.einsum("scd,sd->sc", books, x).reshape(tables.shape), tables, rtol=1e-5, atol=1e-5
+    )
+    assert not query[0, n_codes * cfg.dsub :].any()  # padding of an odd FastScan index stays zero
+
+
+def test_prepared_query_is_validated() -> None:
+    pq, codes, target, g = _inputs(0, SHAPES[0], 30)
+    searcher = PQSearcher(pq, codes)
+    query = searcher.prepare_query(target, g)
+    with pytest.raises(ValueError, match="prepared query of shape"):
+        searcher.search_prepared(query[:, :-1], 3)
+    bad = query.copy()
+    bad[0, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        searcher.search_prepared(bad, 3)
+    with pytest.raises(ValueError, match="k must be positive"):
+        searcher.search_prepared(query, 0)
+    with pytest.raises(ValueError, match="mode must be"):
+        searcher.prepare_query(target, g, mode="pq")
+    with pytest.raises(ValueError, match="sum to 1"):
+        searcher.search(target, g * 2, 3)
+    with pytest.raises(ValueError, match=r"target of shape"):
+        searcher.search(target[:2], g, 3)
+    nan_target = target.copy()
+    nan_target[1, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        searcher.search(nan_target, g, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        searcher.search(target, np.array([1.5, -0.5, 0.0]), 3)
 
 
 def test_rerank_recall_is_one() -> None:
@@ -123,9 +186,10 @@ def test_rerank_needs_vectors() -> None:
 
 
 @pytest.mark.parametrize("nbits", [4, 8, 9, 12])
-def test_pack_codes_matches_faiss_layout(nbits: int) -> None:
+@pytest.mark.parametrize("n_sub", [5, 6])
+def test_pack_codes_matches_faiss_layout(nbits: int, n_sub: int) -> None:
     rng = np.random.default_rng(nbits)
-    n_sub, dsub = 6, 2
+    dsub = 2
     pq = faiss.ProductQuantizer(n_sub * dsub, n_sub, nbits)
     cent = rng.standard_normal((n_sub, 1 << nbits, dsub)).astype(np.float32)
     faiss.copy_array_to_vector(cent.ravel(), pq.centroids)

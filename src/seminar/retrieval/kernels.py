@@ -29,7 +29,25 @@ from seminar.retrieval.common import (
     to_numpy,
     topk_indices,
 )
+from seminar.retrieval.faiss_pq import build_index, pack_codes, padded_subquantizers
 from seminar.retrieval.pq import MultiModalPQ
+
+__all__ = [
+    "PQSearcher",
+    "SearchResult",
+    "adc_topk",
+    "batched_adc_scores",
+    "batched_adc_topk",
+    "batched_tables",
+    "codes_to_tensor",
+    "flat_code_index",
+    "gather_adc_scores",
+    "masked_topk",
+    "pack_codes",
+    "reference_adc_scores",
+    "reference_decoded_scores",
+    "reference_sdc_scores",
+]
 
 # ---------------------------------------------------------------------------- reference (torch, simple)
 
@@ -82,20 +100,17 @@ def gather_adc_scores(codes: np.ndarray, tables: np.ndarray) -> np.ndarray:
     return tables.reshape(-1)[idx].sum(axis=-1, dtype=np.float32)
 
 
-def pack_codes(flat_codes: np.ndarray, nbits: int) -> np.ndarray:
-    """Pack codes [L, S] into faiss's bit layout (little-endian bit stream), uint8 [L, ceil(S·nbits/8)]."""
-    flat = np.asarray(flat_codes, dtype=np.int64)
-    bits = ((flat[..., None] >> np.arange(nbits)) & 1).astype(np.uint8)
-    return np.packbits(bits.reshape(flat.shape[0], -1), axis=1, bitorder="little")
-
-
 # ---------------------------------------------------------------------------- top-K helpers
 
 
 def masked_topk(
-    scores: torch.Tensor, k: int, mask: torch.Tensor | None = None
+    scores: torch.Tensor, k: int, mask: torch.Tensor | None = None, premasked: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise top-k of scores [B, L] that never returns a padded position (see module docstring)."""
+    """Row-wise top-k of scores [B, L] that never returns a padded position (see module docstring).
+
+    ``premasked``: the scorer already wrote -inf at padded positions (a fused kernel), so the
+    masked fill is skipped; the mask is still used to mark padded picks with index -1.
+    """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     batch, length = scores.shape
@@ -103,13 +118,15 @@ def masked_topk(
         if mask.shape != scores.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != scores shape {tuple(scores.shape)}")
         mask = mask.to(device=scores.device, dtype=torch.bool)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        if not premasked:
+            scores = scores.masked_fill(~mask, float("-inf"))
     kk = min(k, length)
     if kk > 0:
         values, indices = torch.topk(scores, kk, dim=1)
-        valid = mask.gather(1, indices) if mask is not None else torch.ones_like(indices, dtype=torch.bool)
-        indices = indices.masked_fill(~valid, -1)
-        values = values.masked_fill(~valid, float("-inf"))
+        if mask is not None:
+            valid = mask.gather(1, indices)
+            indices = indices.masked_fill(~valid, -1)
+            values = values.masked_fill(~valid, float("-inf"))
     else:
         values = scores.new_empty((batch, 0))
         indices = torch.empty((batch, 0), dtype=torch.long, device=scores.device)
@@ -181,8 +198,11 @@ class PQSearcher:
     backend: "fastscan" (faiss IndexPQFastScan, 4-bit codes only), "faiss" (faiss IndexPQ, any bit
     width), "numpy" (vectorised gather) or "auto" (fastscan for 4-bit codes, else faiss).
     FastScan quantizes its look-up tables to 8 bits, so by default it fetches
-    ``fastscan_oversample``·k candidates and rescores them with the float tables.
+    ``fastscan_oversample``·k candidates and faiss rescores them with float tables (see faiss_pq).
     Exact re-rank needs the float vectors of the sequence (``vectors``).
+
+    Everything that does not depend on the target (indexes, flattened codebooks and vectors) is built
+    here, so a query costs its validation, one small product for the query and one faiss call.
     """
 
     def __init__(
@@ -208,41 +228,73 @@ class PQSearcher:
             raise ValueError(f"unknown backend {backend!r}")
         if backend == "fastscan" and cfg.nbits != 4:
             raise ValueError(f"fastscan needs 4-bit codes (≤16 centroids), got {cfg.n_centroids} centroids")
+        if not np.isfinite(fastscan_oversample):
+            raise ValueError(f"fastscan_oversample must be finite, got {fastscan_oversample}")
         self.backend = backend
         self.fastscan_oversample = fastscan_oversample
-        self._index = None if backend == "numpy" else self._build_index()
         n_codes = cfg.n_channels * cfg.n_sub
-        self._offsets = np.arange(n_codes, dtype=np.int32) * cfg.n_centroids
+        self._books = pq.codebooks.reshape(n_codes, cfg.n_centroids, cfg.dsub)
+        self._dim = cfg.n_channels * cfg.dim
+        padded = padded_subquantizers(n_codes, cfg.nbits) if backend == "fastscan" else n_codes
+        self.query_dim = padded * cfg.dsub
+        self._index: faiss.Index | None = None
+        self._exhaustive: faiss.Index | None = None  # float-table scan of every code
+        if backend != "numpy":
+            self._index = build_index(
+                self._books,
+                self.codes.reshape(self.length, n_codes),
+                cfg.nbits,
+                fastscan=backend == "fastscan",
+                oversample=fastscan_oversample,
+            )
+            if isinstance(self._index, faiss.IndexRefine):
+                self._exhaustive = faiss.downcast_index(self._index.refine_index)
+        self._flat_vectors = None if self.vectors is None else self.vectors.reshape(self.length, self._dim)
 
-    def _build_index(self) -> faiss.Index:
-        cfg = self.pq.config
-        n_codes = cfg.n_channels * cfg.n_sub
-        ksub = 1 << cfg.nbits
-        centroids = np.zeros((n_codes, ksub, cfg.dsub), dtype=np.float32)  # unused slots stay zero
-        centroids[:, : cfg.n_centroids] = self.pq.codebooks.reshape(n_codes, cfg.n_centroids, cfg.dsub)
-        index = faiss.IndexPQ(cfg.n_channels * cfg.dim, n_codes, cfg.nbits, faiss.METRIC_INNER_PRODUCT)
-        faiss.copy_array_to_vector(centroids.ravel(), index.pq.centroids)
-        index.is_trained = True
-        if self.length:
-            index.add_sa_codes(pack_codes(self.codes.reshape(self.length, n_codes), cfg.nbits))
-        if self.backend == "fastscan":
-            index = faiss.IndexPQFastScan(index)
-        return index
+    # -------------------------------------------------------------- queries
+    def prepare_query(
+        self, target: ArrayLike, gammas: ArrayLike | Sequence[float], mode: str = "adc"
+    ) -> np.ndarray:
+        """Validated faiss query [1, query_dim]: concat_j γ_j q with q = Σ_i γ_i x_t(i) (zero-padded).
 
-    # -------------------------------------------------------------- scoring
-    def approximate_scores(self, query: np.ndarray, gammas: np.ndarray) -> np.ndarray:
-        """Float ADC scores of every behaviour for a merged query vector q [d]."""
-        return gather_adc_scores(self.codes, self.pq._tables_for_query(query, gammas))
-
-    def _query(self, target: ArrayLike, gammas: ArrayLike | Sequence[float], mode: str) -> np.ndarray:
+        Its inner product with a behaviour's concatenated channels [M·d] is the exact merged score,
+        and with the stacked codebooks it gives the ADC tables. For ``mode="sdc"`` the target is
+        quantized first.
+        """
+        if mode not in ("adc", "sdc"):
+            raise ValueError(f"mode must be 'adc' or 'sdc', got {mode!r}")
         cfg = self.pq.config
         g = as_gammas(gammas, cfg.n_channels)
         t = as_target(target, cfg.n_channels, cfg.dim)
         if mode == "sdc":
             t = self.pq.decode(self.pq.encode(t[None]))[0]
-        elif mode != "adc":
-            raise ValueError(f"mode must be 'adc' or 'sdc', got {mode!r}")
-        return merge(t, g)
+        return self._concat(t, g)
+
+    def _concat(self, target: np.ndarray, g: np.ndarray) -> np.ndarray:
+        # concat_j γ_j Σ_i γ_i x_t(i) with element-wise ops: a BLAS call this small measured slower
+        # here, and slowed the faiss scan right after it
+        weights = g[:, None]
+        concat = (weights * (weights * target).sum(axis=0)).reshape(1, self._dim)
+        if self.query_dim == self._dim:
+            return concat
+        padded = np.zeros((1, self.query_dim), dtype=np.float32)
+        padded[:, : self._dim] = concat
+        return padded
+
+    def search_prepared(self, query: ArrayLike, k: int) -> SearchResult:
+        """Approximate top-k for a query from ``prepare_query`` (e.g. prepared once, searched often)."""
+        q = to_numpy(query)
+        if q.shape not in ((1, self.query_dim), (self.query_dim,)):
+            raise ValueError(f"expected a prepared query of shape [1, {self.query_dim}], got {q.shape}")
+        q = np.ascontiguousarray(q.reshape(1, self.query_dim), dtype=np.float32)
+        if not np.isfinite(q).all():
+            raise ValueError("query contains NaN or infinite values")
+        return self._topk(q, _check_k(k))
+
+    # -------------------------------------------------------------- scoring
+    def approximate_scores(self, query: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+        """Float ADC scores of every behaviour for a merged query vector q [d]."""
+        return gather_adc_scores(self.codes, self.pq._tables_for_query(query, gammas))
 
     def search(
         self,
@@ -256,41 +308,49 @@ class PQSearcher:
 
         Returns at most min(k, L) results; with re-rank the scores are exact, otherwise approximate.
         """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
-        g = as_gammas(gammas, self.pq.config.n_channels)
-        query = self._query(target, g, mode)
-        shortlist = k if rerank is None else max(k, rerank)
-        scores, indices = self._approx_topk(query, g, shortlist)
-        if rerank is None:
-            return SearchResult(scores[:k], indices[:k])
-        if self.vectors is None:
+        k = _check_k(k)
+        if rerank is not None and self._flat_vectors is None:
             raise ValueError("exact re-rank needs the sequence's float vectors (pass vectors=...)")
-        exact_target = as_target(target, self.pq.config.n_channels, self.pq.config.dim)
-        exact = merge(self.vectors[indices], g) @ merge(exact_target, g)
+        query = self.prepare_query(target, gammas, mode)
+        if rerank is None:
+            return self._topk(query, k)
+        short = self._topk(query, max(k, rerank))
+        if mode == "sdc":  # the shortlist came from the quantized target; re-rank with the exact one
+            cfg = self.pq.config
+            exact_target = as_target(target, cfg.n_channels, cfg.dim)
+            query = self._concat(exact_target, as_gammas(gammas, cfg.n_channels))
+        exact = np.take(self._flat_vectors, short.indices, axis=0) @ query[0, : self._dim]
         order = topk_indices(exact, k)
-        return SearchResult(exact[order], indices[order])
+        return SearchResult(exact[order], short.indices[order])
 
-    def _approx_topk(self, query: np.ndarray, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _topk(self, query: np.ndarray, k: int) -> SearchResult:
         k = min(k, self.length)
         if k == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return SearchResult(np.empty(0, np.float32), np.empty(0, np.int64))
         if self._index is None:
-            scores = self.approximate_scores(query, g)
+            cfg = self.pq.config
+            x = query[0, : self._dim].reshape(-1, cfg.dsub, 1)
+            tables = np.matmul(self._books, x)[..., 0].reshape(cfg.n_channels, cfg.n_sub, -1)
+            scores = gather_adc_scores(self.codes, tables)
             order = topk_indices(scores, k)
-            return scores[order], order
-        concat = np.ascontiguousarray((g[:, None] * query[None, :]).reshape(1, -1), dtype=np.float32)
-        if self.backend == "fastscan" and self.fastscan_oversample > 1:
-            fetch = min(self.length, int(np.ceil(k * self.fastscan_oversample)))
-            _, cand = self._index.search(concat, fetch)
-            cand = cand[0][cand[0] >= 0]
-            tables = self.pq._tables_for_query(query, g).reshape(-1)
-            exact_adc = tables[self.codes[cand].reshape(len(cand), -1) + self._offsets].sum(axis=1)
-            order = topk_indices(exact_adc, k)
-            return exact_adc[order], cand[order]
-        dist, idx = self._index.search(concat, k)
-        keep = idx[0] >= 0
-        return dist[0][keep], idx[0][keep].astype(np.int64)
+            return SearchResult(scores[order], order)
+        index = self._index
+        if self._exhaustive is not None and k * self.fastscan_oversample >= self.length:
+            index = self._exhaustive  # the shortlist would be everything: rescore it all directly
+        scores = np.empty(k, dtype=np.float32)
+        indices = np.empty(k, dtype=np.int64)
+        # the low-level call: the query is already a contiguous float32 [1, query_dim] array
+        index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(indices), None)
+        if indices[-1] < 0:  # faiss pads a short result at the tail
+            keep = indices >= 0
+            scores, indices = scores[keep], indices[keep]
+        return SearchResult(scores, indices)
+
+
+def _check_k(k: int) -> int:
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    return int(k)
 
 
 def adc_topk(
