@@ -65,6 +65,20 @@ def test_iso_dates_are_timestamps(tmp_path: Path) -> None:
     assert ts[1] < ts[0] < ts[2]
 
 
+def test_iso_datetimes_with_utc_offsets_are_converted(tmp_path: Path) -> None:
+    inter = tmp_path / "i.csv"
+    inter.write_text(
+        "user,item,timestamp\n"
+        "a,x,2024-01-17T12:00:00+00:00\n"
+        "a,y,2024-01-17T12:00:00Z\n"
+        "a,z,2024-01-17T14:00:00.5+02:00\n"
+        "a,w,2024-01-17 12:00:00+0000\n"
+        "a,v,2024-01-17T12:00:00\n"
+    )
+    ts = read_interaction_tables(inter).interactions["timestamp"].to_list()
+    assert ts == [1705492800] * 5  # the same instant written five ways
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [

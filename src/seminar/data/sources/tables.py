@@ -59,6 +59,9 @@ def _line(row: int) -> str:
 
 
 DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%z",  # with a UTC offset (+00:00, +0100): converted to UTC
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.fZ",
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M:%S%.f",
     "%Y-%m-%dT%H:%M:%S",
@@ -68,7 +71,10 @@ DATE_FORMATS = (
 
 
 def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
-    """Integers as they are; otherwise ISO dates/datetimes (UTC) converted to epoch seconds."""
+    """Integers as they are; otherwise ISO dates/datetimes converted to epoch seconds.
+
+    A value with a UTC offset (or ``Z``) is converted by it; one without is taken as UTC.
+    """
     text = values.str.strip_chars()
     parsed = text.cast(pl.Int64, strict=False).fill_null(
         text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
