@@ -149,14 +149,18 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(read=_source_recbole)
 
     p = sources.add_parser("tables", help="your own CSV/Parquet interactions (+ optional items)")
-    p.add_argument("--interactions", type=Path, required=True)
-    p.add_argument("--items", type=Path, default=None)
-    p.add_argument("--user-col", default="user")
-    p.add_argument("--item-col", default="item")
-    p.add_argument("--time-col", default="timestamp")
+    p.add_argument(
+        "--interactions", type=Path, required=True, help="CSV or Parquet file, one behaviour per row"
+    )
+    p.add_argument("--items", type=Path, default=None, help="CSV or Parquet file, one item per row")
+    p.add_argument("--user-col", default="user", help="user id column (default: %(default)s)")
+    p.add_argument("--item-col", default="item", help="item id column, in both files (default: %(default)s)")
+    p.add_argument(
+        "--time-col", default="timestamp", help="integers or ISO dates/datetimes (default: %(default)s)"
+    )
     p.add_argument("--query-col", default=None, help="query text column (empty = recommendation)")
-    p.add_argument("--title-col", default=None)
-    p.add_argument("--image-col", default=None)
+    p.add_argument("--title-col", default=None, help="item title/description column of the items file")
+    p.add_argument("--image-col", default=None, help="image path column of the items file")
     p.add_argument("--image-root", type=Path, default=None, help="relative image paths start here")
     p.add_argument("--attribute-cols", default=None, help="comma list of attribute columns of the items file")
     p.add_argument("--multi-value-sep", default="|", help="separator inside multi-valued attributes")
@@ -466,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seminar.retrieval.cli import add_retrieval_commands
 
     add_retrieval_commands(sub)
+    from seminar.serving.cli import add_serve_commands
+
+    add_serve_commands(sub)
 
     from seminar.reproduce.cli import add_reproduce_command
 

@@ -94,6 +94,17 @@ def gsu_key_tables(ranker: Ranker) -> GsuKeyTables:
     return GsuKeyTables(query.float().cpu().numpy(), items.float().cpu().numpy())
 
 
+@torch.no_grad()
+def target_query_vectors(ranker: Ranker, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The GSU's query vector u [N, d] of (query, item) targets."""
+    q = torch.as_tensor(queries, dtype=torch.long)[None]
+    i = torch.as_tensor(items, dtype=torch.long)[None]
+    target = ranker.embedding.encode(q, i)
+    empty = torch.zeros((1, 0), dtype=torch.long)
+    inputs = SearchInputs(target, i, target, empty, empty, empty.bool(), target.fused())
+    return bilinear_search(ranker).query_vectors(inputs)[0].float().numpy()
+
+
 def pad_table_rows(table: np.ndarray, rows: int) -> np.ndarray:
     """Repeat a table smaller than the codebook, so k-means keeps every row as a centroid (exact codes)."""
     if table.shape[0] >= rows:

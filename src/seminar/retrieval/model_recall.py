@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from seminar.data.schema import SeminarDataset
 from seminar.experiment import load_run_model
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker
-from seminar.models.search import SearchInputs
 from seminar.retrieval.baselines import RQVAEConfig
 from seminar.retrieval.bench import METHODS, PQ_METHODS, RecallConfig, TrainedMethods, evaluate_methods
-from seminar.retrieval.gsu import GsuKeyTables, bilinear_search, gsu_key_tables, pad_table_rows
+from seminar.retrieval.gsu import GsuKeyTables, gsu_key_tables, pad_table_rows, target_query_vectors
 from seminar.retrieval.report import write_outputs
 
 DEFAULT_METHODS = (
@@ -65,17 +63,6 @@ class ModelRecallConfig:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if not self.ks or min(self.ks) <= 0:
             raise ValueError(f"ks must be positive, got {self.ks}")
-
-
-@torch.no_grad()
-def target_query_vectors(ranker: Ranker, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The GSU's query vector u [N, d] of (query, item) targets."""
-    q = torch.as_tensor(queries, dtype=torch.long)[None]
-    i = torch.as_tensor(items, dtype=torch.long)[None]
-    target = ranker.embedding.encode(q, i)
-    empty = torch.zeros((1, 0), dtype=torch.long)
-    inputs = SearchInputs(target, i, target, empty, empty, empty.bool(), target.fused())
-    return bilinear_search(ranker).query_vectors(inputs)[0].float().numpy()
 
 
 def _cases(

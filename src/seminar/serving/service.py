@@ -1,0 +1,349 @@
+"""`ScoringService`: incremental lifelong histories as PQ codes, and CTR scores from the exported ranker.
+
+``append`` stores each new behaviour as its M × n_sub codes (looked up from the per-id code tables)
+plus item id, query id and timestamp. ``score`` runs the serving GSU (ADC shortlist, exact
+re-rank) over the whole history, then the ranker's own ESU and head over exactly the K kept
+behaviours: a batch of those K in chronological order goes through ``Ranker.logits``, whose GSU
+then keeps all of them. Tests hold the result equal to ``Ranker.score_candidates`` with the PQ GSU
+attached (``attach_pq_gsu``) on the full history.
+
+The time-gap context feature is the gap between the target's timestamp (default: the user's
+latest behaviour) and the user's latest behaviour, as in training; the batch's last timestamp is
+set to the latest behaviour for that reason, whether or not the GSU kept it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seminar.retrieval.gsu import target_query_vectors
+from seminar.serving.bundle import Export, load_export
+from seminar.serving.errors import EmptyHistoryError, ServingError, TimestampOrderError
+from seminar.serving.gsu_search import CodeSearch, CodeTables, Selection
+from seminar.serving.ids import UNKNOWN_QUERY_POLICIES, UnknownQueries
+from seminar.serving.store import History, SequenceStore
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_BATCH_ROWS = 1 << 16  # candidates × K behaviours per ranker call (bounds memory of score_many)
+UNBOUNDED_TOP_K = 1 << 30  # the scoring ranker keeps every behaviour of the batch it is given
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """One behaviour in raw ids: the item, its query (None for a recommendation) and a timestamp."""
+
+    item: str
+    timestamp: int
+    query: str | None = None
+
+
+@dataclass(frozen=True)
+class KeptBehaviour:
+    """A behaviour the GSU kept for a target, with its position in the user's history."""
+
+    position: int
+    item: str
+    query: str | None
+    timestamp: int
+    adc_score: float
+    exact_score: float
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    item: str
+    query: str | None
+    probability: float
+    logit: float
+    selected_by: str  # "exact" (ADC shortlist re-ranked exactly) or "adc"
+    behaviours: list[KeptBehaviour]
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    user: str
+    length: int
+    first_timestamp: int | None
+    last_timestamp: int | None
+    used_bytes: int
+    allocated_bytes: int
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _check_int(name: str, value: Any, low: int = INT64_MIN) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ServingError(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= INT64_MAX:
+        raise ServingError(f"{name} must lie in [{low}, {INT64_MAX}], got {value}")
+    return int(value)
+
+
+def _timestamps(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Timestamps as int64; floats, booleans and values outside int64 are refused, not truncated."""
+    try:
+        array = np.asarray(values)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ServingError(f"timestamps must be integers within int64 ({exc})") from exc
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ServingError(f"timestamps must be a list of integers within int64, got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.size and int(array.max()) > INT64_MAX:
+        raise ServingError("timestamps must lie within int64")
+    return array.astype(np.int64)
+
+
+class ScoringService:
+    """Online scoring over lifelong histories held as PQ codes (thread-safe).
+
+    ``unknown_queries``: "reject" an unseen query string (default) or score it as the empty query.
+    ``rerank_factor`` overrides the export's; ``backend`` is "faiss" or the plain "numpy" scan;
+    ``threads`` sets faiss's OpenMP threads for the scan in each calling thread (None: leave).
+    """
+
+    def __init__(
+        self,
+        export: Export,
+        *,
+        unknown_queries: UnknownQueries = "reject",
+        rerank_factor: int | None = None,
+        backend: str = "faiss",
+        threads: int | None = None,
+    ) -> None:
+        if unknown_queries not in UNKNOWN_QUERY_POLICIES:
+            raise ValueError(
+                f"unknown_queries must be one of {UNKNOWN_QUERY_POLICIES}, got {unknown_queries!r}"
+            )
+        self.export, self.ids, self.unknown_queries = export, export.ids, unknown_queries
+        self.rerank_factor = export.rerank_factor if rerank_factor is None else int(rerank_factor)
+        if self.rerank_factor < 0:
+            raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
+        self.default_k = export.top_k
+        self.ranker = export.ranker.eval()
+        self.tables = CodeTables.build(self.ranker, export.pq)
+        self.search = CodeSearch(export.pq, self.tables, backend, threads)
+        # The GSU's work is done by the time the ranker runs: it must keep every behaviour it is given.
+        self.ranker.config = dataclasses.replace(self.ranker.config, top_k=UNBOUNDED_TOP_K)
+        self.store = SequenceStore(self.tables.code_width)
+
+    @classmethod
+    def load(cls, export_dir: Path | str, **options: Any) -> ScoringService:
+        """Verify and load an export (see :class:`ScoringService` for the options)."""
+        return cls(load_export(export_dir), **options)
+
+    # ------------------------------------------------------------------ appending
+    def append(self, user: str, behaviours: Iterable[Behaviour | Mapping[str, Any]]) -> int:
+        """Append behaviours (oldest first) to a user's history; returns its new length.
+
+        All or nothing: an unknown item, an unknown query (when rejected) or a timestamp earlier
+        than the previous one raises before anything is stored.
+        """
+        items: list[str] = []
+        queries: list[str | None] = []
+        stamps: list[int] = []
+        for i, b in enumerate(behaviours):
+            if isinstance(b, Mapping):
+                extra = set(b) - {"item", "query", "timestamp"}
+                if "item" not in b or "timestamp" not in b or extra:
+                    raise ServingError(
+                        f"behaviour #{i} needs keys item, timestamp (and query), got {sorted(b)}"
+                    )
+                b = Behaviour(str(b["item"]), b["timestamp"], b.get("query"))
+            items.append(str(b.item))
+            queries.append(b.query)
+            stamps.append(_check_int(f"behaviour #{i} timestamp", b.timestamp))
+        return self.append_columns(user, items, queries, stamps)
+
+    def append_columns(
+        self,
+        user: str,
+        items: Sequence[str],
+        queries: Sequence[str | None],
+        timestamps: Sequence[int] | np.ndarray,
+    ) -> int:
+        """:meth:`append` with behaviours given as three equally long columns."""
+        row = self.ids.user(user)
+        if not len(items) == len(queries) == len(timestamps):
+            raise ServingError(f"{len(items)} items, {len(queries)} queries, {len(timestamps)} timestamps")
+        if not len(items):
+            raise ServingError("no behaviours to append")
+        item_ids = self.ids.item_ids(items)
+        query_ids = self.ids.query_ids(queries, self.unknown_queries)
+        stamps = _timestamps(timestamps)
+        back = np.flatnonzero(np.diff(stamps) < 0)
+        if back.size:
+            i = int(back[0]) + 1
+            raise TimestampOrderError(
+                f"timestamps must be non-decreasing: behaviour #{i} ({stamps[i]}) is earlier than #{i - 1} "
+                f"({stamps[i - 1]})"
+            )
+        codes = self.tables.codes_of(query_ids, item_ids)
+        with self.store.lock:
+            sequence = self.store.get_or_create(row)
+            last = sequence.last_timestamp
+            if last is not None and stamps[0] < last:
+                raise TimestampOrderError(
+                    f"user {user!r}: timestamp {stamps[0]} is earlier than the latest stored behaviour "
+                    f"({last})",
+                    status=409,
+                )
+            sequence.extend(codes, item_ids, query_ids, stamps)
+            return sequence.length
+
+    # ------------------------------------------------------------------ reading
+    def history(self, user: str) -> History:
+        """A consistent snapshot of a user's stored behaviours (empty if none)."""
+        row = self.ids.user(user)
+        with self.store.lock:
+            sequence = self.store.get(row)
+            if sequence is None:
+                empty = np.empty(0, dtype=np.int32)
+                return History(
+                    np.empty((0, self.tables.code_width), np.uint8), empty, empty, empty.astype(np.int64)
+                )
+            return sequence.snapshot()
+
+    def user_info(self, user: str) -> UserInfo:
+        row = self.ids.user(user)
+        with self.store.lock:
+            sequence = self.store.get(row)
+            if sequence is None or sequence.length == 0:
+                return UserInfo(
+                    str(user), 0, None, None, 0, 0 if sequence is None else sequence.allocated_bytes
+                )
+            view = sequence.snapshot()
+            return UserInfo(
+                str(user),
+                len(view),
+                int(view.timestamps[0]),
+                int(view.timestamps[-1]),
+                sequence.used_bytes,
+                sequence.allocated_bytes,
+            )
+
+    def memory_per_user(self) -> float:
+        """Mean bytes held per user with a history (codes, ids, timestamps, spare capacity included)."""
+        with self.store.lock:
+            return self.store.allocated_bytes() / len(self.store) if len(self.store) else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        with self.store.lock:
+            return {
+                "users": len(self.store),
+                "behaviours": self.store.total_behaviours(),
+                "used_bytes": self.store.used_bytes(),
+                "allocated_bytes": self.store.allocated_bytes(),
+            }
+
+    # ------------------------------------------------------------------ scoring
+    def score(
+        self,
+        user: str,
+        item: str,
+        query: str | None = None,
+        k: int | None = None,
+        timestamp: int | None = None,
+    ) -> ScoreResult:
+        """CTR probability of one (query, item) target for a user, with the K behaviours it used."""
+        return self.score_many(user, [item], query, k, timestamp)[0]
+
+    def score_many(
+        self,
+        user: str,
+        items: Sequence[str],
+        query: str | None = None,
+        k: int | None = None,
+        timestamp: int | None = None,
+        *,
+        include_behaviours: bool = True,
+    ) -> list[ScoreResult]:
+        """:meth:`score` for several candidate items under one query, in one pass."""
+        k = self.default_k if k is None else _check_int("k", k, low=1)
+        if not len(items):
+            raise ServingError("no candidate items to score")
+        row = self.ids.user(user)
+        item_ids = self.ids.item_ids([str(i) for i in items])
+        query_ids = np.repeat(self.ids.query_ids([query], self.unknown_queries), len(items))
+        history = self.history(user)
+        if len(history) == 0:
+            raise EmptyHistoryError(f"user {user!r} has no behaviours yet; append some before scoring")
+        now = int(history.timestamps[-1]) if timestamp is None else _check_int("timestamp", timestamp)
+        chunk = max(1, MAX_BATCH_ROWS // min(k, len(history)))
+        results: list[ScoreResult] = []
+        for start in range(0, len(items), chunk):
+            part = slice(start, start + chunk)
+            u = target_query_vectors(self.ranker, query_ids[part], item_ids[part])
+            selection = self.search.select(history, u, k, self.rerank_factor)
+            logits = self._logits(row, history, selection.positions, item_ids[part], query_ids[part], now)
+            results += self._results(
+                history, selection, item_ids[part], query_ids[part], logits, include_behaviours
+            )
+        return results
+
+    @torch.no_grad()
+    def _logits(
+        self, row: int, history: History, kept: np.ndarray, items: np.ndarray, queries: np.ndarray, now: int
+    ) -> np.ndarray:
+        """The ranker's ESU and head over each target's kept behaviours [C, m] (chronological)."""
+        stamps = history.timestamps[kept]
+        stamps[:, -1] = history.timestamps[-1]  # the context feature's "latest behaviour"
+        c = kept.shape[0]
+        batch = {
+            "user": torch.full((c,), row, dtype=torch.long),
+            "hist_items": torch.from_numpy(history.items[kept].astype(np.int64)),
+            "hist_queries": torch.from_numpy(history.queries[kept].astype(np.int64)),
+            "hist_timestamps": torch.from_numpy(stamps),
+            "mask": torch.ones(kept.shape, dtype=torch.bool),
+            "target_timestamps": torch.full((c,), now, dtype=torch.long),
+        }
+        targets = torch.from_numpy(items.astype(np.int64))[:, None]
+        target_queries = torch.from_numpy(queries.astype(np.int64))[:, None]
+        logits, _ = self.ranker.logits(batch, targets, target_queries)
+        return logits[:, 0].float().numpy()
+
+    def _results(
+        self,
+        history: History,
+        selection: Selection,
+        items: np.ndarray,
+        queries: np.ndarray,
+        logits: np.ndarray,
+        include_behaviours: bool,
+    ) -> list[ScoreResult]:
+        raw_item, raw_query = self.ids.raw_item, self.ids.raw_query
+        out = []
+        for c in range(items.shape[0]):
+            kept: list[KeptBehaviour] = []
+            if include_behaviours:
+                for j, position in enumerate(selection.positions[c].tolist()):
+                    kept.append(
+                        KeptBehaviour(
+                            position,
+                            raw_item(int(history.items[position])),
+                            raw_query(int(history.queries[position])),
+                            int(history.timestamps[position]),
+                            float(selection.adc[c, j]),
+                            float(selection.exact[c, j]),
+                        )
+                    )
+            logit = float(logits[c])
+            out.append(
+                ScoreResult(
+                    raw_item(int(items[c])),
+                    raw_query(int(queries[c])),
+                    _sigmoid(logit),
+                    logit,
+                    selection.by,
+                    kept,
+                )
+            )
+        return out

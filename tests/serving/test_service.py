@@ -1,0 +1,268 @@
+"""The scoring service against the plain reference: the ranker's own scoring with the PQ GSU attached
+(``attach_pq_gsu``) over the user's whole history; appends, errors and memory accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from seminar.data.schema import EMPTY_QUERY
+from seminar.models.ranker import Ranker, RankerConfig
+from seminar.serving import (
+    Behaviour,
+    EmptyHistoryError,
+    ScoringService,
+    ServingError,
+    TimestampOrderError,
+    UnknownItemError,
+    UnknownQueryError,
+    UnknownUserError,
+    load_export,
+)
+from seminar.serving.export import export_run
+from seminar.train.checkpoint import save_checkpoint
+from tests.serving.conftest import (
+    PQ,
+    RERANK,
+    TOP_K,
+    Trained,
+    reference_batch,
+    reference_positions,
+    reference_ranker,
+)
+
+
+def dataset_history(trained: Trained, user: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ds = trained.ds
+    s, e = int(ds.offsets[user]), int(ds.offsets[user + 1])
+    return np.asarray(ds.items[s:e]), np.asarray(ds.queries[s:e]), np.asarray(ds.timestamps[s:e])
+
+
+def append_ids(
+    service: ScoringService, trained: Trained, user: int, items: np.ndarray, queries: np.ndarray, stamps
+) -> int:
+    ids = trained.ids
+    return service.append_columns(
+        ids.users[user], [ids.items[i] for i in items], [ids.queries[q] for q in queries], stamps
+    )
+
+
+def synthetic_history(trained: Trained, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A long history drawn from the dataset's ids (repeats included), half of it searches."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, trained.ds.n_items + 1, n)
+    queries = np.where(rng.random(n) < 0.5, EMPTY_QUERY, rng.integers(2, trained.ds.n_queries + 1, n))
+    stamps = np.cumsum(rng.integers(0, 50, n)) + 1_000
+    return items, queries, stamps
+
+
+def check_against_reference(
+    service: ScoringService,
+    trained: Trained,
+    user: int,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray],
+    targets: np.ndarray,
+    query: int,
+    k: int = TOP_K,
+    rerank: int = RERANK,
+) -> None:
+    items, queries, stamps = history
+    now = int(stamps[-1]) + 77
+    ids = trained.ids
+    got = service.score_many(ids.users[user], [ids.items[t] for t in targets], ids.queries[query], k, now)
+    ranker = reference_ranker(trained, k=k, rerank=rerank)
+    batch = reference_batch(user, items, queries, stamps, targets, query, now)
+    expected = ranker.score_candidates(batch)[0]
+    logits = torch.tensor([r.logit for r in got])
+    assert torch.allclose(logits, expected, rtol=1e-4, atol=1e-5), (logits, expected)
+    assert np.allclose([r.probability for r in got], torch.sigmoid(expected).numpy(), atol=1e-6)
+    # The same behaviours as the ranker keeps: compared as (query, item) pairs, because equal pairs
+    # (repeats) tie exactly and either may fill the ADC shortlist's last places.
+    kept = reference_positions(ranker, batch)
+    for r, expected_positions in zip(got, kept, strict=True):
+        mine = sorted((queries[b.position], items[b.position]) for b in r.behaviours)
+        assert mine == sorted(zip(queries[expected_positions], items[expected_positions], strict=True))
+    for r in got:  # the behaviours are reported chronologically, in raw ids
+        assert [b.position for b in r.behaviours] == sorted(b.position for b in r.behaviours)
+        for b in r.behaviours:
+            assert b.item == ids.items[items[b.position]] and b.timestamp == stamps[b.position]
+            assert b.query == ids.queries[queries[b.position]]
+
+
+@pytest.mark.parametrize("backend", ["faiss", "numpy"])
+@pytest.mark.parametrize("rerank", [RERANK, 0])
+def test_scores_equal_the_ranker_with_the_pq_gsu(trained: Trained, backend: str, rerank: int) -> None:
+    service = ScoringService.load(trained.export, backend=backend, rerank_factor=rerank)
+    rng = np.random.default_rng(1)
+    for user in range(0, trained.ds.n_users, 2):
+        history = dataset_history(trained, user)
+        append_ids(service, trained, user, *history)
+        targets = rng.integers(1, trained.ds.n_items + 1, 5)
+        for query in (EMPTY_QUERY, int(history[1].max())):
+            check_against_reference(service, trained, user, history, targets, query, rerank=rerank)
+
+
+@pytest.mark.parametrize("rerank", [RERANK, 0])
+def test_long_histories_with_repeats_equal_the_reference(trained: Trained, rerank: int) -> None:
+    service = ScoringService.load(trained.export, rerank_factor=rerank)
+    for user, n in ((0, 600), (1, 3)):
+        history = synthetic_history(trained, n, seed=user)
+        append_ids(service, trained, user, *history)
+        targets = np.arange(1, 9)
+        check_against_reference(service, trained, user, history, targets, EMPTY_QUERY, rerank=rerank)
+        check_against_reference(service, trained, user, history, targets, 2, k=7, rerank=rerank)
+
+
+def test_incremental_appends_equal_one_bulk_append(trained: Trained) -> None:
+    history = synthetic_history(trained, 300, seed=3)
+    bulk = ScoringService.load(trained.export)
+    append_ids(bulk, trained, 2, *history)
+    steps = ScoringService.load(trained.export)
+    ids = trained.ids
+    cuts = [0, 1, 2, 70, 71, 200, 300]
+    for a, b in itertools.pairwise(cuts):
+        part = [
+            Behaviour(ids.items[i], int(t), ids.queries[q])
+            for i, q, t in zip(history[0][a:b], history[1][a:b], history[2][a:b], strict=True)
+        ]
+        assert steps.append(ids.users[2], part) == b
+    one, two = bulk.history(ids.users[2]), steps.history(ids.users[2])
+    for name in ("codes", "items", "queries", "timestamps"):
+        assert np.array_equal(getattr(one, name), getattr(two, name))
+    targets = [ids.items[i] for i in (3, 4, 5)]
+    for query in (None, ids.queries[2]):
+        assert bulk.score_many(ids.users[2], targets, query) == steps.score_many(ids.users[2], targets, query)
+
+
+def test_codes_are_the_per_id_code_tables(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)
+    items, queries, stamps = synthetic_history(trained, 50, seed=4)
+    append_ids(service, trained, 0, items, queries, stamps)
+    codes = service.history(trained.ids.users[0]).codes
+    n_sub = service.tables.query_codes.shape[1]
+    assert codes.dtype == np.uint8 and codes.shape == (50, service.tables.code_width)
+    assert np.array_equal(codes[:, :n_sub], service.tables.query_codes[queries])
+    assert np.array_equal(codes[:, n_sub:], service.tables.item_codes[items].reshape(50, -1))
+
+
+def test_bad_input_is_refused_and_nothing_is_stored(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)
+    ids = trained.ids
+    user = ids.users[0]
+    item = ids.items[1]
+    assert service.append(user, [{"item": item, "timestamp": 10}, Behaviour(item, 20, ids.queries[2])]) == 2
+    with pytest.raises(UnknownItemError, match="'nope'"):
+        service.append(user, [Behaviour(item, 30), Behaviour("nope", 31)])
+    with pytest.raises(TimestampOrderError, match="non-decreasing") as order:
+        service.append(user, [Behaviour(item, 40), Behaviour(item, 39)])
+    assert order.value.status == 422
+    with pytest.raises(TimestampOrderError, match="earlier than the latest stored") as stale:
+        service.append(user, [Behaviour(item, 19)])
+    assert stale.value.status == 409
+    with pytest.raises(UnknownQueryError, match="never-seen"):
+        service.append(user, [Behaviour(item, 50, "never-seen query")])
+    with pytest.raises(ServingError, match="needs keys"):
+        service.append(user, [{"item": item}])
+    with pytest.raises(ServingError, match="integer"):
+        service.append(user, [Behaviour(item, 1.5)])  # type: ignore[arg-type]
+    with pytest.raises(ServingError, match="no behaviours"):
+        service.append(user, [])
+    with pytest.raises(ServingError, match="int64"):
+        service.append_columns(user, [item], [None], [30.5])  # never truncated to 30
+    with pytest.raises(ServingError, match="int64"):
+        service.append_columns(user, [item], [None], [2**64])
+    with pytest.raises(ServingError, match="string or None"):
+        service.append_columns(user, [item], [7], [30])  # type: ignore[list-item]
+    assert len(service.history(user)) == 2  # every refused request left the history as it was
+    with pytest.raises(UnknownUserError, match="unknown user"):
+        service.append("not-a-user", [Behaviour(item, 1)])
+    with pytest.raises(UnknownUserError):
+        service.score("not-a-user", item)
+    with pytest.raises(EmptyHistoryError, match="no behaviours yet"):
+        service.score(ids.users[1], item)
+    for k in (0, -3, True):
+        with pytest.raises(ServingError, match="k must"):
+            service.score(user, item, k=k)
+    with pytest.raises(UnknownItemError):
+        service.score(user, "nope")
+    with pytest.raises(ServingError, match="no candidate"):
+        service.score_many(user, [])
+
+
+def test_unknown_queries_may_be_treated_as_the_empty_query(trained: Trained) -> None:
+    service = ScoringService.load(trained.export, unknown_queries="empty")
+    ids = trained.ids
+    service.append(
+        ids.users[0], [Behaviour(ids.items[1], 5, "never-seen query"), Behaviour(ids.items[2], 6, "  ")]
+    )
+    assert service.history(ids.users[0]).queries.tolist() == [EMPTY_QUERY, EMPTY_QUERY]
+    result = service.score(ids.users[0], ids.items[3], query="never-seen query")
+    assert result.query is None
+    assert result.probability == service.score(ids.users[0], ids.items[3]).probability
+
+
+def test_memory_per_user_is_codes_plus_ids(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)
+    per_behaviour = service.tables.code_width + 4 + 4 + 8
+    n = 1000
+    append_ids(service, trained, 0, *synthetic_history(trained, n, seed=5))
+    assert service.memory_per_user() == n * per_behaviour  # one bulk append allocates exactly
+    items, queries, stamps = synthetic_history(trained, n, seed=6)
+    for a in range(0, n, 10):
+        append_ids(service, trained, 1, items[a : a + 10], queries[a : a + 10], stamps[a : a + 10])
+    info = service.user_info(trained.ids.users[1])
+    assert info.length == n and info.used_bytes == n * per_behaviour
+    assert info.used_bytes <= info.allocated_bytes <= 1.5 * info.used_bytes + 64 * per_behaviour
+    assert service.stats()["users"] == 2
+
+
+def test_concurrent_appends_and_scores(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)
+    ids = trained.ids
+    errors: list[BaseException] = []
+
+    def work(user: int) -> None:
+        try:
+            items, queries, stamps = synthetic_history(trained, 200, seed=user)
+            for a in range(0, 200, 20):
+                append_ids(service, trained, user, items[a : a + 20], queries[a : a + 20], stamps[a : a + 20])
+                service.score(ids.users[user], ids.items[1])
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [service.user_info(ids.users[u]).length for u in range(4)] == [200] * 4
+
+
+def test_services_sharing_one_export_keep_the_trained_k(trained: Trained) -> None:
+    export = load_export(trained.export)
+    first, second = ScoringService(export), ScoringService(export)
+    assert first.default_k == second.default_k == TOP_K
+
+
+@pytest.mark.parametrize("model", ["twin", "sim_soft"])
+def test_other_inner_product_gsus_equal_the_reference(trained: Trained, tmp_path, model: str) -> None:
+    config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, seed=1)
+    meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
+    save_checkpoint(tmp_path / "run" / "best", Ranker(trained.tables, config), {}, meta)
+    other = dataclasses.replace(
+        trained,
+        run=tmp_path / "run",
+        export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
+    )
+    service = ScoringService.load(other.export)
+    for user in (0, 1):
+        history = synthetic_history(other, 120, seed=10 + user)
+        append_ids(service, other, user, *history)
+        check_against_reference(service, other, user, history, np.arange(1, 6), EMPTY_QUERY)
+        check_against_reference(service, other, user, history, np.arange(1, 6), 3)
