@@ -8,8 +8,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -91,3 +91,56 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digests(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of each named file of ``directory``: the body of a verifiable manifest."""
+    return {
+        name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+        for name in names
+    }
+
+
+def verify_manifest(
+    directory: Path,
+    manifest_path: Path,
+    *,
+    fmt: str,
+    version: int,
+    required: Sequence[str],
+    error: type[Exception],
+    missing: str,
+) -> dict[str, Any]:
+    """Check a manifest's format and version and every listed file's size and sha256; return it.
+
+    Every failure raises ``error`` naming the file; ``missing`` explains an absent manifest (a
+    directory whose writing never finished). Entries must stay inside ``directory``.
+    """
+    if not manifest_path.is_file():
+        raise error(missing)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{manifest_path}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise error(f"{manifest_path}: not a {fmt} manifest")
+    if manifest.get("version") != version:
+        raise error(f"{manifest_path}: version {manifest.get('version')}, this library reads {version}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or any(name not in files for name in required):
+        raise error(f"{manifest_path}: manifest does not list every required file ({', '.join(required)})")
+    for name, expected in files.items():
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise error(f"{manifest_path}: file entry {name!r} is not a path inside {directory}")
+        path = directory / rel
+        if not path.is_file():
+            raise error(f"{path}: listed in {manifest_path.name} but missing")
+        if not isinstance(expected, dict):
+            raise error(f"{manifest_path}: malformed entry for {name}")
+        size = path.stat().st_size
+        if size != expected.get("bytes"):
+            raise error(f"{path}: {size} bytes, manifest says {expected.get('bytes')} (truncated?)")
+        if sha256_file(path) != expected.get("sha256"):
+            raise error(f"{path}: sha256 does not match the manifest (corrupted or modified)")
+    return manifest

@@ -7,14 +7,13 @@ hash differs was damaged or edited: both are refused with :class:`ExportError` n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_model
 
-from seminar.io import sha256_file
+from seminar.io import verify_manifest
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.retrieval.gsu import PQ_FILE
 from seminar.retrieval.pq import MultiModalPQ
@@ -51,48 +50,21 @@ class Export:
         return int(self.manifest["model"]["config"]["top_k"])
 
 
-def _safe_name(root: Path, name: str) -> Path:
-    """A manifest entry as a path inside the export (a tampered manifest must not point elsewhere)."""
-    rel = PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ExportError(f"{root / MANIFEST}: file entry {name!r} is not a path inside the export")
-    return root / rel
-
-
 def verify_export(root: Path | str) -> dict[str, Any]:
     """Check the manifest and every listed file's size and sha256; return the manifest."""
     root = Path(root)
     if not root.is_dir():
         raise ExportError(f"{root}: no export directory here")
-    path = root / MANIFEST
-    if not path.is_file():
-        raise ExportError(
-            f"{root}: no {MANIFEST}; this is not an export, or writing it never finished "
-            "(re-run `seminar export`)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ExportError(f"{path}: not a {FORMAT} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: version {manifest.get('version')}, this library reads {FORMAT_VERSION}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or any(name not in files for name in REQUIRED):
-        raise ExportError(f"{path}: manifest does not list every file of an export ({', '.join(REQUIRED)})")
-    for name, expected in files.items():
-        file = _safe_name(root, name)
-        if not file.is_file():
-            raise ExportError(f"{file}: listed in {MANIFEST} but missing")
-        if not isinstance(expected, dict):
-            raise ExportError(f"{path}: malformed entry for {name}")
-        size = file.stat().st_size
-        if size != expected.get("bytes"):
-            raise ExportError(f"{file}: {size} bytes, manifest says {expected.get('bytes')} (truncated?)")
-        if sha256_file(file) != expected.get("sha256"):
-            raise ExportError(f"{file}: sha256 does not match the manifest (corrupted or modified)")
-    return manifest
+    return verify_manifest(
+        root,
+        root / MANIFEST,
+        fmt=FORMAT,
+        version=FORMAT_VERSION,
+        required=REQUIRED,
+        error=ExportError,
+        missing=f"{root}: no {MANIFEST}; this is not an export, or writing it never finished "
+        "(re-run `seminar export`)",
+    )
 
 
 def _ranker_config(values: dict[str, Any]) -> RankerConfig:

@@ -17,7 +17,7 @@ from safetensors.torch import save_model
 from seminar import __version__
 from seminar.data.schema import SeminarDataset
 from seminar.experiment import load_run_model
-from seminar.io import atomic_directory, sha256_file, write_json_atomic
+from seminar.io import atomic_directory, file_digests, write_json_atomic
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker
 from seminar.retrieval.gsu import PQ_FILE, PQGsuConfig, fit_gsu_pq, gsu_key_tables
@@ -92,10 +92,7 @@ def export_run(
                 "run": str(run_dir),
                 "checkpoint": checkpoint,
             },
-            "files": {
-                name: {"sha256": sha256_file(work / name), "bytes": (work / name).stat().st_size}
-                for name in names
-            },
+            "files": file_digests(work, names),
         }
         write_json_atomic(work / MANIFEST, manifest)
     return out

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from seminar.io import atomic_directory, atomic_path, sha256_file, write_json_atomic
+from seminar.io import atomic_directory, atomic_path, file_digests, verify_manifest, write_json_atomic
 
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.pt"
@@ -50,10 +50,7 @@ def save_checkpoint(
         with atomic_path(work / STATE) as tmp:
             torch.save(trainer_state, tmp)
         write_json_atomic(work / CONFIG, config)
-        files = {
-            name: {"sha256": sha256_file(work / name), "bytes": (work / name).stat().st_size}
-            for name in REQUIRED
-        }
+        files = file_digests(work, REQUIRED)
         write_json_atomic(work / MARKER, {"format": FORMAT, "version": FORMAT_VERSION, "files": files})
     for leftover in directory.parent.glob(f".{directory.name}.old-*"):
         shutil.rmtree(leftover, ignore_errors=True)
@@ -77,31 +74,15 @@ def _resolve(directory: Path) -> Path:
 def verify_checkpoint(directory: Path | str) -> dict[str, Any]:
     """Check the ``COMPLETE`` manifest and every file's size and sha256; return the manifest."""
     directory = Path(directory)
-    marker = directory / MARKER
-    if not marker.is_file():
-        raise CheckpointError(f"{directory}: no {MARKER} marker; the checkpoint was never finished")
-    try:
-        manifest = json.loads(marker.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{marker}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{marker}: not a {FORMAT} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
-        version = manifest.get("version")
-        raise CheckpointError(f"{marker}: version {version}, this library reads {FORMAT_VERSION}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or any(name not in files for name in REQUIRED):
-        raise CheckpointError(f"{marker}: manifest does not list {', '.join(REQUIRED)}")
-    for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: listed in {MARKER} but missing")
-        size = path.stat().st_size
-        if size != expected.get("bytes"):
-            raise CheckpointError(f"{path}: {size} bytes, manifest says {expected.get('bytes')} (truncated?)")
-        if sha256_file(path) != expected.get("sha256"):
-            raise CheckpointError(f"{path}: sha256 does not match the manifest (corrupted or modified)")
-    return manifest
+    return verify_manifest(
+        directory,
+        directory / MARKER,
+        fmt=FORMAT,
+        version=FORMAT_VERSION,
+        required=REQUIRED,
+        error=CheckpointError,
+        missing=f"{directory}: no {MARKER} marker; the checkpoint was never finished",
+    )
 
 
 def load_weights(directory: Path | str, model: torch.nn.Module) -> Path:
