@@ -119,3 +119,13 @@ def test_loads_from_disk_each_time(tmp_path: Path) -> None:
     assert isinstance(ds.items, np.memmap)
     batch = TrainSamples(ds, WindowConfig(max_length=8)).__getitems__([0, 1])
     assert batch["hist_items"].dtype.is_floating_point is False
+
+
+@given(length=st.integers(0, 60), world=st.integers(1, 5))
+def test_shard_sampler_covers_every_index_once(length: int, world: int) -> None:
+    from seminar.data.loader import ShardSampler
+
+    shards = [list(ShardSampler(length, rank, world)) for rank in range(world)]
+    flat = [i for shard in shards for i in shard]
+    assert sorted(flat) == list(range(length))  # disjoint and complete: no padding duplicates
+    assert [len(ShardSampler(length, rank, world)) for rank in range(world)] == [len(s) for s in shards]

@@ -22,7 +22,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from seminar.data.schema import EMPTY_QUERY, SEARCH, SeminarDataset
 
@@ -189,6 +196,25 @@ def _identity(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``: disjoint shards without padding.
+
+    DistributedSampler pads the last shard with repeated samples, which is harmless for training
+    but would count some users twice in evaluation; with these shards per-rank sums add up exactly.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_loader(
     samples: TrainSamples | EvalSamples,
     batch_size: int = 256,
@@ -199,8 +225,15 @@ def make_loader(
     distributed: bool = False,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader that hands whole index batches to the dataset (one vectorised gather each)."""
-    if distributed:
+    """A DataLoader that hands whole index batches to the dataset (one vectorised gather each).
+
+    ``distributed`` shards by the initialised process group: training samples through a
+    DistributedSampler, evaluation samples through disjoint, unpadded :class:`ShardSampler` shards.
+    """
+    if distributed and isinstance(samples, EvalSamples):
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        sampler: Sampler[int] = ShardSampler(len(samples), rank, world)
+    elif distributed:
         sampler = DistributedSampler(samples, shuffle=shuffle, seed=seed, drop_last=drop_last)
     elif shuffle:
         sampler = RandomSampler(samples, generator=torch.Generator().manual_seed(seed))

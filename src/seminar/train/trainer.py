@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from seminar import __version__
@@ -492,10 +491,13 @@ class Trainer:
         if not self.can_score:
             raise TypeError(f"{type(self.model).__name__} has no score_candidates; it cannot be evaluated")
         mode = mode or self.config.eval_mode
-        samples: Dataset = EvalSamples(self.dataset, stage, mode, self.config.max_length)
-        if self.dist.enabled:  # disjoint shards, no padding duplicates: sums stay exact
-            samples = Subset(samples, range(self.dist.rank, len(samples), self.dist.world_size))
-        loader = make_loader(samples, self.config.eval_batch_size, num_workers=self.config.num_workers)
+        samples = EvalSamples(self.dataset, stage, mode, self.config.max_length)
+        loader = make_loader(  # under DDP: disjoint shards, no padding duplicates, so sums stay exact
+            samples,
+            self.config.eval_batch_size,
+            num_workers=self.config.num_workers,
+            distributed=self.dist.enabled,
+        )
         acc = RankingAccumulator(DEFAULT_KS, device=self.device)
         was_training = self.model.training
         self.model.eval()
