@@ -151,7 +151,6 @@ class BehaviourEmbedding(nn.Module):
             self.fusion_lambda,
         )
 
-
     def id_tables(self) -> PairEmbedding:
         """Every query id and every item id embedded once (row = id), for per-id key tables."""
         queries = torch.arange(self.query_ids.num_embeddings, device=self.query_ids.weight.device)
@@ -215,19 +214,16 @@ class PairEmbedding:
 
         Gathers only the selected rows, so the ESU never needs the whole fused history [B, L, d].
         """
-        queries, items = self._inverse_at(positions)
-        lam = self.fusion_lambda
-        item_part = (self.item_table * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
-        return lam * self._gather(self.query_table, queries) + self._gather(item_part, items)
+        return self._sum_at(self.weighted_channel_tables(), positions)
 
     def projected_at(self, projections: Tensor, positions: Tensor) -> Tensor:
         """:meth:`projected` of the behaviours at ``positions`` only: [B, C, K, d]."""
-        queries, items = self._inverse_at(positions)
-        lam = self.fusion_lambda
-        query = (self.query_table @ projections[0]) * lam
-        projected = torch.einsum("umd,mde->ume", self.item_table, projections[1:])
-        item_part = (projected * self.item_weight.unsqueeze(-1)).sum(dim=-2) * (1.0 - lam)
-        return self._gather(query, queries) + self._gather(item_part, items)
+        return self._sum_at(self.weighted_channel_tables(projections), positions)
+
+    def _sum_at(self, tables: tuple[Tensor, Tensor], positions: Tensor) -> Tensor:
+        query, items = tables
+        query_rows, item_rows = self._inverse_at(positions)
+        return self._gather(query, query_rows) + self._gather(items.sum(dim=1), item_rows)
 
     def projected(self, projections: Tensor) -> Tensor:
         """Σ_m γ_m x(m) G_m [..., d] for per-channel matrices ``projections`` [C, d, d]."""
