@@ -151,10 +151,32 @@ def test_model_recall_on_a_trained_run(tables: FeatureTables, ds: SeminarDataset
     rows = {(r["method"], r["k"]): r for r in results["rows"]}
     assert results["users"] == 5 and results["history_length"]["min"] >= 20
     assert all(0.0 <= r["recall"] <= 1.0 and r["n"] == 5 * 3 for r in rows.values())
-    # a shortlist of 16·K ≥ L behaviours re-ranked exactly is the exact top-K
-    if results["history_length"]["max"] <= 16 * 4:
-        assert rows[("pq_paper_adc_rr16", 4)]["recall"] == 1.0
+    # a shortlist of 16·K = 128 ≥ L behaviours re-ranked exactly is the exact top-K
+    assert results["history_length"]["max"] <= 16 * 8
     assert rows[("pq_paper_adc_rr16", 8)]["recall"] == 1.0
     assert (tmp_path / "out" / "recall_table.md").read_text().count("pq_paper") == 3
     with pytest.raises(ValueError, match="no test user"):
         run_model_recall(ds, run, ModelRecallConfig(min_length=10_000, progress=False), tables=tables)
+
+
+def test_rerank_scores_the_shortlist_exactly_and_drops_the_rest(
+    tables: FeatureTables, ds: SeminarDataset
+) -> None:
+    ranker = perturbed_ranker(tables, "seminar", top_k=2)
+    keys = gsu_key_tables(ranker)
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=2, n_centroids=16, n_iter=5))
+    search = PQSearch(ranker.search, pq, keys, top_k=2, rerank_factor=3)  # shortlist R = 6 < L
+    with torch.no_grad():
+        inputs = search_inputs(ranker, ds)
+        relevance = search.relevance(inputs)
+        exact = ranker.search.relevance(inputs)
+        approx = search.approximate(inputs)
+    kept = torch.isfinite(relevance)
+    real = inputs.mask.sum(dim=1)[:, None].expand(-1, relevance.shape[1])
+    assert torch.equal(kept.sum(dim=-1), real.clamp(max=6))
+    assert torch.allclose(relevance[kept], exact[kept], rtol=1e-4, atol=1e-5)
+    # the shortlist is the ADC top-R: no dropped real behaviour beats a kept one under ADC
+    for row in zip(*torch.nonzero(kept.any(-1), as_tuple=True), strict=True):
+        dropped = ~kept[row] & inputs.mask[row[0]]
+        if dropped.any():
+            assert approx[row][kept[row]].min() >= approx[row][dropped].max()

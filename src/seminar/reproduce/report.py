@@ -161,7 +161,7 @@ TABLE4_MODELS = ("seminar", "twin", "sim_soft")  # GSUs that score by an inner p
 def _table4_cell(ctx: ReportContext, dataset: str, variant: str) -> dict[str, Any] | None:
     """Recall@K on one trained run's GSU keys, computed once and cached as a cell file."""
     from seminar.data.schema import load_dataset
-    from seminar.retrieval.model_recall import ModelRecallConfig, run_model_recall
+    from seminar.retrieval.model_recall import ModelRecallConfig, NoLongHistories, run_model_recall
 
     seed = ctx.config.seeds[0]
     run = ctx.run_dir(dataset, variant, seed)
@@ -180,7 +180,7 @@ def _table4_cell(ctx: ReportContext, dataset: str, variant: str) -> dict[str, An
     )
     try:
         results = run_model_recall(load_dataset(ctx.data_dir(dataset)), run, config)
-    except ValueError as exc:  # e.g. no history long enough: say so in the report
+    except NoLongHistories as exc:  # a dataset of short histories: say so in the report
         results = {"skipped": str(exc), "rows": []}
     results = {"dataset": dataset, "variant": variant, "seed": seed, **results}
     results = json.loads(json.dumps(results, default=str))  # as a re-run will read it back

@@ -125,6 +125,17 @@ def fit_gsu_pq(keys: GsuKeyTables, config: PQGsuConfig | None = None) -> MultiMo
     return MultiModalPQ.train(tables, pq_config)
 
 
+def encode_key_tables(pq: MultiModalPQ, keys: GsuKeyTables) -> tuple[np.ndarray, np.ndarray]:
+    """Per-id codes: query [Nq+1, n_sub] and items [Ni+1, M-1, n_sub]; a behaviour's codes are its rows."""
+    if (pq.config.n_channels, pq.config.dim) != (keys.n_channels, keys.dim):
+        raise ValueError(
+            f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
+            f"the GSU keys have M={keys.n_channels}, d={keys.dim}"
+        )
+    items = [pq.encode_channel(m, keys.items[:, m - 1]) for m in range(1, keys.n_channels)]
+    return pq.encode_channel(0, keys.query), np.stack(items, axis=1)
+
+
 class PQSearch(GeneralSearch):
     """The ranker's GSU with behaviours held as PQ codes: ADC top-R, then exact re-rank to K."""
 
@@ -132,17 +143,11 @@ class PQSearch(GeneralSearch):
         self, exact: BilinearSearch, pq: MultiModalPQ, keys: GsuKeyTables, top_k: int, rerank_factor: int
     ) -> None:
         super().__init__()
-        if (pq.config.n_channels, pq.config.dim) != (keys.n_channels, keys.dim):
-            raise ValueError(
-                f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
-                f"the GSU keys have M={keys.n_channels}, d={keys.dim}"
-            )
         self.exact = exact
         self.pq = pq
         self.top_k, self.rerank_factor = top_k, rerank_factor
-        query_codes = pq.encode_channel(0, keys.query)
+        query_codes, item_codes = encode_key_tables(pq, keys)
         channels = range(1, keys.n_channels)
-        item_codes = np.stack([pq.encode_channel(m, keys.items[:, m - 1]) for m in channels], axis=1)
         decoded_query = pq.decode_channel(0, query_codes)
         decoded_items = sum(pq.decode_channel(m, item_codes[:, m - 1]) for m in channels)
         self.register_buffer("query_codes", torch.from_numpy(query_codes.astype(np.int64)), persistent=False)
@@ -156,26 +161,29 @@ class PQSearch(GeneralSearch):
         """Codes [..., M, n_sub] of behaviours: the query channel's and the item channels' codes."""
         return torch.cat([self.query_codes[hist_queries].unsqueeze(-2), self.item_codes[hist_items]], dim=-2)
 
-    def approximate(self, inputs: SearchInputs) -> Tensor:
-        """ADC relevance [B, C, L] of every behaviour against every target."""
+    def approximate(self, inputs: SearchInputs, u: Tensor | None = None) -> Tensor:
+        """ADC relevance [B, C, L] of every behaviour against every target (``u``: their query vectors)."""
+        u = self.exact.query_vectors(inputs) if u is None else u
         keys = self.decoded_query[inputs.hist_queries] + self.decoded_items[inputs.hist_items]
-        u = self.exact.query_vectors(inputs)
         return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.mask[:, None, :], NEG_INF)
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
-        approx = self.approximate(inputs)
+        u = self.exact.query_vectors(inputs).float()
+        approx = self.approximate(inputs, u)
+        length = approx.shape[-1]
         if self.rerank_factor <= 0:
             return approx
-        shortlist = min(self.rerank_factor * self.top_k, approx.shape[-1])
-        if shortlist >= approx.shape[-1]:
-            candidates = torch.ones_like(approx, dtype=torch.bool)
-        else:
-            top = approx.topk(shortlist, dim=-1).indices
-            candidates = torch.zeros_like(approx, dtype=torch.bool).scatter_(2, top, True)
-        keys = self.exact_query[inputs.hist_queries] + self.exact_items[inputs.hist_items]
-        exact = torch.einsum("bcd,bld->bcl", self.exact.query_vectors(inputs).float(), keys)
-        exact = exact.masked_fill(~inputs.mask[:, None, :], NEG_INF)
-        return torch.where(candidates, exact, torch.full_like(exact, NEG_INF))
+        shortlist = approx.topk(min(self.rerank_factor * self.top_k, length), dim=-1).indices  # B C R
+        # exact scores of the shortlisted behaviours only; the rest stay out of the top-K
+        b, c, r = shortlist.shape
+        flat = shortlist.reshape(b, c * r)
+        queries = torch.gather(inputs.hist_queries, 1, flat).view(b, c, r)
+        items = torch.gather(inputs.hist_items, 1, flat).view(b, c, r)
+        keys = self.exact_query[queries] + self.exact_items[items]  # B C R d
+        exact = torch.einsum("bcd,bcrd->bcr", u, keys)
+        real = torch.gather(inputs.mask, 1, flat).view(b, c, r)
+        exact = exact.masked_fill(~real, NEG_INF)
+        return torch.full_like(approx, NEG_INF).scatter_(2, shortlist, exact)
 
 
 def attach_pq_gsu(

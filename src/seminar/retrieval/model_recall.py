@@ -42,6 +42,10 @@ DEFAULT_METHODS = (
 )
 
 
+class NoLongHistories(ValueError):
+    """No test user has a history long enough for the configured K values."""
+
+
 @dataclass(frozen=True)
 class ModelRecallConfig:
     """Which users and targets to score; ``methods`` are names from the synthetic grid."""
@@ -98,7 +102,7 @@ def run_model_recall(
     lengths = np.diff(np.asarray(ds.offsets)) - 1
     eligible = np.flatnonzero(lengths >= max(config.min_length, max(config.ks)))
     if eligible.size == 0:
-        raise ValueError(
+        raise NoLongHistories(
             f"no test user has a history of at least {max(config.min_length, max(config.ks))} behaviours "
             f"(longest: {int(lengths.max())}); lower min_length or the Ks"
         )

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from seminar.models.ranker import Ranker
-from seminar.retrieval.gsu import gsu_key_tables
+from seminar.retrieval.gsu import encode_key_tables, gsu_key_tables
 from seminar.retrieval.pq import MultiModalPQ
 from seminar.serving.store import History
 
@@ -37,16 +37,10 @@ class CodeTables:
     def build(cls, ranker: Ranker, pq: MultiModalPQ) -> CodeTables:
         """Encode the trained GSU's key tables with the export's quantizer (as the ranker's PQ GSU does)."""
         keys = gsu_key_tables(ranker)
-        if (pq.config.n_channels, pq.config.dim) != (keys.n_channels, keys.dim):
-            raise ValueError(
-                f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
-                f"the GSU keys have M={keys.n_channels}, d={keys.dim}"
-            )
-        channels = range(1, keys.n_channels)
-        items = np.stack([pq.encode_channel(m, keys.items[:, m - 1]) for m in channels], axis=1)
+        query_codes, item_codes = encode_key_tables(pq, keys)
         return cls(
-            pq.encode_channel(0, keys.query).astype(np.uint8),
-            items.astype(np.uint8),
+            query_codes.astype(np.uint8),
+            item_codes.astype(np.uint8),
             np.ascontiguousarray(keys.query, dtype=np.float32),
             np.ascontiguousarray(keys.items.sum(axis=1), dtype=np.float32),
         )
