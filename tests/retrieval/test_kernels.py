@@ -169,6 +169,37 @@ def test_prepared_query_is_validated() -> None:
         searcher.search(target, np.array([1.5, -0.5, 0.0]), 3)
 
 
+@pytest.mark.parametrize("mode", ["adc", "sdc"])
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_bad_target_rejected_even_in_a_zero_weight_channel(mode: str, bad_value: float) -> None:
+    pq, codes, target, _ = _inputs(1, SHAPES[0], 30)
+    searcher = PQSearcher(pq, codes)
+    g = np.array([0.0, 0.4, 0.6], dtype=np.float32)
+    searcher.search(target, g, 3, mode=mode)  # fine, and caches γγᵀ for these weights
+    bad = target.copy()
+    bad[0, 2] = bad_value  # channel 0 has weight 0: 0·inf and 0·NaN are NaN, so the query shows it
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        searcher.search(bad, g, 3, mode=mode)
+
+
+def test_cached_channel_weights_follow_in_place_changes() -> None:
+    """γγᵀ is cached per γ; changing γ in place (or its dtype) must not reuse the old weights."""
+    pq, codes, target, _ = _inputs(2, SHAPES[0], 60)
+    searcher = PQSearcher(pq, codes, backend="numpy")
+    g = np.array([0.2, 0.3, 0.5], dtype=np.float32)
+    first = searcher.prepare_query(target, g).copy()
+    g[:] = [0.5, 0.3, 0.2]
+    second = searcher.prepare_query(target, g)
+    fresh = PQSearcher(pq, codes, backend="numpy").prepare_query(target, g.copy())
+    np.testing.assert_array_equal(second, fresh)
+    assert not np.allclose(first, second)
+    g[:] = [0.7, 0.7, -0.4]
+    with pytest.raises(ValueError, match="non-negative"):
+        searcher.prepare_query(target, g)
+    as_list = searcher.prepare_query(target, [0.5, 0.3, 0.2])
+    np.testing.assert_allclose(as_list, fresh, rtol=1e-6)
+
+
 def test_rerank_recall_is_one() -> None:
     pq = trained_pq()
     rng = np.random.default_rng(11)
