@@ -262,7 +262,10 @@ def test_seminar_kept_logits_equal_the_full_gsu_gathered(ds: SeminarDataset, tab
     items = torch.cat([batch["target_items"][:, None], batch["neg_items"]], dim=1)
     queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"]], dim=1)
     inputs = ranker._search_inputs(batch, items, queries)
-    full = ranker.search.logits(inputs)
+    full = ranker.search.relevance(inputs)
     indices, valid = select_top_k(full.detach(), inputs.mask, 5)
     kept = ranker.search.logits_at(inputs, indices)
     assert torch.allclose(kept[valid], torch.gather(full, 2, indices)[valid], rtol=1e-4, atol=1e-6)
+    tables = ranker.search.key_tables(inputs.history)  # the training step's shared, projected-once keys
+    assert torch.allclose(ranker.search.relevance(inputs, tables), full, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(ranker.search.logits_at(inputs, indices, tables), kept, rtol=1e-5, atol=1e-6)

@@ -214,13 +214,10 @@ class PairEmbedding:
 
         Gathers only the selected rows, so the ESU never needs the whole fused history [B, L, d].
         """
-        return self._sum_at(self.weighted_channel_tables(), positions)
+        return self.sum_at(self.weighted_channel_tables(), positions)
 
-    def projected_at(self, projections: Tensor, positions: Tensor) -> Tensor:
-        """:meth:`projected` of the behaviours at ``positions`` only: [B, C, K, d]."""
-        return self._sum_at(self.weighted_channel_tables(projections), positions)
-
-    def _sum_at(self, tables: tuple[Tensor, Tensor], positions: Tensor) -> Tensor:
+    def sum_at(self, tables: tuple[Tensor, Tensor], positions: Tensor) -> Tensor:
+        """Channel-summed rows of :meth:`weighted_channel_tables` at ``positions`` [B, C, K]: [B, C, K, d]."""
         query, items = tables
         query_rows, item_rows = self._inverse_at(positions)
         return self._gather(query, query_rows) + self._gather(items.sum(dim=1), item_rows)

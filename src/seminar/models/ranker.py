@@ -126,8 +126,15 @@ class Ranker(nn.Module):
     def logits(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss."""
         inputs = self._search_inputs(batch, items, queries)
+        search = self.search
+        train_gsu = self.training and self.config.gsu_consistency > 0 and isinstance(search, SeminarSearch)
+        # SEMINAR's projected history keys: made once, detached for selection, reused by the loss
+        gsu_tables = self.search.key_tables(inputs.history) if train_gsu else None
         with torch.no_grad():  # top-K selection has no gradient; SEMINAR's GSU is trained below
-            relevance = self.search.relevance(inputs)  # B C L
+            if gsu_tables is None:
+                relevance = self.search.relevance(inputs)  # B C L
+            else:
+                relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
         indices, valid = select_top_k(relevance, inputs.mask, self.config.top_k)
         b, c, k = indices.shape
         flat_keys = inputs.history.fused_at(indices).reshape(b * c, k, -1)
@@ -139,8 +146,9 @@ class Ranker(nn.Module):
         user = self.users(batch["user"])[:, None].expand(-1, c, -1)
         features = torch.cat([interest, user, inputs.target_fused, self._context(batch, queries)], dim=-1)
         aux = torch.zeros((), device=items.device)
-        if isinstance(self.search, SeminarSearch) and self.training and self.config.gsu_consistency > 0:
-            kept = self.search.logits_at(inputs, indices)  # B C K, differentiable w.r.t. G_j and W^GSU
+        if gsu_tables is not None:
+            # B C K, differentiable w.r.t. G_j and W^GSU
+            kept = self.search.logits_at(inputs, indices, gsu_tables)
             aux = consistency_loss(kept, weights.detach().mean(dim=2).view(b, c, k), valid)
         return self.head(features).squeeze(-1), aux
 

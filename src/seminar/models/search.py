@@ -18,6 +18,7 @@ from seminar.models.attention import TargetAttention
 from seminar.models.embedding import PairEmbedding
 
 NEG_INF = float("-inf")
+KeyTables = tuple[Tensor, Tensor]  # per distinct id: query keys [Uq, d], item keys [Ui, M-1, d]
 
 
 @dataclass
@@ -70,7 +71,7 @@ class BilinearSearch(GeneralSearch):
     the GSU at inference (:mod:`seminar.retrieval.gsu`).
     """
 
-    def key_tables(self, pair: PairEmbedding) -> tuple[Tensor, Tensor]:
+    def key_tables(self, pair: PairEmbedding) -> KeyTables:
         """(query keys [Uq, d], item keys [Ui, M-1, d]) over the distinct ids of ``pair``."""
         return pair.weighted_channel_tables()
 
@@ -78,9 +79,9 @@ class BilinearSearch(GeneralSearch):
         """u [B, C, d] of every target."""
         raise NotImplementedError
 
-    def keys(self, pair: PairEmbedding) -> Tensor:
-        """Σ_m z_m gathered for every behaviour of ``pair``: [..., d]."""
-        query, items = self.key_tables(pair)
+    def keys(self, pair: PairEmbedding, tables: KeyTables | None = None) -> Tensor:
+        """Σ_m z_m gathered for every behaviour of ``pair``: [..., d] (from ``tables`` when given)."""
+        query, items = tables if tables is not None else self.key_tables(pair)
         return F.embedding(pair.query_inverse, query) + F.embedding(pair.item_inverse, items.sum(dim=1))
 
     def factorised_relevance(self, inputs: SearchInputs) -> Tensor:
@@ -202,24 +203,26 @@ class SeminarSearch(BilinearSearch):
         self.projections = nn.Parameter(torch.eye(dim).repeat(n_channels, 1, 1))  # M d d
         self.attention = TargetAttention(dim, heads, values=False)
 
-    def logits(self, inputs: SearchInputs) -> Tensor:
+    def relevance(self, inputs: SearchInputs, history_tables: KeyTables | None = None) -> Tensor:
+        """Logits over all L behaviours; ``history_tables`` are :meth:`key_tables` of the history,
+        passed in when the caller needs them again (the training step projects the history once)."""
+        keys = self.keys(inputs.history, history_tables)
         target = inputs.target.projected(self.projections)
-        keys = inputs.history.projected(self.projections)
         return self.attention.relevance(target, keys, inputs.mask)
 
-    def relevance(self, inputs: SearchInputs) -> Tensor:
-        return self.logits(inputs)
-
-    def key_tables(self, pair: PairEmbedding) -> tuple[Tensor, Tensor]:
+    def key_tables(self, pair: PairEmbedding) -> KeyTables:
         return pair.weighted_channel_tables(self.projections)
 
-    def logits_at(self, inputs: SearchInputs, positions: Tensor) -> Tensor:
+    def logits_at(
+        self, inputs: SearchInputs, positions: Tensor, history_tables: KeyTables | None = None
+    ) -> Tensor:
         """GSU logits [B, C, K] of the kept behaviours only: what the consistency loss trains.
 
-        Equal to ``logits(inputs)`` gathered at ``positions``, but its cost and backward are O(K),
-        not O(L), which keeps SEMINAR's training step close to TWIN's.
+        Equal to ``relevance(inputs)`` gathered at ``positions``, but the attention and its backward
+        are O(K), not O(L), which keeps SEMINAR's training step close to TWIN's.
         """
-        keys = inputs.history.projected_at(self.projections, positions)
+        tables = history_tables if history_tables is not None else self.key_tables(inputs.history)
+        keys = inputs.history.sum_at(tables, positions)
         return torch.einsum("bcd,bckd->bck", self.query_vectors(inputs), keys)
 
     def query_vectors(self, inputs: SearchInputs) -> Tensor:
