@@ -62,6 +62,8 @@ def test_prepare_tables_from_csv(tmp_path: Path) -> None:
     )
     items = tmp_path / "items.csv"
     items.write_text("sku,name,tags\n" + "\n".join(f"s{i},Thing {i},a|b" for i in range(20)) + "\n")
+    users = tmp_path / "users.csv"
+    users.write_text("uid,age,city\n" + "\n".join(f"u{u},{20 + u},c{u}" for u in range(5)) + "\n")
     code = main(
         [
             "prepare",
@@ -82,6 +84,10 @@ def test_prepare_tables_from_csv(tmp_path: Path) -> None:
             "name",
             "--attribute-cols",
             "tags",
+            "--users",
+            str(users),
+            "--user-features",
+            "age",
             "--text-encoder",
             "hashing:16",
             "--negatives",
@@ -95,6 +101,9 @@ def test_prepare_tables_from_csv(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["counts"]["search_behaviours"] == 18
     assert manifest["vectors"]["item_text"]["dim"] == 16
+    assert manifest["user_fields"] == ["age"] and manifest["counts"]["user_attributes"] == 5
+    assert manifest["skipped"]["users without features (kept with none)"] == 1  # u5
+    assert manifest["raw_inputs"][-1]["path"] == str(users)
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:

@@ -69,7 +69,13 @@ def _source_recbole(args: argparse.Namespace):
         query_fields=args.query_fields.split(",") if args.query_fields else None,
         query_fraction=args.query_fraction,
         seed=args.seed,
+        user_feature_fields=_comma_list(args.user_feature_fields),
     )
+
+
+def _comma_list(value: str | None) -> list[str] | None:
+    """``a,b`` -> ``["a", "b"]``; None stays None (the option was not given: use the default)."""
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _source_tables(args: argparse.Namespace):
@@ -84,8 +90,11 @@ def _source_tables(args: argparse.Namespace):
         image_path=args.image_col,
         attributes=[a for a in (args.attribute_cols or "").split(",") if a],
         multi_value_separator=args.multi_value_sep,
+        user_features=_comma_list(args.user_features),
     )
-    return read_interaction_tables(args.interactions, args.items, cols, image_root=args.image_root)
+    return read_interaction_tables(
+        args.interactions, args.items, cols, image_root=args.image_root, users=args.users
+    )
 
 
 def _source_kuaisar(args: argparse.Namespace):
@@ -136,7 +145,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     _add_build_options(p)
     p.set_defaults(read=_source_ml100k)
 
-    p = sources.add_parser("recbole", help="RecBole atomic files (.inter/.item)")
+    p = sources.add_parser("recbole", help="RecBole atomic files (.inter/.item/.user)")
     p.add_argument("directory", type=Path)
     p.add_argument("--name", default=None, help="file stem (default: the directory name)")
     p.add_argument("--user-field", default="user_id")
@@ -145,10 +154,15 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title-field", default=None)
     p.add_argument("--query-fields", default=None, help="item fields to generate queries from (comma list)")
     p.add_argument("--query-fraction", type=float, default=1.0)
+    p.add_argument(
+        "--user-feature-fields",
+        default=None,
+        help="token fields of the .user file stored as user features (comma list; default: all)",
+    )
     _add_build_options(p)
     p.set_defaults(read=_source_recbole)
 
-    p = sources.add_parser("tables", help="your own CSV/Parquet interactions (+ optional items)")
+    p = sources.add_parser("tables", help="your own CSV/Parquet interactions (+ optional items and users)")
     p.add_argument(
         "--interactions", type=Path, required=True, help="CSV or Parquet file, one behaviour per row"
     )
@@ -164,6 +178,14 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", type=Path, default=None, help="relative image paths start here")
     p.add_argument("--attribute-cols", default=None, help="comma list of attribute columns of the items file")
     p.add_argument("--multi-value-sep", default="|", help="separator inside multi-valued attributes")
+    p.add_argument(
+        "--users", type=Path, default=None, help="CSV or Parquet file, one user per row (user profile)"
+    )
+    p.add_argument(
+        "--user-features",
+        default=None,
+        help="comma list of user feature columns of the users file (default: every column but the user id)",
+    )
     _add_build_options(p)
     p.set_defaults(read=_source_tables)
 
@@ -350,6 +372,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         heads=args.heads,
         top_k=args.top_k,
         fusion_lambda=args.fusion_lambda,
+        user_features=not args.no_user_features,
         seed=args.seed,
     )
     summary = finetune(
@@ -411,6 +434,11 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=50, help="behaviours the GSU keeps for the ESU")
     p.add_argument(
         "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"
+    )
+    p.add_argument(
+        "--no-user-features",
+        action="store_true",
+        help="leave the dataset's user profile attributes out of the user vector (id embedding only)",
     )
     p.set_defaults(func=cmd_train)
 

@@ -30,6 +30,9 @@ MODEL_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {
 
 
 def _config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A saved model config; a config class with its own ``from_dict`` (legacy keys) decides itself."""
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(values)
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in known})
 

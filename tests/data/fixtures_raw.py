@@ -53,6 +53,8 @@ class KuaiSARFixture:
     # item id -> (title or None, author list, [l1, l2, l3, l4] lists)
     items: dict[int, tuple[str | None, list[str], list[list[str]]]] = field(default_factory=dict)
     missing_items: list[int] = field(default_factory=list)  # shown in search, absent from item file
+    # user id -> {column: value as written} for every row of user_features.csv
+    user_features: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 def _human(ms: int) -> str:
@@ -148,6 +150,8 @@ def write_kuaisar(root: Path, *, n_users: int = 12, n_items: int = 40, seed: int
     ]
     user_rows.append([29_999_999, 1, 1, 0, 0])  # a user without behaviours
     _write_csv(root / "user_features.csv", USER_HEADER, user_rows)
+    for row in user_rows:
+        fx.user_features[int(row[0])] = dict(zip(USER_HEADER[1:], map(str, row[1:]), strict=True))
     return fx
 
 

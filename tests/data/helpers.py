@@ -54,3 +54,14 @@ def synthetic_dataset(root: Path, **cfg) -> SeminarDataset:
     tables = generate_synthetic(SyntheticConfig(**{"users": 50, "items": 400, "mean_length": 40, **cfg}))
     build_dataset(tables, root, quiet_config(text_encoder="none"))
     return load_dataset(root)
+
+
+def stored_user_features(ds: SeminarDataset) -> dict[str, set[tuple[str, str]]]:
+    """Raw user id -> its stored (field, value) pairs, read back through the id tables."""
+    pair = {
+        row[2]: (row[0], row[1])
+        for row in ds.table("user_attributes").select("field", "value", "user_attribute_id").iter_rows()
+    }
+    raw_ids = ds.table("users").sort("user_index")["raw_id"].to_list()
+    off, ids = ds.user_attr_offsets, ds.user_attr_ids
+    return {raw: {pair[int(i)] for i in ids[off[u] : off[u + 1]]} for u, raw in enumerate(raw_ids)}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from seminar.data.build import build_dataset
+from seminar.data.schema import load_dataset
 from seminar.data.sources.kuaisar import ATTRIBUTE_FIELDS, read_kuaisar
 from seminar.data.tables import DataError
 from tests.data.fixtures_raw import (
@@ -17,6 +20,7 @@ from tests.data.fixtures_raw import (
     first_line_where,
     write_kuaisar,
 )
+from tests.data.helpers import quiet_config, stored_user_features
 
 
 @pytest.fixture
@@ -50,7 +54,6 @@ def test_counts_and_rows_after_click_filters(fx: KuaiSARFixture) -> None:
         "src_inter.csv", "rec_inter.csv", "item_features.csv", "user_features.csv"
     ]
     assert t.params["n_search"] == len(fx.search) and t.params["n_rec"] == len(fx.rec)
-    assert t.params["users_without_features"] == 0
 
 
 def test_search_queries_are_canonical_token_strings(fx: KuaiSARFixture) -> None:
@@ -108,8 +111,50 @@ def test_keyword_list_variants(fx: KuaiSARFixture) -> None:
 def test_user_features_file_is_optional(fx: KuaiSARFixture) -> None:
     (fx.root / "user_features.csv").unlink()
     t = read_kuaisar(fx.root)
-    assert t.params["users_without_features"] is None
+    assert t.users is None and t.user_fields == []
     assert len(t.raw_files) == 3
+
+
+def test_user_features_are_every_other_column_as_strings(fx: KuaiSARFixture) -> None:
+    t = read_kuaisar(fx.root)
+    assert t.user_fields == ["search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"]
+    assert t.users.schema["user"] == pl.Int64
+    assert set(t.users["user"].to_list()) == set(t.interactions["user"].to_list())  # not 29_999_999
+    for row in t.users.iter_rows(named=True):
+        assert {k: v for k, v in row.items() if k != "user"} == {
+            k: [v] for k, v in fx.user_features[row["user"]].items()
+        }
+
+
+def test_user_features_are_stored_and_empty_cells_dropped(fx: KuaiSARFixture, tmp_path: Path) -> None:
+    path = fx.root / "user_features.csv"
+    edit_csv(path, 2, "onehot_feat2", "")
+    first = int(_cell(path, 2, "user_id"))
+    t = read_kuaisar(fx.root)
+    ds = load_dataset(build_dataset(t, tmp_path / "d", quiet_config(negatives=5, text_encoder="none")))
+    stored = stored_user_features(ds)
+    kept = ds.table("users")["raw_id"].to_list()
+    assert stored.keys() == set(kept) and str(first) in kept and len(kept) > 1
+    for raw in kept:
+        expected = {(k, v) for k, v in fx.user_features[int(raw)].items()}
+        if int(raw) == first:
+            expected = {(k, v) for k, v in expected if k != "onehot_feat2"}
+        assert stored[raw] == expected
+    assert "users without features (kept with none)" not in ds.manifest["skipped"]
+
+
+def test_user_on_two_rows_is_named(fx: KuaiSARFixture) -> None:
+    path = fx.root / "user_features.csv"
+    user = _cell(path, 2, "user_id")
+    edit_csv(path, 3, "user_id", user)
+    with pytest.raises(DataError, match=rf"user_features\.csv: line 3: user_id {user} appears on two rows"):
+        read_kuaisar(fx.root)
+
+
+def _cell(path: Path, line: int, column: str) -> str:
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[line - 1][rows[0].index(column)]
 
 
 @pytest.mark.parametrize(

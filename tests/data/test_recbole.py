@@ -7,8 +7,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from seminar.data.build import build_dataset
+from seminar.data.schema import load_dataset
 from seminar.data.sources.recbole import embedded_ml100k_dir, read_ml100k, read_recbole
 from seminar.data.tables import DataError
+from tests.data.helpers import quiet_config, stored_user_features
 
 
 def _write(root: Path, name: str, inter: str, item: str | None = None) -> Path:
@@ -76,3 +79,82 @@ def test_embedded_ml100k_reads_without_importing_recbole() -> None:
     assert 0.45 < share < 0.55
     genres = set(tables.items["class"].explode().drop_nulls().to_list())
     assert "Comedy" in genres and all(len(g) > 1 for g in genres)
+
+
+# Five users with four behaviours each over twelve items; user 5 has no row in the .user file.
+USER_INTER = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+    f"{u}\t{10 + (u + k) % 12}\t{100 * k}\n" for u in range(1, 6) for k in range(4)
+)
+USER_ITEM = "item_id:token\tmovie_title:token_seq\n" + "".join(f"{i}\tFilm {i}\n" for i in range(10, 22))
+USER_FILE = (
+    "user_id:token\tage:token\tgender:token\tinterests:token_seq\tincome:float\n"
+    "1\t24\tM\tjazz rock\t3.5\n"
+    "2\t53\tF\t\t1.0\n"
+    "3\t23\t\tfolk\t2\n"
+    "4\t33\tM\t rock  pop \t0\n"
+    "99\t40\tF\tjazz\t1\n"
+)
+
+
+def _with_users(root: Path) -> Path:
+    _write(root, root.name, USER_INTER, USER_ITEM)
+    (root / f"{root.name}.user").write_text(USER_FILE)
+    return root
+
+
+def test_user_file_token_fields_become_stored_user_features(tmp_path: Path) -> None:
+    root = _with_users(tmp_path / "toy")
+    tables = read_recbole(root, query_fraction=0.0)
+    assert tables.user_fields == ["age", "gender", "interests"]  # float fields are ignored
+    assert tables.raw_files[-1] == root / "toy.user"
+    ds = load_dataset(build_dataset(tables, tmp_path / "d", quiet_config(negatives=2)))
+    stored = stored_user_features(ds)
+    assert stored["1"] == {("age", "24"), ("gender", "M"), ("interests", "jazz"), ("interests", "rock")}
+    assert stored["2"] == {("age", "53"), ("gender", "F")}  # empty token_seq: no value
+    assert stored["3"] == {("age", "23"), ("interests", "folk")}  # empty token: no value
+    assert stored["4"] == {("age", "33"), ("gender", "M"), ("interests", "rock"), ("interests", "pop")}
+    assert stored["5"] == set()
+    assert ds.manifest["skipped"]["users without features (kept with none)"] == 1
+    assert ("age", "40") not in set(ds.table("user_attributes").select("field", "value").rows())
+
+
+def test_user_feature_fields_restrict_and_unknown_ones_are_listed(tmp_path: Path) -> None:
+    root = _with_users(tmp_path / "toy")
+    tables = read_recbole(root, query_fraction=0.0, user_feature_fields=["gender"])
+    assert tables.user_fields == ["gender"] and tables.users.columns == ["user", "gender"]
+    assert tables.params["user_feature_fields"] == ["gender"]
+    assert read_recbole(root, query_fraction=0.0, user_feature_fields=[]).users is None
+    with pytest.raises(
+        DataError, match=r"toy\.user: unknown user feature field\(s\) \['income', 'job'\]"
+    ) as info:
+        read_recbole(root, user_feature_fields=["gender", "income", "job"])
+    assert "['age', 'gender', 'interests']" in str(info.value)
+
+
+def test_user_file_needs_the_user_field(tmp_path: Path) -> None:
+    root = _with_users(tmp_path / "toy")
+    (root / "toy.user").write_text("uid:token\tage:token\n1\t24\n")
+    with pytest.raises(DataError, match=r"toy\.user: no user field 'user_id'"):
+        read_recbole(root)
+
+
+def test_no_user_file_means_no_user_features(tmp_path: Path) -> None:
+    tables = read_recbole(_write(tmp_path / "toy", "toy", INTER, ITEM), query_fraction=0.0)
+    assert tables.users is None and tables.user_fields == []
+    with pytest.raises(DataError, match=r"toy\.user: file not found"):
+        read_recbole(tmp_path / "toy", user_feature_fields=["age"])
+
+
+def test_embedded_ml100k_has_four_user_fields() -> None:
+    tables = read_ml100k()
+    assert tables.user_fields == ["age", "gender", "occupation", "zip_code"]
+    assert tables.users.height == 943 and tables.users["user"].is_unique().all()
+    first = tables.users.filter(pl.col("user") == "1").row(0, named=True)
+    assert first == {
+        "user": "1",
+        "age": ["24"],
+        "gender": ["M"],
+        "occupation": ["technician"],
+        "zip_code": ["85711"],
+    }
+    assert tables.raw_files[-1].name == "ml-100k.user"

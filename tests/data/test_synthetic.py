@@ -61,3 +61,26 @@ def test_builds_with_all_four_channels(tmp_path: Path) -> None:
     assert set(ds.vectors) == {"query_text", "item_text", "item_image"}
     assert ds.n_attributes > 0
     assert np.all(ds.vectors["query_text"][:2] == 0)  # padding and empty query rows
+
+
+def test_profile_names_each_users_main_topic_and_leaves_behaviours_alone(tmp_path: Path) -> None:
+    cfg = SyntheticConfig(users=40, items=1000, mean_length=300, topics=16, topics_per_user=2)
+    tables = generate_synthetic(cfg)
+    plain = generate_synthetic(SyntheticConfig(**{**cfg.__dict__, "user_profile": False}))
+    assert plain.users is None and plain.user_fields == []
+    assert tables.interactions.equals(plain.interactions)  # the profile draws from its own generator
+    category = dict(
+        zip(tables.items["item"].to_list(), tables.items["category"].list.first().to_list(), strict=True)
+    )
+    topics = tables.users["favourite_topic"].list.first().to_list()
+    favourite = dict(zip(tables.users["user"].to_list(), topics, strict=True))
+    agree = []
+    for user, items in tables.interactions.group_by("user").agg("item").iter_rows():
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[category[item]] = counts.get(category[item], 0) + 1
+        agree.append(max(counts, key=counts.__getitem__)[1:] == favourite[user][1:])
+    assert np.mean(agree) > 0.8  # most users' commonest category is their favourite topic
+    ds = synthetic_dataset(tmp_path / "d", users=30, items=300, mean_length=30)
+    assert ds.manifest["user_fields"] == ["favourite_topic", "region"]
+    assert ds.n_user_attributes > 0 and ds.user_attributes_padded().shape == (ds.n_users, 2)

@@ -12,7 +12,7 @@ from seminar.data.build import build_dataset
 from seminar.data.schema import load_dataset
 from seminar.data.sources.tables import TableColumns, read_interaction_tables
 from seminar.data.tables import DataError
-from tests.data.helpers import quiet_config
+from tests.data.helpers import quiet_config, stored_user_features
 
 COLS = TableColumns(
     user="uid",
@@ -124,3 +124,65 @@ def test_image_paths_resolve_against_image_root(tmp_path: Path) -> None:
     )
     assert tables.image_root == tmp_path
     assert np.all(tables.items["image_path"].str.starts_with("img/").to_numpy())
+
+
+def _users_file(tmp_path: Path, text: str, fmt: str = "csv") -> Path:
+    path = tmp_path / "users.csv"
+    path.write_text(text)
+    if fmt == "parquet":
+        pl.read_csv(path, infer_schema=False).write_parquet(tmp_path / "users.parquet")
+        return tmp_path / "users.parquet"
+    return path
+
+
+USERS = "uid,age,country,note\nu0,20,FR,vip\nu1,,DE,\nu2, 30 ,FR,\nu3,40,,new\nstranger,50,US,\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_users_file_columns_become_user_features(tmp_path: Path, fmt: str) -> None:
+    inter, items = _files(tmp_path)
+    users = _users_file(tmp_path, USERS, fmt)
+    tables = read_interaction_tables(inter, items, COLS, users=users)
+    assert tables.user_fields == ["age", "country", "note"] and tables.raw_files[-1] == users
+    ds = load_dataset(build_dataset(tables, tmp_path / "d", quiet_config(negatives=3)))
+    stored = stored_user_features(ds)
+    assert stored["u0"] == {("age", "20"), ("country", "FR"), ("note", "vip")}
+    assert stored["u1"] == {("country", "DE")}  # empty cells are no value
+    assert stored["u2"] == {("age", "30"), ("country", "FR")}  # stripped
+    assert stored["u4"] == set()
+    assert ds.manifest["skipped"]["users without features (kept with none)"] == 1
+    assert ds.manifest["user_fields"] == ["age", "country", "note"]
+
+
+def test_user_features_option_picks_columns(tmp_path: Path) -> None:
+    inter, items = _files(tmp_path)
+    cols = TableColumns(**{**vars(COLS), "user_features": ["country"]})
+    tables = read_interaction_tables(inter, items, cols, users=_users_file(tmp_path, USERS))
+    assert tables.user_fields == ["country"] and tables.users.columns == ["user", "country"]
+    assert tables.params["user_features"] == ["country"]
+
+
+@pytest.mark.parametrize(
+    ("text", "features", "message"),
+    [
+        ("id,age\nu0,20\n", None, r"missing column\(s\) \['uid'\]; the file has \['id', 'age'\]"),
+        (USERS, ["age", "height"], r"missing column\(s\) \['height'\]; the file has \['uid', 'age'"),
+        (USERS + "u2,31,FR,\n", None, r"row 6 \(line 7\): user 'u2' appears more than once"),
+        ("uid,age\nu0,20\n,30\n", None, r"row 2 \(line 3\), column 'uid': empty id"),
+    ],
+)
+def test_bad_users_files_are_named(
+    tmp_path: Path, text: str, features: list[str] | None, message: str
+) -> None:
+    inter, items = _files(tmp_path)
+    cols = TableColumns(**{**vars(COLS), "user_features": features})
+    with pytest.raises(DataError, match=message) as info:
+        read_interaction_tables(inter, items, cols, users=_users_file(tmp_path, text))
+    assert "users.csv" in str(info.value)
+
+
+def test_user_features_without_users_file_is_an_error(tmp_path: Path) -> None:
+    inter, items = _files(tmp_path)
+    cols = TableColumns(**{**vars(COLS), "user_features": ["age"]})
+    with pytest.raises(DataError, match="no users file"):
+        read_interaction_tables(inter, items, cols)

@@ -3,6 +3,7 @@ right sign and temperature, fast paths equal their references."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,12 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> SeminarDataset:
 
 @pytest.fixture(scope="module")
 def tables(ds: SeminarDataset) -> FeatureTables:
-    return FeatureTables.from_dataset(ds)
+    """The dataset's tables plus a random user profile (synthetic data has none): up to 3 of 7 values
+    per user, the last user with none, so every model test also runs the user-feature path."""
+    generator = torch.Generator().manual_seed(0)
+    profile = torch.randint(0, 8, (ds.n_users, 3), generator=generator)
+    profile[-1] = 0
+    return replace(FeatureTables.from_dataset(ds), n_user_attributes=7, user_attributes=profile)
 
 
 def train_batch(ds: SeminarDataset, length: int = 24, n: int = 32) -> dict[str, torch.Tensor]:
@@ -44,6 +50,33 @@ def test_every_ranker_parameter_gets_a_gradient(
     loss.backward()
     missing = [n for n, p in ranker.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_user_profile_enters_the_user_vector(tables: FeatureTables) -> None:
+    ranker = Ranker(tables, RankerConfig(dim=16, heads=2))
+    assert ranker.user_features is not None
+    users = torch.arange(tables.n_users)
+    with torch.no_grad():
+        got = ranker.user_vector(users) - ranker.users(users)
+    for user in range(tables.n_users):
+        ids = [int(v) for v in tables.user_attributes[user] if v > 0]
+        want = ranker.user_features.weight[ids].mean(dim=0) if ids else torch.zeros(16)
+        torch.testing.assert_close(got[user], want.detach(), rtol=1e-5, atol=1e-6)
+    plain = Ranker(tables, RankerConfig(dim=16, heads=2, user_features=False))
+    assert plain.user_features is None
+    assert not any(name.startswith("user_features") for name in plain.state_dict())
+    # the profile module is made last: every other module starts from the same seeded weights
+    with_profile = {k: v for k, v in ranker.state_dict().items() if not k.startswith("user_features")}
+    assert with_profile.keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in with_profile.items())
+
+
+def test_ranker_config_round_trips_and_reads_legacy_runs_without_user_features() -> None:
+    config = RankerConfig(model="twin", top_k=7)
+    assert RankerConfig.from_dict(config.to_dict()) == config
+    assert RankerConfig.from_dict({**config.to_dict(), "unknown_key": 1}) == config
+    legacy = {k: v for k, v in config.to_dict().items() if k != "user_features"}
+    assert RankerConfig.from_dict(legacy).user_features is False
 
 
 def test_every_psu_parameter_gets_a_gradient(ds: SeminarDataset, tables: FeatureTables) -> None:

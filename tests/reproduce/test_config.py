@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from seminar.data.tables import DataError
 from seminar.reproduce.cells import plan_cells, unique_specs
 from seminar.reproduce.config import PSU_TASKS, ConfigError, load_config, parse_config
-from seminar.reproduce.sources import KuaisarOptions, Ml100kOptions
+from seminar.reproduce.sources import KuaisarOptions, Ml100kOptions, TablesOptions, read_source
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -66,6 +67,21 @@ def test_source_options_are_checked_per_source() -> None:
     dataset = parse_config(data).datasets[0]
     assert isinstance(dataset.options, KuaisarOptions) and dataset.options.directory == Path("raw")
     assert dataset.build.text_encoder == "none"  # token ids: no text encoder by default
+
+
+def test_tables_source_reads_a_users_file(tmp_path: Path) -> None:
+    inter, users = tmp_path / "clicks.csv", tmp_path / "users.csv"
+    inter.write_text("user,item,timestamp\na,x,1\na,y,2\na,z,3\n")
+    users.write_text("user,age,city\na,30,Paris\n")
+    options = {"interactions": str(inter), "users": str(users), "user_features": ["city"]}
+    dataset = parse_config(config_with(datasets=[{"name": "t", "source": "tables", "options": options}]))
+    tables_options = dataset.datasets[0].options
+    assert isinstance(tables_options, TablesOptions) and tables_options.users == users
+    tables = read_source("tables", tables_options, seed=0)
+    assert tables.user_fields == ["city"] and tables.users.rows() == [("a", ["Paris"])]
+    users.unlink()
+    with pytest.raises(DataError, match=r"users: .*users\.csv does not exist"):
+        read_source("tables", tables_options, seed=0)
 
 
 def test_unknown_source_and_bad_model_name() -> None:

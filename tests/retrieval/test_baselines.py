@@ -79,3 +79,13 @@ def test_exact_topk_sorted() -> None:
     merged = (seq * GAMMAS[None, :, None]).sum(1) @ (target * GAMMAS[:, None]).sum(0)
     assert np.all(np.diff(merged[idx]) <= 0)
     assert set(idx.tolist()) == set(np.argsort(-merged)[:K].tolist())
+
+
+def test_recall_counts_ties_up_to_float_rounding_only() -> None:
+    scores = np.array([5.0, 3.0, 2.0, 2.0, np.nextafter(np.float32(2.0), np.float32(0.0)), 1.0], np.float32)
+    truth = np.array([0, 1, 2])
+    assert recall_at_k(np.array([0, 1, 3]), truth, 3, scores) == 1.0  # an exact tie
+    assert recall_at_k(np.array([0, 1, 4]), truth, 3, scores) == 1.0  # one ulp below: rounding
+    assert recall_at_k(np.array([0, 1, 5]), truth, 3, scores) == 2 / 3  # a real miss
+    assert recall_at_k(np.array([0, 1, 4]), truth, 3) == 2 / 3  # without scores: ids only
+    assert recall_at_k(np.array([0, -1, 1]), truth, 3, scores) == 2 / 3  # padding never counts

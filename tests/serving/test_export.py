@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from seminar.cli import main
+from seminar.experiment import load_run_model
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.retrieval.gsu import PQ_FILE, PQGsuConfig
 from seminar.retrieval.pq import MultiModalPQ
@@ -18,7 +19,7 @@ from seminar.serving import ExportError, load_export, verify_export
 from seminar.serving.bundle import FEATURES, MANIFEST, WEIGHTS
 from seminar.serving.export import export_run
 from seminar.train.checkpoint import save_checkpoint
-from tests.serving.conftest import PQ, TOP_K, Trained, reference_ranker
+from tests.serving.conftest import PQ, TOP_K, Trained
 
 
 def copy_export(trained: Trained, tmp_path: Path) -> Path:
@@ -39,11 +40,13 @@ def test_round_trip_rebuilds_the_trained_model(trained: Trained) -> None:
         PQ_FILE,
         *(f"ids/{n}.parquet" for n in ("users", "items", "queries")),
     }
-    reference = reference_ranker(trained)
+    reference = load_run_model(trained.run, trained.tables)  # the run itself, GSU not replaced
     mine = export.ranker.state_dict()
+    assert mine.keys() == reference.state_dict().keys()
     for name, value in reference.state_dict().items():
-        if name in mine:
-            assert torch.equal(mine[name], value), name
+        assert torch.equal(mine[name], value), name
+    assert reference.user_features is not None  # the synthetic users carry a profile
+    assert torch.equal(export.ranker.user_attributes, reference.user_attributes)
     for name in ("query_content", "item_text_content", "item_image_content", "item_attributes"):
         if hasattr(reference.embedding, name):
             assert torch.equal(getattr(export.ranker.embedding, name), getattr(reference.embedding, name))

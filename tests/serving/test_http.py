@@ -59,7 +59,9 @@ def test_append_score_and_inspect(client: TestClient, trained: Trained) -> None:
     assert short["k"] == 2 and short["results"][0]["behaviours"] == []
     # the synthetic dataset's raw item ids are numbers: a client may send them as JSON integers
     numeric = client.post("/score", json={**body, "items": [int(ids.items[7])]}).json()
-    assert numeric["results"][0]["probability"] == scored["results"][0]["probability"]
+    # one candidate instead of three: the same score up to float rounding of the batch shape
+    first = scored["results"][0]["probability"]
+    assert numeric["results"][0]["probability"] == pytest.approx(first, rel=1e-6)
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["users"] == 1 and health["behaviours"] == 45
 

@@ -136,6 +136,9 @@ def test_checkpoint_round_trip(ds: SeminarDataset, tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "last", other, state, {"second": True})
     assert load_checkpoint(tmp_path / "last", model)[1] == {"second": True}
     assert not list(tmp_path.glob(".last.*"))
+    bigger = TinyModel(ds.n_items + 5, seed=3)  # another dataset: the embedding has more rows
+    with pytest.raises(ValueError, match=r"last: the saved weights do not fit this model"):
+        load_checkpoint(tmp_path / "last", bigger)
 
 
 def _truncate(path: Path) -> None:

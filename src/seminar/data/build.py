@@ -88,18 +88,22 @@ def order_behaviours(
     return frame.drop("_row")
 
 
-def _attribute_csr(
-    items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
+def _field_csr(
+    frame: pl.DataFrame, key: str, fields: list[str], keys: pl.Series, first_row: int, id_name: str, what: str
 ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
-    """Attribute ids per item (CSR over item ids 0..n) and the (field, value) vocabulary."""
-    n_items = item_vocab.len()
+    """Categorical (field, value) ids per key as CSR, and their vocabulary sorted by (field, value).
+
+    ``keys[i]`` owns CSR row ``first_row + i`` (items start at 1 so row 0 is padding; users at 0),
+    so item attributes and user features share one implementation. Ids start at 1 (0 pads);
+    null and empty values are dropped, and a value repeated within a key is stored once.
+    """
     parts = []
     for name in fields:
-        col = items[name]
+        col = frame[name]
         if col.dtype != pl.List(pl.String):
-            raise DataError(f"attribute field {name!r} must be a list of strings, got {col.dtype}")
+            raise DataError(f"{what} field {name!r} must be a list of strings, got {col.dtype}")
         parts.append(
-            items.select(pl.col(ITEM), pl.col(name).alias("value"))
+            frame.select(pl.col(key), pl.col(name).alias("value"))
             .explode("value")
             .drop_nulls("value")
             .filter(pl.col("value").str.len_chars() > 0)
@@ -108,18 +112,32 @@ def _attribute_csr(
     if parts:
         pairs = pl.concat(parts).unique(maintain_order=True)
     else:
-        pairs = pl.DataFrame(schema={ITEM: item_vocab.dtype, "value": pl.String, "field": pl.String})
+        pairs = pl.DataFrame(schema={key: keys.dtype, "value": pl.String, "field": pl.String})
     vocab = pairs.select("field", "value").unique().sort(["field", "value"])
-    vocab = vocab.with_columns(pl.int_range(1, vocab.height + 1, dtype=pl.Int32).alias("attribute_id"))
-    item_ids = pl.DataFrame({ITEM: item_vocab, "item_id": np.arange(1, n_items + 1, dtype=np.int32)})
+    vocab = vocab.with_columns(pl.int_range(1, vocab.height + 1, dtype=pl.Int32).alias(id_name))
+    rows = pl.DataFrame({key: keys, "_row": np.arange(first_row, first_row + keys.len(), dtype=np.int64)})
     pairs = (
-        pairs.join(item_ids, on=ITEM, how="inner")
+        pairs.join(rows, on=key, how="inner")
         .join(vocab, on=["field", "value"], how="inner")
-        .sort(["item_id", "attribute_id"])
+        .sort(["_row", id_name])
     )
-    counts = np.bincount(pairs["item_id"].to_numpy(), minlength=n_items + 1)
+    counts = np.bincount(pairs["_row"].to_numpy(), minlength=first_row + keys.len())
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return offsets, pairs["attribute_id"].to_numpy().astype(np.int32), vocab
+    return offsets, pairs[id_name].to_numpy().astype(np.int32), vocab
+
+
+def _attribute_csr(
+    items: pl.DataFrame, fields: list[str], item_vocab: pl.Series
+) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+    """Attribute ids per item (CSR over item ids 0..n) and the (field, value) vocabulary."""
+    return _field_csr(items, ITEM, fields, item_vocab, 1, "attribute_id", "attribute")
+
+
+def _user_attribute_csr(
+    users: pl.DataFrame, fields: list[str], user_vocab: pl.Series
+) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+    """User attribute ids per user (CSR over user indices 0..U-1) and their own vocabulary."""
+    return _field_csr(users, USER, fields, user_vocab, 0, "user_attribute_id", "user")
 
 
 def _representative_queries(
@@ -142,12 +160,17 @@ def _raw_inputs(files: list[Path]) -> list[dict[str, Any]]:
 
 
 def source_fingerprint(tables: SourceTables, config: BuildConfig) -> dict[str, Any]:
-    """What decides the dataset's content: raw file hashes, source options, build options."""
+    """What decides the dataset's content: raw file hashes, source options, build options.
+
+    ``user_fields`` is part of it so that a dataset prepared before user features were stored
+    (its manifest has no such key) never matches and is rebuilt rather than trusted.
+    """
     split = asdict(config.split)
     return {
         "source": tables.name,
         "params": {k: str(v) for k, v in sorted(tables.params.items())},
         "raw_inputs": _raw_inputs(tables.raw_files),
+        "user_fields": list(tables.user_fields),
         "build": {
             "text_encoder": config.text_encoder,
             "image_encoder": config.image_encoder,
@@ -219,6 +242,10 @@ def build_dataset(
 
     items = _items_frame(tables, item_vocab, skipped)
     attr_offsets, attr_ids, attr_vocab = _attribute_csr(items, tables.attribute_fields, item_vocab)
+    users = _users_frame(tables, user_vocab, skipped)
+    user_attr_offsets, user_attr_ids, user_attr_vocab = _user_attribute_csr(
+        users, tables.user_fields, user_vocab
+    )
     steps.update()
 
     rng = np.random.default_rng(config.split.seed)
@@ -245,23 +272,32 @@ def build_dataset(
             "behaviour": behaviour,
             "attr_offsets": attr_offsets,
             "attr_ids": attr_ids,
+            "user_attr_offsets": user_attr_offsets,
+            "user_attr_ids": user_attr_ids,
             "representative_query": rep_query,
             "test_negatives": test_neg,
             "valid_negatives": valid_neg,
         }
-        all_files = {**schema.SEQUENCE_FILES, **schema.ITEM_FILES, **schema.SPLIT_FILES, **schema.TOKEN_FILES}
+        all_files = {
+            **schema.SEQUENCE_FILES,
+            **schema.ITEM_FILES,
+            **schema.USER_FILES,
+            **schema.SPLIT_FILES,
+            **schema.TOKEN_FILES,
+        }
         arrays.update(tokens)
         for name, arr in arrays.items():
             rel, dtype = all_files[name]
             save_npy_atomic(work / rel, arr.astype(dtype, copy=False))
         for channel, arr in vectors.items():
             save_npy_atomic(work / schema.vector_path(channel), arr.astype(np.float16, copy=False))
-        _write_tables(work, user_vocab, items, item_vocab, query_vocab, attr_vocab)
+        _write_tables(work, user_vocab, items, item_vocab, query_vocab, attr_vocab, user_attr_vocab)
         counts = {
             "users": int(lengths.size),
             "items": int(n_items),
             "queries": int(n_queries),
             "attributes": int(attr_vocab.height),
+            "user_attributes": int(user_attr_vocab.height),
             "behaviours": int(offsets[-1]),
             "search_behaviours": int(behaviour.sum()),
         }
@@ -271,6 +307,7 @@ def build_dataset(
             "text_kind": tables.text_kind,
             "synthetic_queries": tables.synthetic_queries,
             "attribute_fields": list(tables.attribute_fields),
+            "user_fields": list(tables.user_fields),
             "counts": counts,
             "skipped": skipped,
             "encoders": encoders,
@@ -311,6 +348,36 @@ def _items_frame(tables: SourceTables, item_vocab: pl.Series, skipped: dict[str,
     return aligned
 
 
+def _users_frame(tables: SourceTables, user_vocab: pl.Series, skipped: dict[str, int]) -> pl.DataFrame:
+    """User features aligned with ``user_vocab`` (the kept users); users without a row get none."""
+    fields = list(tables.user_fields)
+    if tables.users is None:
+        if fields:
+            raise DataError(f"{tables.name}: user fields {fields} are named but there is no users table")
+        return pl.DataFrame({USER: user_vocab})
+    users = tables.users
+    if USER not in users.columns:
+        raise DataError(f"{tables.name}: users table has no {USER!r} column; found {users.columns}")
+    missing = [name for name in fields if name not in users.columns]
+    if missing:
+        raise DataError(f"{tables.name}: user field(s) {missing} are not columns of the users table")
+    if users[USER].dtype != user_vocab.dtype:
+        # A raw id that does not cast cannot be a user of the interactions: it is ignored.
+        users = users.with_columns(pl.col(USER).cast(user_vocab.dtype, strict=False))
+    users = users.filter(pl.col(USER).is_not_null())
+    dup = users[USER].is_duplicated()
+    if dup.any():
+        raise DataError(
+            f"{tables.name}: user {users[USER][int(dup.arg_max())]!r} appears twice in the users table"
+        )
+    known = int(user_vocab.is_in(users[USER].implode()).sum())
+    if known < user_vocab.len():
+        skipped["users without features (kept with none)"] = int(user_vocab.len() - known)
+    return pl.DataFrame({USER: user_vocab}).join(
+        users.select(USER, *fields), on=USER, how="left", maintain_order="left"
+    )
+
+
 def _write_tables(
     work: Path,
     users: pl.Series,
@@ -318,6 +385,7 @@ def _write_tables(
     item_vocab: pl.Series,
     query_vocab: pl.Series,
     attr_vocab: pl.DataFrame,
+    user_attr_vocab: pl.DataFrame,
 ) -> None:
     frames = {
         "users": pl.DataFrame(
@@ -333,6 +401,7 @@ def _write_tables(
             }
         ),
         "attributes": attr_vocab,
+        "user_attributes": user_attr_vocab,
     }
     for name, frame in frames.items():
         with atomic_path(work / schema.TABLE_FILES[name]) as tmp:

@@ -38,6 +38,12 @@ ITEM_FILES: dict[str, tuple[str, str]] = {
     "attr_ids": ("items/attr_ids.npy", "int32"),
     "representative_query": ("items/representative_query.npy", "int32"),
 }
+# User attributes: CSR over the 0-based user index of ``sequences/offsets.npy``. Datasets
+# prepared before user features existed have no ``user_fields`` in the manifest and no such files.
+USER_FILES: dict[str, tuple[str, str]] = {
+    "user_attr_offsets": ("users/attr_offsets.npy", "int64"),
+    "user_attr_ids": ("users/attr_ids.npy", "int32"),
+}
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "test_negatives": ("split/test_negatives.npy", "int32"),
     "valid_negatives": ("split/valid_negatives.npy", "int32"),
@@ -53,6 +59,11 @@ TABLE_FILES = {
     "items": "tables/items.parquet",
     "queries": "tables/queries.parquet",
     "attributes": "tables/attributes.parquet",
+    "user_attributes": "tables/user_attributes.parquet",
+}
+# Tables that datasets prepared before user features lack, with their columns (read back empty).
+OPTIONAL_TABLES: dict[str, dict[str, pl.DataType]] = {
+    "user_attributes": {"field": pl.String(), "value": pl.String(), "user_attribute_id": pl.Int32()},
 }
 # Content vector channels and which id space their rows follow.
 VECTOR_CHANNELS = {"query_text": "query", "item_text": "item", "item_image": "item"}
@@ -80,6 +91,13 @@ class SeminarDataset:
     valid_negatives: np.ndarray
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    user_attr_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    user_attr_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+
+    def __post_init__(self) -> None:
+        # No user features (an older dataset): every user has an empty attribute row.
+        if self.user_attr_offsets.size == 0:
+            self.user_attr_offsets = np.zeros(self.n_users + 1, dtype=np.int64)
 
     @property
     def n_users(self) -> int:
@@ -100,16 +118,39 @@ class SeminarDataset:
         return int(self.manifest["counts"]["attributes"])
 
     @property
+    def n_user_attributes(self) -> int:
+        """Number of (field, value) user attributes; valid ids are 1..n_user_attributes."""
+        return int(self.manifest["counts"].get("user_attributes", 0))
+
+    @property
+    def user_fields(self) -> list[str]:
+        return list(self.manifest.get("user_fields", []))
+
+    @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
     def table(self, name: str) -> pl.DataFrame:
-        """Read one of the id tables (users, items, queries, attributes) on demand."""
-        return pl.read_parquet(self.root / TABLE_FILES[name])
+        """Read one of the id tables (users, items, queries, attributes, user_attributes) on demand.
+
+        A table that older datasets lack (``user_attributes``) reads as an empty frame there.
+        """
+        path = self.root / TABLE_FILES[name]
+        if not path.is_file():
+            if name in OPTIONAL_TABLES and "user_fields" not in self.manifest:
+                return pl.DataFrame(schema=OPTIONAL_TABLES[name])
+            raise DataError(
+                f"{self.root}: dataset file {TABLE_FILES[name]} is missing; re-run `seminar prepare`"
+            )
+        return pl.read_parquet(path)
 
     def item_attributes_padded(self, max_attributes: int | None = None) -> np.ndarray:
         """Attribute ids per item as a [n_items + 1, width] matrix padded with 0 (for embedding bags)."""
         return padded_rows(self.attr_offsets, self.attr_ids, max_attributes).astype(np.int32)
+
+    def user_attributes_padded(self, max_attributes: int | None = None) -> np.ndarray:
+        """User attribute ids as a [n_users, width] int32 matrix padded with 0 (row = user index)."""
+        return padded_rows(self.user_attr_offsets, self.user_attr_ids, max_attributes).astype(np.int32)
 
 
 def padded_rows(offsets: np.ndarray, ids: np.ndarray, max_width: int | None = None) -> np.ndarray:
@@ -161,6 +202,8 @@ def load_dataset(root: Path | str, *, mmap: bool = True, check_vectors: bool = T
         name: _load_array(root, rel, dt, mmap)
         for name, (rel, dt) in {**SEQUENCE_FILES, **ITEM_FILES, **SPLIT_FILES}.items()
     }
+    if "user_fields" in manifest:  # written by every build since user features exist
+        arrays.update({name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in USER_FILES.items()})
     tokens: dict[str, np.ndarray] = {}
     if manifest.get("text_kind") == "tokens":
         tokens = {name: _load_array(root, rel, dt, mmap) for name, (rel, dt) in TOKEN_FILES.items()}
@@ -206,6 +249,7 @@ def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
     _check_range(ds, ds.attr_ids, 1, max(ds.n_attributes, 1), ITEM_FILES["attr_ids"][0], "attribute id")
     if ds.representative_query.shape != (ds.n_items + 1,):
         _fail(ds, ITEM_FILES["representative_query"][0], "one query per item id expected")
+    _validate_user_attributes(ds)
     for name in ("test_negatives", "valid_negatives"):
         arr = getattr(ds, name)
         if arr.shape != (ds.n_users, int(ds.manifest["split"]["negatives"])):
@@ -217,6 +261,19 @@ def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
             _fail(ds, vector_path(channel), f"{arr.shape[0]} rows, expected {rows}")
         if check_vectors and not np.isfinite(np.asarray(arr, dtype=np.float32)).all():
             _fail(ds, vector_path(channel), "contains NaN or infinite values")
+
+
+def _validate_user_attributes(ds: SeminarDataset) -> None:
+    """User attribute CSR: one row per user, monotone, ids within the user attribute vocabulary."""
+    off, ids = ds.user_attr_offsets, ds.user_attr_ids
+    rel = USER_FILES["user_attr_offsets"][0]
+    if off.ndim != 1 or off.size != ds.n_users + 1:
+        _fail(ds, rel, f"shape {off.shape}, expected ({ds.n_users + 1},): one row per user")
+    if ids.ndim != 1:
+        _fail(ds, USER_FILES["user_attr_ids"][0], f"shape {ids.shape}, expected one dimension")
+    if off[0] != 0 or off[-1] != ids.size or np.any(np.diff(off) < 0):
+        _fail(ds, rel, f"offsets must rise from 0 to {ids.size} (the number of user attribute ids)")
+    _check_range(ds, ids, 1, ds.n_user_attributes, USER_FILES["user_attr_ids"][0], "user attribute id")
 
 
 def _check_range(ds: SeminarDataset, arr: np.ndarray, lo: int, hi: int, rel: str, what: str) -> None:

@@ -21,6 +21,8 @@ def dataset_summary(ds: SeminarDataset) -> dict[str, Any]:
         "items": counts["items"],
         "queries": counts["queries"] - 1,  # without the empty query
         "attributes": counts["attributes"],
+        "user_fields": list(ds.manifest.get("user_fields", [])),  # absent from older datasets
+        "user_attributes": counts.get("user_attributes", 0),
         "behaviours": counts["behaviours"],
         "search_share": counts["search_behaviours"] / max(counts["behaviours"], 1),
         "length": {
@@ -48,6 +50,8 @@ def summary_table(summary: dict[str, Any], title: str = "dataset") -> Table:
         ("items", f"{summary['items']:,}"),
         ("queries", f"{summary['queries']:,}" + (" (generated)" if summary["synthetic_queries"] else "")),
         ("attribute values", f"{summary['attributes']:,}"),
+        ("user fields", ", ".join(summary["user_fields"]) or "none"),
+        ("user attribute values", f"{summary['user_attributes']:,}"),
         ("behaviours", f"{summary['behaviours']:,}"),
         ("search share", f"{summary['search_share']:.1%}"),
         (

@@ -53,6 +53,13 @@ class SourceTables:
         Precomputed content vectors (synthetic data): channel name -> array aligned with the
         rows of ``items``; query vectors keyed by the distinct query values, aligned with
         ``query_values``.
+    users
+        Optional user profile: one row per user with column ``user`` (same dtype as in
+        ``interactions``) and one ``List(String)`` column per field named in ``user_fields``.
+        Like item attributes, each (field, value) pair becomes a categorical user attribute
+        with its own vocabulary; users missing here (or all users, when ``None``) get none.
+    user_fields
+        The columns of ``users`` that are stored as user attribute fields, in order.
     """
 
     name: str
@@ -68,6 +75,8 @@ class SourceTables:
     query_values: pl.Series | None = None
     query_vectors: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    users: pl.DataFrame | None = None
+    user_fields: list[str] = field(default_factory=list)
 
     def count_skip(self, reason: str, n: int) -> None:
         """Record rows dropped by a documented convention (reported in the manifest)."""

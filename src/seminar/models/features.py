@@ -70,6 +70,8 @@ class FeatureTables:
     n_tokens: int = 0
     item_tokens: Tensor | None = None  # [n_items + 1, T] token ids (+1 shifted), 0 = pad
     query_tokens: Tensor | None = None  # [n_queries + 1, T]
+    n_user_attributes: int = 0
+    user_attributes: Tensor | None = None  # [n_users, A] user attribute ids (profile), 0 = pad
 
     @classmethod
     def from_dataset(
@@ -90,6 +92,10 @@ class FeatureTables:
             item_text_vectors=vectors("item_text"),
             item_image_vectors=vectors("item_image"),
         )
+        if ds.n_user_attributes:
+            tables.n_user_attributes = ds.n_user_attributes
+            profile = ds.user_attributes_padded(max_attributes).astype(np.int64)
+            tables.user_attributes = torch.from_numpy(profile)
         if ds.tokens:
             item_tok = padded_rows(ds.tokens["item_token_offsets"], ds.tokens["item_token_ids"], max_tokens)
             query_tok = padded_rows(

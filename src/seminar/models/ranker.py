@@ -12,7 +12,8 @@ is pulled towards the ESU's (detached), weighted by ``gsu_consistency``.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +52,21 @@ class RankerConfig:
     gate: Gate = "behaviour"
     gsu_consistency: float = 0.1
     hidden: list[int] = field(default_factory=lambda: [128, 64])
+    user_features: bool = True  # pool the dataset's user profile attributes into the user vector
     seed: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RankerConfig:
+        """The config saved with a run or export; unknown keys are ignored.
+
+        Runs saved before user features existed have no ``user_features`` key and were trained
+        without them, so it reads as False there.
+        """
+        known = {f.name for f in fields(cls)}
+        return cls(**{"user_features": False, **{k: v for k, v in values.items() if k in known}})
 
 
 def make_search(
@@ -98,6 +110,13 @@ class Ranker(nn.Module):
             self.behaviour_type = nn.Embedding(2, config.dim)
             self.time_gap = nn.Embedding(TIME_BUCKETS, config.dim)
             self.head = _mlp([4 * config.dim, *config.hidden, 1])
+            # made last, so that adding it leaves every other module's seeded initialisation as it was
+            self.user_features: nn.EmbeddingBag | None = None
+            if config.user_features and tables.user_attributes is not None and tables.n_user_attributes:
+                self.user_features = nn.EmbeddingBag(
+                    tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
+                )
+                self.register_buffer("user_attributes", tables.user_attributes, persistent=False)
 
     def load_pretrained(self, embedding_state: dict[str, Tensor]) -> None:
         """Restore PSU embeddings and content projections as the initialisation (strict)."""
@@ -143,7 +162,7 @@ class Ranker(nn.Module):
         esu_logits = self.esu.logits(target, flat_keys, flat_valid)
         interest, weights = self.esu.attend(esu_logits, flat_keys, flat_valid)
         interest = interest.view(b, c, -1)
-        user = self.users(batch["user"])[:, None].expand(-1, c, -1)
+        user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
         features = torch.cat([interest, user, inputs.target_fused, self._context(batch, queries)], dim=-1)
         aux = torch.zeros((), device=items.device)
         if gsu_tables is not None:
@@ -151,6 +170,13 @@ class Ranker(nn.Module):
             kept = self.search.logits_at(inputs, indices, gsu_tables)
             aux = consistency_loss(kept, weights.detach().mean(dim=2).view(b, c, k), valid)
         return self.head(features).squeeze(-1), aux
+
+    def user_vector(self, users: Tensor) -> Tensor:
+        """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes."""
+        vector = self.users(users)
+        if self.user_features is not None:
+            vector = vector + self.user_features(self.user_attributes[users])
+        return vector
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: BCE of the positive pair (label 1) and its sampled negatives (label 0)."""

@@ -178,6 +178,7 @@ class TrainingConfig:
     monitor: str = "ndcg@10"
     eval_mode: Literal["recommendation", "search", "pair"] = "recommendation"
     fusion_lambda: float = 0.5
+    user_features: bool = True
     align_chunks: int = 4
     temperature: float = 0.07
     device: str = "auto"

@@ -194,6 +194,7 @@ class GridRunner:
                 heads=t.heads,
                 top_k=t.top_k,
                 fusion_lambda=spec.fusion_lambda,
+                user_features=t.user_features,
                 seed=spec.seed,
             )
             train = self.train_config(spec.seed, t.epochs, t.monitor)

@@ -33,7 +33,7 @@ class Ml100kOptions:
 
 @dataclass
 class RecboleOptions:
-    """RecBole atomic files (``.inter``/``.item``) in ``directory``."""
+    """RecBole atomic files (``.inter``/``.item``/``.user``) in ``directory``."""
 
     directory: Path
     name: str | None = None
@@ -43,6 +43,7 @@ class RecboleOptions:
     title_field: str | None = None
     query_fields: list[str] | None = None
     query_fraction: float = 1.0
+    user_feature_fields: list[str] | None = None  # token fields of the .user file; default: all
 
     def __post_init__(self) -> None:
         _check_fraction("query_fraction", self.query_fraction)
@@ -60,12 +61,13 @@ class RecboleOptions:
             query_fields=self.query_fields,
             query_fraction=self.query_fraction,
             seed=seed,
+            user_feature_fields=self.user_feature_fields,
         )
 
 
 @dataclass
 class TablesOptions:
-    """The user's own CSV/Parquet interactions and optional items file (as `prepare tables`)."""
+    """The user's own CSV/Parquet interactions and optional items and users files (as `prepare tables`)."""
 
     interactions: Path
     items: Path | None = None
@@ -78,6 +80,8 @@ class TablesOptions:
     image_root: Path | None = None
     attribute_cols: list[str] = field(default_factory=list)
     multi_value_sep: str = "|"
+    users: Path | None = None
+    user_features: list[str] | None = None  # columns of the users file; default: all but the user id
 
     def read(self, seed: int) -> SourceTables:
         from seminar.data.sources.tables import TableColumns, read_interaction_tables
@@ -91,8 +95,11 @@ class TablesOptions:
             image_path=self.image_col,
             attributes=list(self.attribute_cols),
             multi_value_separator=self.multi_value_sep,
+            user_features=self.user_features,
         )
-        return read_interaction_tables(self.interactions, self.items, columns, image_root=self.image_root)
+        return read_interaction_tables(
+            self.interactions, self.items, columns, image_root=self.image_root, users=self.users
+        )
 
 
 @dataclass

@@ -93,11 +93,14 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int, scores: np.ndarra
 
     With the exact ``scores`` of every position, ties are honoured: a returned position counts when
     its score reaches the k-th best, since repeated behaviours (same query and item) score the same
-    and any of them is a correct answer.
+    and any of them is a correct answer. "Reaches" allows float32 rounding (1e-6 of the largest
+    score's magnitude): a re-rank that sums the same products in another order may put one of
+    several tied behaviours an ulp below the others.
     """
     a = {int(i) for i in np.asarray(approx)[:k] if i >= 0}
     if scores is None:
         e = {int(i) for i in np.asarray(exact)[:k]}
         return len(a & e) / k
     kth = scores[np.asarray(exact)[:k]].min()
-    return min(k, sum(scores[i] >= kth for i in a)) / k
+    tolerance = 1e-6 * float(np.abs(scores).max(initial=0.0))
+    return min(k, sum(scores[i] >= kth - tolerance for i in a)) / k

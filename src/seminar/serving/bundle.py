@@ -7,7 +7,7 @@ hash differs was damaged or edited: both are refused with :class:`ExportError` n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +67,12 @@ def verify_export(root: Path | str) -> dict[str, Any]:
     )
 
 
-def _ranker_config(values: dict[str, Any]) -> RankerConfig:
-    known = {f.name for f in fields(RankerConfig)}
-    return RankerConfig(**{k: v for k, v in values.items() if k in known})
-
-
 def load_export(root: Path | str) -> Export:
     """Verify an export and rebuild its ranker on the CPU (eval mode) with its quantizer and id maps."""
     root = Path(root)
     manifest = verify_export(root)
     try:
-        config = _ranker_config(manifest["model"]["config"])
+        config = RankerConfig.from_dict(manifest["model"]["config"])
         tables = load_feature_tables(root / FEATURES, manifest["features"])
         ranker = Ranker(tables, config)
         load_model(ranker, str(root / WEIGHTS), strict=True, device="cpu")

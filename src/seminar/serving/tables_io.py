@@ -18,8 +18,8 @@ from safetensors.numpy import load_file, save_file
 from seminar.io import atomic_path
 from seminar.models.features import FeatureTables
 
-SIZES = ("n_users", "n_items", "n_queries", "n_attributes", "n_tokens")
-ID_TABLES = ("item_attributes", "item_category", "item_tokens", "query_tokens")
+SIZES = ("n_users", "n_items", "n_queries", "n_attributes", "n_tokens", "n_user_attributes")
+ID_TABLES = ("item_attributes", "item_category", "item_tokens", "query_tokens", "user_attributes")
 VECTOR_TABLES = ("query_vectors", "item_text_vectors", "item_image_vectors")
 
 
@@ -57,4 +57,5 @@ def load_feature_tables(path: Path, sizes: dict[str, Any]) -> FeatureTables:
             tensors[name] = torch.from_numpy(array.astype(np.float32))
         else:
             raise ValueError(f"{path}: unexpected table {name!r}")
-    return FeatureTables(**{name: int(sizes[name]) for name in SIZES}, **tensors)
+    # exports made before user features existed have no n_user_attributes: they had none
+    return FeatureTables(**{name: int(sizes.get(name, 0)) for name in SIZES}, **tensors)

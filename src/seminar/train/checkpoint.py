@@ -90,7 +90,13 @@ def load_weights(directory: Path | str, model: torch.nn.Module) -> Path:
     directory = _resolve(Path(directory))
     verify_checkpoint(directory)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    load_model(model, str(directory / WEIGHTS), strict=True, device=str(device))
+    try:
+        load_model(model, str(directory / WEIGHTS), strict=True, device=str(device))
+    except RuntimeError as exc:  # names or shapes differ: say which run and the likely cause
+        raise ValueError(
+            f"{directory}: the saved weights do not fit this model; was it trained with another model "
+            f"configuration or another dataset (e.g. one prepared without user features)? {exc}"
+        ) from exc
     return directory
 
 

@@ -21,9 +21,10 @@ Columns relied on (others are ignored):
     ``first_level_category_id`` ... ``fourth_level_category_id`` (0 means "empty"). The short
     names ``fst_cate``, ``snd_cate``, ``trd_cate``, ``fth_cate`` are accepted as aliases.
 ``user_features.csv`` (optional)
-    ``user_id`` only: the file is validated and hashed, and users with behaviours but no
-    feature row are counted in ``params``. SEMINAR conditions on behaviours and item content,
-    not on the anonymised one-hot user features.
+    ``user_id`` plus anonymised categorical columns (``search_active_level``,
+    ``rec_active_level``, ``onehot_feat*``). Every column other than ``user_id`` becomes a user
+    feature field whose value is the cell as written (a one-element list of the string; an empty
+    cell is no value). Users with behaviours but no row get no features (the build counts them).
 
 Conventions (each dropped row is counted with :meth:`SourceTables.count_skip`):
 
@@ -41,7 +42,9 @@ Conventions (each dropped row is counted with :meth:`SourceTables.count_skip`):
 * only items that occur in the kept behaviours are returned (the full item file is large);
   a repeated ``item_id`` row in ``item_features.csv`` is dropped after the first;
 * ``max_users`` keeps the behaviours of the ``max_users`` smallest user ids (a deterministic
-  subset for quick experiments), after the click filters.
+  subset for quick experiments), after the click filters;
+* only users with kept behaviours are returned from ``user_features.csv``; such a user on two
+  rows raises :class:`DataError`.
 
 Line numbers in errors are 1-based lines of the CSV file (the header is line 1), assuming one
 record per line, which holds for the release (no field contains a line break).
@@ -233,6 +236,25 @@ def _items(path: Path, wanted: pl.Series, tables: SourceTables) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def _users(path: Path, wanted: pl.Series) -> tuple[pl.DataFrame, list[str]]:
+    """User feature rows of the users in ``wanted``: ``user`` plus one List(String) per column."""
+    fields = [c for c in _header(path) if c != "user_id"]
+    frame = _read(path, ["user_id", *fields])
+    frame = frame.with_columns(_integers(path, frame, "user_id").alias("__user"))
+    frame = frame.filter(pl.col("__user").is_in(wanted.implode()))
+    dup = frame["__user"].is_duplicated() & ~frame["__user"].is_first_distinct()
+    if dup.any():
+        i = int(dup.arg_max())
+        raise DataError(f"{path}: line {frame[_ROW][i]}: user_id {frame['__user'][i]} appears on two rows")
+    columns: dict[str, pl.Expr] = {USER: pl.col("__user")}
+    for name in fields:
+        value = pl.col(name).str.strip_chars()
+        columns[name] = pl.concat_list(value).list.drop_nulls().list.eval(
+            pl.element().filter(pl.element() != "")
+        )
+    return frame.select(**columns), fields
+
+
 def read_kuaisar(root: Path, *, max_users: int | None = None) -> SourceTables:
     """Read a KuaiSAR / KuaiSAR-small folder into merged search + recommendation behaviours."""
     if max_users is not None and max_users < 1:
@@ -259,12 +281,8 @@ def read_kuaisar(root: Path, *, max_users: int | None = None) -> SourceTables:
         inter = inter.filter(mask)
 
     raw_files = [src, rec, item_file]
-    users_without_features: int | None = None
     if user_file.is_file():
-        ufeat = _read(user_file, ["user_id"])
-        known = _integers(user_file, ufeat, "user_id")
-        users = inter[USER].unique()
-        users_without_features = int((~users.is_in(known.implode())).sum())
+        tables.users, tables.user_fields = _users(user_file, inter[USER].unique())
         raw_files.append(user_file)
 
     tables.interactions = inter
@@ -279,6 +297,5 @@ def read_kuaisar(root: Path, *, max_users: int | None = None) -> SourceTables:
         "n_search": int(inter[QUERY].is_not_null().sum()),
         "n_rec": int(inter[QUERY].is_null().sum()),
         "items_without_features": int((~inter[ITEM].unique().is_in(tables.items[ITEM].implode())).sum()),
-        "users_without_features": users_without_features,
     }
     return tables

@@ -3,7 +3,9 @@
 The format: tab-separated, one header line of ``name:type`` fields where type is ``token``,
 ``token_seq`` (space-separated tokens), ``float`` or ``float_seq``. Interactions need user, item
 and timestamp fields. On the item file, ``token`` and ``token_seq`` fields other than the title
-become attribute fields; float fields are not attributes and are ignored.
+become attribute fields; float fields are not attributes and are ignored. On the optional user
+file, ``token`` and ``token_seq`` fields other than the user id become user feature fields (all of
+them, or those named by ``user_feature_fields``); float fields are ignored there too.
 
 The embedded default dataset is MovieLens-100k as shipped inside the ``recbole==1.2.1`` wheel,
 installed with ``--no-deps``: the files are read, the package is never imported.
@@ -97,6 +99,38 @@ def _pick(
     return next((c for c in candidates if c in names), None)
 
 
+def _token_list(frame: pl.DataFrame, field: AtomicField) -> pl.Series:
+    """A ``token`` field as a one-element list, a ``token_seq`` field split on spaces; no empty values."""
+    values = pl.col(field.name).str.strip_chars()
+    listed = values.str.split(" ") if field.kind == "token_seq" else pl.concat_list(values)
+    return frame.select(listed.list.eval(pl.element().filter(pl.element() != ""))).to_series()
+
+
+def read_user_features(
+    path: Path, user_field: str, wanted: list[str] | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """The ``.user`` file as one row per user: ``user`` plus a List(String) column per feature field.
+
+    Every ``token``/``token_seq`` field other than the user id is a feature unless ``wanted``
+    names a subset; a name that is not such a field is an error listing the ones that are.
+    """
+    frame, fields = read_atomic(path)
+    _pick(fields, user_field, (), path, "user")
+    usable = [f for f in fields if f.name != user_field and not f.kind.startswith("float")]
+    available = [f.name for f in usable]
+    if wanted is not None:
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise DataError(
+                f"{path}: unknown user feature field(s) {unknown}; the token fields are {available}"
+            )
+        usable = [f for f in usable if f.name in wanted]
+    columns: dict[str, pl.Series] = {USER: frame[user_field].str.strip_chars()}
+    for field in usable:
+        columns[field.name] = _token_list(frame, field)
+    return pl.DataFrame(columns), [f.name for f in usable]
+
+
 def read_recbole(
     directory: Path,
     name: str | None = None,
@@ -108,8 +142,13 @@ def read_recbole(
     query_fields: list[str] | None = None,
     query_fraction: float = 1.0,
     seed: int = 0,
+    user_feature_fields: list[str] | None = None,
 ) -> SourceTables:
-    """Read ``<name>.inter`` and ``<name>.item`` from ``directory`` (``name`` defaults to its basename).
+    """Read ``<name>.inter``, ``<name>.item`` and ``<name>.user`` from ``directory``.
+
+    ``name`` defaults to the directory's basename; the item and user files are optional. User
+    features come from the ``.user`` file's token fields (``user_feature_fields`` restricts them;
+    ``[]`` ignores the file).
 
     Atomic files carry no queries, so search behaviours get queries from the deterministic
     query generator (built from ``query_fields`` of the item, the attribute fields by default)
@@ -148,15 +187,21 @@ def read_recbole(
         for field in item_fields:
             if field.name in (item_field, title) or field.kind.startswith("float"):
                 continue
-            values = pl.col(field.name).str.strip_chars()
-            listed = values.str.split(" ") if field.kind == "token_seq" else pl.concat_list(values)
-            columns[field.name] = item_frame.select(
-                listed.list.eval(pl.element().filter(pl.element() != ""))
-            ).to_series()
+            columns[field.name] = _token_list(item_frame, field)
             attribute_fields.append(field.name)
         items = pl.DataFrame(columns)
     else:
         items = pl.DataFrame({ITEM: interactions[ITEM].unique().sort()})
+
+    user_path = directory / f"{name}.user"
+    users: pl.DataFrame | None = None
+    user_fields: list[str] = []
+    if user_feature_fields != []:
+        if user_path.is_file():
+            users, user_fields = read_user_features(user_path, user_field, user_feature_fields)
+            raw_files.append(user_path)
+        elif user_feature_fields is not None:
+            raise DataError(f"{user_path}: file not found (user_feature_fields {user_feature_fields} given)")
 
     from seminar.data.querygen import generate_queries
 
@@ -180,6 +225,8 @@ def read_recbole(
         attribute_fields=attribute_fields,
         raw_files=raw_files,
         synthetic_queries=synthetic,
+        users=users,
+        user_fields=user_fields,
         params={
             "query_fields": fields,
             "query_fraction": query_fraction,
@@ -188,6 +235,7 @@ def read_recbole(
             "user_field": user_field,
             "item_field": item_field,
             "time_field": time_field,
+            "user_feature_fields": user_feature_fields,
         },
     )
 

@@ -4,8 +4,10 @@ Each user has a few latent topics with weights; every behaviour draws a topic, t
 (popularity-skewed) item of that topic, and with probability ``search_fraction`` a query of
 that topic. Items carry text and image vectors (topic centre plus noise, each channel with its
 own centres and a controllable norm) and attributes (category = topic, an author). Queries carry
-vectors of controllable norm. Lengths reach 10^4, for long-sequence tests and benchmarks.
-Everything is generated vectorised from one seeded generator.
+vectors of controllable norm. Users carry a profile: their favourite topic (informative) and a
+region (noise), drawn from a generator of their own so the behaviours do not depend on it.
+Lengths reach 10^4, for long-sequence tests and benchmarks.
+Everything is generated vectorised from the one seed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class SyntheticConfig:
     # Vector norms per channel (the paper varies these to study attention dominance).
     norms: dict[str, float] = field(default_factory=lambda: {"query": 0.5, "text": 1.0, "image": 2.0})
     noise: float = 0.5
+    user_profile: bool = True
+    regions: int = 8
     seed: int = 0
 
 
@@ -113,6 +117,7 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SourceTables:
             "author": pl.Series([[f"a{a}"] for a in author.tolist()], dtype=pl.List(pl.String)),
         }
     )
+    users = _profiles(cfg, user_topics, user_cdf) if cfg.user_profile else None
     params = asdict(cfg)
     params["norms"] = ",".join(f"{k}={v}" for k, v in sorted(norms.items()))
     return SourceTables(
@@ -125,4 +130,23 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SourceTables:
         item_vectors=item_vectors,
         query_values=pl.Series(query_values),
         query_vectors=query_vectors,
+        users=users,
+        user_fields=list(PROFILE_FIELDS) if users is not None else [],
+    )
+
+
+PROFILE_FIELDS = ("favourite_topic", "region")
+
+
+def _profiles(cfg: SyntheticConfig, user_topics: np.ndarray, user_cdf: np.ndarray) -> pl.DataFrame:
+    """One profile row per user: the topic with the largest weight, and a random region."""
+    weights = np.diff(user_cdf, axis=1, prepend=0.0)
+    favourite = user_topics[np.arange(cfg.users), weights.argmax(axis=1)]
+    region = np.random.default_rng([cfg.seed, 1]).integers(0, max(cfg.regions, 1), size=cfg.users)
+    return pl.DataFrame(
+        {
+            USER: np.arange(cfg.users, dtype=np.int64),
+            "favourite_topic": pl.Series([[f"t{t}"] for t in favourite.tolist()], dtype=pl.List(pl.String)),
+            "region": pl.Series([[f"r{r}"] for r in region.tolist()], dtype=pl.List(pl.String)),
+        }
     )

@@ -3,7 +3,10 @@
 Interactions need user, item and timestamp columns and may have a query text column (an empty
 or missing query means a recommendation behaviour). Items may have a title, an image path and
 any attribute columns; a multi-valued attribute like ``Adventure|Comedy`` is split on a
-configurable separator. Column names are options, so no file needs renaming.
+configurable separator. An optional users file has the interactions' user column and profile
+columns (age band, country, ...): each becomes a categorical user feature with one value per user
+(every column but the user id, or those named in ``user_features``). Column names are options,
+so no file needs renaming.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class TableColumns:
     image_path: str | None = None
     attributes: list[str] = field(default_factory=list)
     multi_value_separator: str = "|"
+    user_features: list[str] | None = None  # columns of the users file; None = all but the user id
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -91,14 +95,45 @@ def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
     return parsed
 
 
+def read_users(path: Path, cols: TableColumns) -> tuple[pl.DataFrame, list[str]]:
+    """The users file as ``user`` plus one single-value List(String) column per feature field.
+
+    Values are taken as text (stripped); an empty or missing value is no value. A user on two
+    rows is an error naming the row, since which profile to keep would be a guess.
+    """
+    path = Path(path)
+    raw = read_table(path)
+    fields = (
+        cols.user_features if cols.user_features is not None else [c for c in raw.columns if c != cols.user]
+    )
+    _require(raw, [cols.user, *fields], path)
+    user = raw[cols.user].str.strip_chars()
+    empty = user.is_null() | (user.str.len_chars() == 0)
+    if empty.any():
+        raise DataError(f"{path}: {_line(int(empty.arg_max()))}, column {cols.user!r}: empty id")
+    dup = user.is_duplicated() & ~user.is_first_distinct()
+    if dup.any():
+        row = int(dup.arg_max())
+        raise DataError(f"{path}: {_line(row)}: user {user[row]!r} appears more than once")
+    data = {USER: user, **{name: _one_value_lists(raw[name]) for name in fields}}
+    return pl.DataFrame(data), list(fields)
+
+
+def _one_value_lists(values: pl.Series) -> pl.Series:
+    """Each stripped value as a one-element list; empty or missing values as an empty list."""
+    text = values.str.strip_chars().replace("", None)
+    return pl.DataFrame({values.name: text}).select(pl.concat_list(values.name).list.drop_nulls()).to_series()
+
+
 def read_interaction_tables(
     interactions: Path,
     items: Path | None = None,
     columns: TableColumns | None = None,
     *,
     image_root: Path | None = None,
+    users: Path | None = None,
 ) -> SourceTables:
-    """Read the user's interactions (and optional items) file into a SourceTables."""
+    """Read the user's interactions (and optional items and users) files into a SourceTables."""
     cols = columns or TableColumns()
     interactions = Path(interactions)
     raw = read_table(interactions)
@@ -152,6 +187,14 @@ def read_interaction_tables(
             raise DataError(f"{interactions}: {_line(row)}: item {frame[ITEM][row]!r} is not in {items}")
         raw_files.append(items)
         attributes = list(cols.attributes)
+    user_frame: pl.DataFrame | None = None
+    user_fields: list[str] = []
+    if users is not None:
+        users = Path(users)
+        user_frame, user_fields = read_users(users, cols)
+        raw_files.append(users)
+    elif cols.user_features:
+        raise DataError(f"user feature columns {cols.user_features} are named but no users file is given")
     return SourceTables(
         name=f"tables:{interactions.stem}",
         interactions=frame,
@@ -160,4 +203,6 @@ def read_interaction_tables(
         raw_files=raw_files,
         image_root=image_root or (items.parent if items is not None else None),
         params={k: v for k, v in vars(cols).items()},
+        users=user_frame,
+        user_fields=user_fields,
     )
