@@ -116,6 +116,16 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_bad_prepare_options_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "d")
+    assert main(["prepare", "ml-100k", "--query-fraction", "2", "--out", out, "--quiet"]) == 2
+    assert "--query-fraction: must lie in [0, 1], got 2.0" in capsys.readouterr().err
+    missing = tmp_path / "nowhere.csv"
+    assert main(["prepare", "tables", "--interactions", str(missing), "--out", out, "--quiet"]) == 2
+    assert f"interactions: {missing} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_info_on_a_non_dataset(tmp_path: Path) -> None:
     out = run("data", "info", str(tmp_path))
     assert out.returncode == 2 and "not a prepared dataset" in out.stderr

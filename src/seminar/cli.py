@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
@@ -50,63 +51,27 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _source_ml100k(args: argparse.Namespace):
-    from seminar.data.sources.recbole import read_ml100k
-
-    return read_ml100k(query_fraction=args.query_fraction, seed=args.seed)
-
-
-def _source_recbole(args: argparse.Namespace):
-    from seminar.data.sources.recbole import read_recbole
-
-    return read_recbole(
-        args.directory,
-        args.name,
-        user_field=args.user_field,
-        item_field=args.item_field,
-        time_field=args.time_field,
-        title_field=args.title_field,
-        query_fields=args.query_fields.split(",") if args.query_fields else None,
-        query_fraction=args.query_fraction,
-        seed=args.seed,
-        user_feature_fields=_comma_list(args.user_feature_fields),
-    )
-
-
 def _comma_list(value: str | None) -> list[str] | None:
     """``a,b`` -> ``["a", "b"]``; None stays None (the option was not given: use the default)."""
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _source_tables(args: argparse.Namespace):
-    from seminar.data.sources.tables import TableColumns, read_interaction_tables
+def _source_from_options(args: argparse.Namespace):
+    """Read a source through the option dataclass a reproduce config uses for it.
 
-    cols = TableColumns(
-        user=args.user_col,
-        item=args.item_col,
-        timestamp=args.time_col,
-        query=args.query_col,
-        title=args.title_col,
-        image_path=args.image_col,
-        attributes=[a for a in (args.attribute_cols or "").split(",") if a],
-        multi_value_separator=args.multi_value_sep,
-        user_features=_comma_list(args.user_features),
-    )
-    return read_interaction_tables(
-        args.interactions, args.items, cols, image_root=args.image_root, users=args.users
-    )
+    Every option of ``seminar prepare SOURCE`` is named after a field of that dataclass, so the
+    mapping from options to the reader's arguments is written once (in seminar.reproduce.sources).
+    """
+    from seminar.reproduce.errors import InvalidValue
+    from seminar.reproduce.sources import SOURCE_OPTIONS, read_source
 
-
-def _source_kuaisar(args: argparse.Namespace):
-    from seminar.data.sources.kuaisar import read_kuaisar
-
-    return read_kuaisar(args.directory, max_users=args.max_users)
-
-
-def _source_amazon(args: argparse.Namespace):
-    from seminar.data.sources.amazon import read_amazon
-
-    return read_amazon(args.reviews, args.meta, core=args.core, image_dir=args.image_dir)
+    cls = SOURCE_OPTIONS[args.source]
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    try:
+        options = cls(**values)
+    except InvalidValue as exc:
+        raise DataError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
+    return read_source(args.source, options, args.seed)
 
 
 def _source_synthetic(args: argparse.Namespace):
@@ -143,7 +108,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
         help="share of behaviours given a generated (genre) query",
     )
     _add_build_options(p)
-    p.set_defaults(read=_source_ml100k)
+    p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("recbole", help="RecBole atomic files (.inter/.item/.user)")
     p.add_argument("directory", type=Path)
@@ -152,15 +117,21 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--item-field", default="item_id")
     p.add_argument("--time-field", default="timestamp")
     p.add_argument("--title-field", default=None)
-    p.add_argument("--query-fields", default=None, help="item fields to generate queries from (comma list)")
+    p.add_argument(
+        "--query-fields",
+        type=_comma_list,
+        default=None,
+        help="item fields to generate queries from (comma list)",
+    )
     p.add_argument("--query-fraction", type=float, default=1.0)
     p.add_argument(
         "--user-feature-fields",
+        type=_comma_list,
         default=None,
         help="token fields of the .user file stored as user features (comma list; default: all)",
     )
     _add_build_options(p)
-    p.set_defaults(read=_source_recbole)
+    p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("tables", help="your own CSV/Parquet interactions (+ optional items and users)")
     p.add_argument(
@@ -176,24 +147,30 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title-col", default=None, help="item title/description column of the items file")
     p.add_argument("--image-col", default=None, help="image path column of the items file")
     p.add_argument("--image-root", type=Path, default=None, help="relative image paths start here")
-    p.add_argument("--attribute-cols", default=None, help="comma list of attribute columns of the items file")
+    p.add_argument(
+        "--attribute-cols",
+        type=_comma_list,
+        default=[],
+        help="comma list of attribute columns of the items file",
+    )
     p.add_argument("--multi-value-sep", default="|", help="separator inside multi-valued attributes")
     p.add_argument(
         "--users", type=Path, default=None, help="CSV or Parquet file, one user per row (user profile)"
     )
     p.add_argument(
         "--user-features",
+        type=_comma_list,
         default=None,
         help="comma list of user feature columns of the users file (default: every column but the user id)",
     )
     _add_build_options(p)
-    p.set_defaults(read=_source_tables)
+    p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("kuaisar", help="KuaiSAR (src_inter.csv, rec_inter.csv, item/user features)")
     p.add_argument("directory", type=Path)
     p.add_argument("--max-users", type=int, default=None)
     _add_build_options(p, text_encoder="none")
-    p.set_defaults(read=_source_kuaisar)
+    p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("amazon", help="Amazon Reviews 2018 (*_5.json.gz + meta_*.json.gz)")
     p.add_argument("--reviews", type=Path, required=True)
@@ -201,7 +178,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--core", type=int, default=5)
     p.add_argument("--image-dir", type=Path, default=None, help="folder with <asin>.jpg thumbnails")
     _add_build_options(p)
-    p.set_defaults(read=_source_amazon)
+    p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("synthetic", help="synthetic lifelong data with controllable channel norms")
     p.add_argument("--users", type=int, default=1000)

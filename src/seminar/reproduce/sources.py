@@ -1,8 +1,9 @@
 """Typed options of each dataset source a reproduce config can name, and how each is read.
 
-One dataclass per source mirrors the options of ``seminar prepare SOURCE``; ``read`` returns the
-:class:`~seminar.data.tables.SourceTables` that :func:`seminar.data.build.prepare` turns into a
-dataset. Readers are imported when called, so parsing a config never loads data code.
+One dataclass per source; ``seminar prepare SOURCE`` builds the same dataclass from its options
+(each option is named after a field), so a config key and a command-line option reach the reader
+through one mapping. ``read`` returns the :class:`~seminar.data.tables.SourceTables` that
+:func:`seminar.data.build.prepare` turns into a dataset. Readers are imported when called, so parsing a config never loads data code.
 """
 
 from __future__ import annotations
