@@ -8,11 +8,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds are not serialised there
+    fcntl = None  # type: ignore[assignment]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,6 +88,31 @@ def atomic_directory(target: Path | str, *, overwrite: bool = False) -> Iterator
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path | str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` for the block; another holder makes this wait (after ``on_wait``).
+
+    Two builds of one directory would otherwise remove each other's partial work. The kernel drops
+    the lock when its process dies, so a killed run never leaves a stale lock behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is None:
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

@@ -254,3 +254,37 @@ class TestValidationOnLoad:
         (built / schema.MANIFEST).write_text(json.dumps(manifest))
         with pytest.raises(DataError, match="schema version"):
             load_dataset(built)
+
+
+def test_a_second_prepare_of_one_folder_waits_and_reuses_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one build holds the folder's lock, another waits; then it finds the dataset and keeps it."""
+    import threading
+
+    from seminar.data import build
+    from seminar.io import exclusive_lock
+
+    out = tmp_path / "d"
+    waited = threading.Event()
+    monkeypatch.setattr(
+        build, "build_lock", lambda out_dir, progress: exclusive_lock(tmp_path / ".d.lock", waited.set)
+    )
+    results: list[bool] = []
+    with exclusive_lock(tmp_path / ".d.lock"):  # "another process" is building
+        worker = threading.Thread(target=lambda: results.append(prepare(tiny_tables(), out, quiet_config())))
+        worker.start()
+        assert waited.wait(timeout=30)
+        assert worker.is_alive() and not out.exists()  # it waits instead of building beside the other
+        build._build_dataset(tiny_tables(), out, quiet_config(), overwrite=True, fingerprint=None)
+    worker.join(timeout=60)
+    assert results == [False]  # the finished dataset matched: not rebuilt
+
+
+def test_exclusive_lock_is_released_after_an_error(tmp_path: Path) -> None:
+    from seminar.io import exclusive_lock
+
+    with pytest.raises(RuntimeError), exclusive_lock(tmp_path / "x.lock"):
+        raise RuntimeError("failed build")
+    with exclusive_lock(tmp_path / "x.lock", on_wait=lambda: pytest.fail("the lock was not released")):
+        pass

@@ -8,6 +8,8 @@ temporary name and swapped in at the end, so an interrupted run leaves nothing a
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +22,14 @@ from tqdm.auto import tqdm
 from seminar.data import schema
 from seminar.data.split import SplitConfig, sample_negatives
 from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
-from seminar.io import atomic_directory, atomic_path, save_npy_atomic, sha256_file, write_json_atomic
+from seminar.io import (
+    atomic_directory,
+    atomic_path,
+    exclusive_lock,
+    save_npy_atomic,
+    sha256_file,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -189,10 +198,22 @@ def prepare(
     """
     config = config or BuildConfig()
     fingerprint = source_fingerprint(tables, config)
-    if not force and _matches(Path(out_dir), fingerprint):
-        return False
-    build_dataset(tables, out_dir, config, overwrite=True, fingerprint=fingerprint)
+    with build_lock(Path(out_dir), config.progress):
+        # checked under the lock: a build that finished while this one waited is reused, not redone
+        if not force and _matches(Path(out_dir), fingerprint):
+            return False
+        _build_dataset(tables, Path(out_dir), config, overwrite=True, fingerprint=fingerprint)
     return True
+
+
+def build_lock(out_dir: Path, progress: bool) -> contextlib.AbstractContextManager[None]:
+    """One build of ``out_dir`` at a time (a hidden lock file beside it); later ones wait."""
+
+    def waiting() -> None:
+        if progress:
+            tqdm.write(f"waiting for another process that is preparing {out_dir} ...", file=sys.stderr)
+
+    return exclusive_lock(out_dir.parent / f".{out_dir.name}.lock", on_wait=waiting)
 
 
 def _matches(out_dir: Path, fingerprint: dict[str, Any]) -> bool:
@@ -216,6 +237,18 @@ def build_dataset(
     """Build the canonical dataset for ``tables`` at ``out_dir`` (atomically) and return its path."""
     config = config or BuildConfig()
     out_dir = Path(out_dir)
+    with build_lock(out_dir, config.progress):
+        return _build_dataset(tables, out_dir, config, overwrite=overwrite, fingerprint=fingerprint)
+
+
+def _build_dataset(
+    tables: SourceTables,
+    out_dir: Path,
+    config: BuildConfig,
+    *,
+    overwrite: bool,
+    fingerprint: dict[str, Any] | None,
+) -> Path:
     started = time.perf_counter()
     steps = tqdm(total=6, desc=f"prepare {tables.name}", disable=not config.progress, unit="step")
     _check_interactions(tables.interactions, tables.name)
