@@ -416,3 +416,24 @@ def test_make_text_encoder(tiny_clip: Path) -> None:
             make_text_encoder(bad)
     with pytest.raises(ValueError, match=r"valid choices: .*'minilm'.*'hashing'.*'clip:.*'none'"):
         make_text_encoder("word2vec")
+
+
+def test_image_cache_key_follows_the_bytes_not_the_file_stamp(tmp_path: Path) -> None:
+    import os
+
+    from seminar.data.content import _image_key
+
+    first = tmp_path / "a.jpg"
+    first.write_bytes(b"\xff\xd8 first image")
+    stamp = first.stat()
+    key = _image_key(first)
+    copy = tmp_path / "elsewhere" / "b.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    assert _image_key(copy) == key  # same bytes: the cached vector is reused
+    first.write_bytes(b"\xff\xd8 other image")  # same size, then the old timestamps put back
+    os.utime(first, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert first.stat().st_size == stamp.st_size and first.stat().st_mtime_ns == stamp.st_mtime_ns
+    assert _image_key(first) != key
+    assert _image_key(tmp_path / "missing.jpg") == str(tmp_path / "missing.jpg")
+    assert _image_key(None) == ""

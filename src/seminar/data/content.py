@@ -6,6 +6,7 @@ row 1 is the empty query of recommendation behaviours (zeros: its meaning is lea
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,14 +136,17 @@ def _optional(items: pl.DataFrame, column: str) -> list[str | None]:
 
 
 def _image_key(path: Path | None) -> str:
-    """Cache key of an image: its path plus size and mtime, so a replaced file is re-encoded."""
+    """Cache key of an image: a digest of its bytes, so a replaced file is re-encoded even when its
+    size and modification time were kept (a copy with ``rsync -t``, an archive extraction), and a
+    moved or duplicated file is not encoded again. An unreadable path keys by name (the encoder
+    then reports it)."""
     if path is None:
         return ""
     try:
-        stat = path.stat()
+        with open(path, "rb") as handle:
+            return "blake2b:" + hashlib.file_digest(handle, "blake2b").hexdigest()
     except OSError:
         return str(path)
-    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _resolve(path: str | None, root: Path | None) -> Path | None:
