@@ -7,7 +7,10 @@ evaluation. Classes come from an explicit registry, never from importing a store
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,9 @@ from seminar.models.psu import PretrainConfig, PretrainingSearchUnit
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
 from seminar.train.checkpoint import load_weights, read_checkpoint_config
-from seminar.train.trainer import BEST, LAST, TrainConfig, Trainer
+from seminar.train.trainer import BEST, LAST, StaleRun, TrainConfig, Trainer
+
+logger = logging.getLogger(__name__)
 
 MODEL_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {
     "seminar.models.ranker.Ranker": (Ranker, RankerConfig),
@@ -157,6 +162,21 @@ class DemoConfig:
         )
 
 
+def resume_or_restart(run_dir: Path, fit: Callable[[bool], Any]) -> Any:
+    """``fit(resume)``: resume a run that has a checkpoint; a stale one (made for another dataset or
+    configuration, e.g. by an older version) is moved to ``RUN.stale`` and started again."""
+    if not (run_dir / LAST).exists():
+        return fit(False)
+    try:
+        return fit(True)
+    except StaleRun as exc:
+        stale = run_dir.with_name(run_dir.name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(run_dir, stale)
+        logger.warning("%s; it was moved to %s and starts again", exc, stale)
+        return fit(False)
+
+
 def run_demo(
     ds: SeminarDataset, out_dir: Path | str, config: DemoConfig | None = None
 ) -> list[dict[str, Any]]:
@@ -172,13 +192,9 @@ def run_demo(
     psu_dir = out_dir / "psu"
     train = config.train_config(monitor="loss")
     train.epochs = config.pretrain_epochs
-    pretrain(
-        ds,
-        psu_dir,
-        PretrainConfig(dim=config.dim, heads=config.heads, seed=config.seed),
-        train,
-        resume=(psu_dir / LAST).exists(),
-        tables=tables,
+    psu_config = PretrainConfig(dim=config.dim, heads=config.heads, seed=config.seed)
+    resume_or_restart(
+        psu_dir, lambda resume: pretrain(ds, psu_dir, psu_config, train, resume=resume, tables=tables)
     )
     rows = []
     for model in ["seminar", *config.baselines]:
@@ -186,14 +202,17 @@ def run_demo(
         ranker_config = RankerConfig(
             model=model, dim=config.dim, heads=config.heads, top_k=config.top_k, seed=config.seed
         )
-        finetune(
-            ds,
+        resume_or_restart(
             run,
-            ranker_config,
-            config.train_config(),
-            pretrained=psu_dir if model == "seminar" else None,
-            resume=(run / LAST).exists(),
-            tables=tables,
+            lambda resume, run=run, ranker_config=ranker_config: finetune(
+                ds,
+                run,
+                ranker_config,
+                config.train_config(),
+                pretrained=psu_dir if ranker_config.model == "seminar" else None,
+                resume=resume,
+                tables=tables,
+            ),
         )
         metrics = evaluate_run(ds, run, config.train_config(), config.modes, tables=tables)
         rows += [{"model": model, "mode": mode, **values} for mode, values in metrics.items()]

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from seminar.data.build import BuildConfig, build_dataset
 from seminar.data.schema import SeminarDataset, load_dataset
 from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.split import SplitConfig
-from seminar.train import CheckpointError, TrainConfig, Trainer, check_identities, verify_checkpoint
+from seminar.train import CheckpointError, StaleRun, TrainConfig, Trainer, check_identities, verify_checkpoint
 from seminar.train import checkpoint as ckpt
 from seminar.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from tests.train.ddp_worker import SimulatedCrash, TinyModel
@@ -294,6 +295,48 @@ def test_resume_checks(ds: SeminarDataset, tmp_path: Path) -> None:
     )
     assert again["epochs_run"] == 1 and again["global_step"] > 0
     assert [r["stage"] for r in records(tmp_path / "run")] == ["epoch", "test"]
+
+
+@dataclass
+class TinyConfig:
+    width: int = 8
+
+
+def test_a_run_for_another_dataset_or_model_config_is_stale(ds: SeminarDataset, tmp_path: Path) -> None:
+    model = TinyModel(ds.n_items)
+    model.config = TinyConfig()
+    Trainer(model, ds, make_config(tmp_path / "run", epochs=1)).fit()
+    other_data = replace(ds, manifest={**ds.manifest, "params": {"note": "rebuilt from other files"}})
+    with pytest.raises(StaleRun, match="is not the dataset the run was trained on"):
+        Trainer(TinyModel(ds.n_items), other_data, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
+    wider = TinyModel(ds.n_items)
+    wider.config = TinyConfig(width=16)
+    with pytest.raises(StaleRun, match=r"model width: 8 -> 16"):
+        Trainer(wider, ds, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
+    same_but_timed = replace(ds, manifest={**ds.manifest, "build_seconds": 123.0})
+    twin = TinyModel(ds.n_items)
+    twin.config = TinyConfig()
+    resumed = Trainer(twin, same_but_timed, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
+    assert resumed["epochs_run"] == 1  # a rebuild of the same inputs is the same dataset
+
+
+def test_resume_or_restart_moves_a_stale_run_aside(ds: SeminarDataset, tmp_path: Path) -> None:
+    from seminar.experiment import resume_or_restart
+
+    run = tmp_path / "run"
+
+    def fit(data: SeminarDataset):
+        config = make_config(run, epochs=1)
+        return lambda resume: Trainer(TinyModel(ds.n_items), data, config).fit(resume=resume)
+
+    resume_or_restart(run, fit(ds))
+    first = (run / "metrics.jsonl").read_text()
+    resume_or_restart(run, fit(ds))  # up to date: resumed, nothing trained again
+    assert (run / "metrics.jsonl").read_text() == first and not (tmp_path / "run.stale").exists()
+    other = replace(ds, manifest={**ds.manifest, "params": {"note": "another build"}})
+    resume_or_restart(run, fit(other))
+    assert (tmp_path / "run.stale" / "metrics.jsonl").read_text() == first
+    assert [r["stage"] for r in records(run)] == ["epoch", "test"]
 
 
 class NaNLoss(TinyModel):

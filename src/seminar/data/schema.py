@@ -8,6 +8,7 @@ Large arrays are memory-mapped on load so that a 25M-behaviour dataset opens ins
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,13 @@ def _load_array(root: Path, rel: str, dtype: str, mmap: bool) -> np.ndarray:
     if arr.dtype != np.dtype(dtype):
         raise DataError(f"{path}: dtype {arr.dtype}, expected {dtype}")
     return arr
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """What identifies a dataset's content: a digest of its manifest (inputs, options, counts) less
+    the build's wall time, so two builds of the same inputs agree and any other change differs."""
+    content = {k: v for k, v in manifest.items() if k != "build_seconds"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

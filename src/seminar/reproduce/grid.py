@@ -35,7 +35,7 @@ from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
 
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
-_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode")
+_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode", "user_features")
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

@@ -3,7 +3,8 @@
 One dataclass per source; ``seminar prepare SOURCE`` builds the same dataclass from its options
 (each option is named after a field), so a config key and a command-line option reach the reader
 through one mapping. ``read`` returns the :class:`~seminar.data.tables.SourceTables` that
-:func:`seminar.data.build.prepare` turns into a dataset. Readers are imported when called, so parsing a config never loads data code.
+:func:`seminar.data.build.prepare` turns into a dataset. Readers are imported when called, so
+parsing a config never loads data code.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ from seminar.train.metrics import (
     gauc,
     ranking_metrics,
 )
-from seminar.train.trainer import TrainConfig, Trainer
+from seminar.train.trainer import StaleRun, TrainConfig, Trainer
 
 __all__ = [
     "CheckpointError",
     "MetricIdentityError",
     "RankingAccumulator",
+    "StaleRun",
     "TrainConfig",
     "Trainer",
     "auc",

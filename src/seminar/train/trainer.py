@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from seminar import __version__
 from seminar.data.loader import MODES, EvalSamples, Mode, TrainSamples, WindowConfig, make_loader
-from seminar.data.schema import SeminarDataset
+from seminar.data.schema import SeminarDataset, manifest_digest
 from seminar.io import write_bytes_atomic
 from seminar.train import distributed as ddp
 from seminar.train.checkpoint import (
@@ -174,6 +174,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class StaleRun(ValueError):
+    """A run that cannot be resumed: its configuration or its dataset changed since it was saved."""
+
+
 class Trainer:
     """Trains ``model`` on ``dataset``; see the module docstring for the contract and guarantees.
 
@@ -294,7 +298,7 @@ class Trainer:
         self.progress = Progress()
 
     def _resume(self) -> None:
-        self._check_resumable(read_checkpoint_config(self.out_dir / LAST).get("train", {}))
+        self._check_resumable(read_checkpoint_config(self.out_dir / LAST))
         state, _ = load_checkpoint(self.out_dir / LAST, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
@@ -320,15 +324,24 @@ class Trainer:
         logger.info("resumed from %s after epoch %d", self.out_dir / LAST, self.progress.epoch)
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
-        current = self.config.to_dict()
-        changed = sorted(
-            name
-            for name in current
-            if name not in RESUMABLE_CHANGES and saved.get(name) != _json_safe(current[name])
-        )
+        """Refuse (StaleRun) to continue a run whose training or model configuration, or dataset, changed."""
+        current = self._checkpoint_config()
+        saved_train, train = saved.get("train", {}), current["train"]
+        changed = [
+            f"{n}: {saved_train.get(n)!r} -> {train[n]!r}"
+            for n in sorted(train)
+            if n not in RESUMABLE_CHANGES and saved_train.get(n) != train[n]
+        ]
+        saved_model, model = saved.get("model_config") or {}, current["model_config"] or {}
+        changed += [
+            f"model {n}: {saved_model.get(n)!r} -> {model[n]!r}"
+            for n in sorted(model)
+            if saved_model.get(n) != model[n]
+        ]
+        if "dataset" in saved and saved["dataset"] != current["dataset"]:  # older runs did not record it
+            changed.append(f"dataset: {self.dataset.root} is not the dataset the run was trained on")
         if changed:
-            details = ", ".join(f"{n}: {saved.get(n)!r} -> {current[n]!r}" for n in changed)
-            raise ValueError(f"cannot resume {self.out_dir}: the configuration changed ({details})")
+            raise StaleRun(f"cannot resume {self.out_dir}: the configuration changed ({', '.join(changed)})")
 
     def _train_loader(self, epoch: int) -> Any:
         self.train_samples.set_epoch(epoch)
@@ -462,6 +475,7 @@ class Trainer:
                 "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
                 "model_config": asdict(model_config) if is_dataclass(model_config) else None,
                 "world_size": self.dist.world_size,
+                "dataset": manifest_digest(self.dataset.manifest),
                 "seminar_version": __version__,
             }
         )
