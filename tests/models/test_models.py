@@ -249,6 +249,29 @@ def test_scores_for_eval_batches(ds: SeminarDataset, tables: FeatureTables) -> N
     assert scores.shape == (3, ds.test_negatives.shape[1] + 1) and torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_keeping_every_behaviour_skips_the_gsu_and_scores_the_same(
+    ds: SeminarDataset, tables: FeatureTables, model: str
+) -> None:
+    """top_k ≥ L keeps all L without scoring them; it must equal the GSU path that selects all L real
+    behaviours of a longer, front-padded window."""
+    batch = EvalSamples(ds, "test", "pair", max_length=12).__getitems__([0, 1, 2, 3])
+    length, pad = batch["mask"].shape[1], 5
+    padded = dict(batch)
+    for name, value in batch.items():
+        if name.startswith("hist_") or name == "mask":
+            padded[name] = torch.cat([torch.zeros_like(value[:, :pad]), value], dim=1)
+    ranker = Ranker(tables, RankerConfig(model=model, dim=16, heads=2, top_k=length)).eval()
+    through_gsu = ranker.score_candidates(padded)  # L + 5 > top_k: the GSU picks the L real ones
+
+    def no_gsu(*args, **kwargs):
+        raise AssertionError("the GSU scored a window it keeps whole")
+
+    ranker.search.relevance = no_gsu
+    skipped = ranker.score_candidates(batch)
+    torch.testing.assert_close(skipped, through_gsu, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_model_is_explained(tables: FeatureTables) -> None:
     with pytest.raises(ValueError, match="unknown model"):
         Ranker(tables, RankerConfig(model="bert4rec"))

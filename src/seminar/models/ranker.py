@@ -149,12 +149,20 @@ class Ranker(nn.Module):
         train_gsu = self.training and self.config.gsu_consistency > 0 and isinstance(search, SeminarSearch)
         # SEMINAR's projected history keys: made once, detached for selection, reused by the loss
         gsu_tables = self.search.key_tables(inputs.history) if train_gsu else None
-        with torch.no_grad():  # top-K selection has no gradient; SEMINAR's GSU is trained below
-            if gsu_tables is None:
-                relevance = self.search.relevance(inputs)  # B C L
-            else:
-                relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
-        indices, valid = select_top_k(relevance, inputs.mask, self.config.top_k)
+        length = inputs.mask.shape[1]
+        if gsu_tables is None and self.config.top_k >= length:
+            # every behaviour is kept (a short history, or serving's pre-selected K): the GSU's
+            # scores would only reorder them, and the ESU's attention does not depend on order
+            indices = torch.arange(length, device=items.device).expand(*items.shape, length)
+            valid = inputs.mask[:, None, :].expand_as(indices)
+        else:
+            with torch.no_grad():  # top-K selection has no gradient; SEMINAR's GSU is trained below
+                if gsu_tables is None:
+                    relevance = self.search.relevance(inputs)  # B C L
+                else:
+                    detached = (gsu_tables[0].detach(), gsu_tables[1].detach())
+                    relevance = self.search.relevance(inputs, detached)
+            indices, valid = select_top_k(relevance, inputs.mask, self.config.top_k)
         b, c, k = indices.shape
         flat_keys = inputs.history.fused_at(indices).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
