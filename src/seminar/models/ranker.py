@@ -26,6 +26,7 @@ from seminar.models.features import FeatureTables
 from seminar.models.search import (
     EtaSearch,
     GeneralSearch,
+    KeyTables,
     QinSearch,
     RecencySearch,
     SearchInputs,
@@ -145,24 +146,11 @@ class Ranker(nn.Module):
     def logits(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss."""
         inputs = self._search_inputs(batch, items, queries)
-        search = self.search
-        train_gsu = self.training and self.config.gsu_consistency > 0 and isinstance(search, SeminarSearch)
+        seminar = isinstance(self.search, SeminarSearch)
+        train_gsu = seminar and self.training and self.config.gsu_consistency > 0
         # SEMINAR's projected history keys: made once, detached for selection, reused by the loss
         gsu_tables = self.search.key_tables(inputs.history) if train_gsu else None
-        length = inputs.mask.shape[1]
-        if gsu_tables is None and self.config.top_k >= length:
-            # every behaviour is kept (a short history, or serving's pre-selected K): the GSU's
-            # scores would only reorder them, and the ESU's attention does not depend on order
-            indices = torch.arange(length, device=items.device).expand(*items.shape, length)
-            valid = inputs.mask[:, None, :].expand_as(indices)
-        else:
-            with torch.no_grad():  # top-K selection has no gradient; SEMINAR's GSU is trained below
-                if gsu_tables is None:
-                    relevance = self.search.relevance(inputs)  # B C L
-                else:
-                    detached = (gsu_tables[0].detach(), gsu_tables[1].detach())
-                    relevance = self.search.relevance(inputs, detached)
-            indices, valid = select_top_k(relevance, inputs.mask, self.config.top_k)
+        indices, valid = self._select(inputs, gsu_tables)
         b, c, k = indices.shape
         flat_keys = inputs.history.fused_at(indices).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
@@ -178,6 +166,22 @@ class Ranker(nn.Module):
             kept = self.search.logits_at(inputs, indices, gsu_tables)
             aux = consistency_loss(kept, weights.detach().mean(dim=2).view(b, c, k), valid)
         return self.head(features).squeeze(-1), aux
+
+    def _select(self, inputs: SearchInputs, gsu_tables: KeyTables | None) -> tuple[Tensor, Tensor]:
+        """The GSU's top-K positions [B, C, K] for every target, and which of them are real."""
+        length = inputs.mask.shape[1]
+        if gsu_tables is None and self.config.top_k >= length:
+            # every behaviour is kept (a short history, or serving's pre-selected K): the GSU's
+            # scores would only reorder them, and the ESU's attention does not depend on order
+            positions = torch.arange(length, device=inputs.mask.device)
+            indices = positions.expand(*inputs.target_items.shape, length)
+            return indices, inputs.mask[:, None, :].expand_as(indices)
+        with torch.no_grad():  # selection has no gradient; SEMINAR's GSU is trained by the consistency loss
+            if gsu_tables is None:
+                relevance = self.search.relevance(inputs)  # B C L
+            else:
+                relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
+        return select_top_k(relevance, inputs.mask, self.config.top_k)
 
     def user_vector(self, users: Tensor) -> Tensor:
         """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes."""
