@@ -240,6 +240,21 @@ class TestValidationOnLoad:
         with pytest.raises(DataError, match="item id outside"):
             load_dataset(built)
 
+    def test_item_attribute_offsets_must_rise(self, built: Path) -> None:
+        path = built / schema.ITEM_FILES["attr_offsets"][0]
+        arr = np.load(path)
+        arr[2], arr[3] = arr[3] + 1, arr[2]  # same length and ends, one step down
+        np.save(path, arr)
+        with pytest.raises(DataError, match=r"items/attr_offsets\.npy: offsets must rise"):
+            load_dataset(built)
+
+    def test_item_attribute_id_beyond_the_vocabulary(self, built: Path) -> None:
+        manifest = json.loads((built / schema.MANIFEST).read_text())
+        manifest["counts"]["attributes"] = 0  # no vocabulary: even id 1 is out of range
+        (built / schema.MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match=r"items/attr_ids\.npy: attribute id outside \[1, 0\]"):
+            load_dataset(built)
+
     def test_nan_vector_on_disk(self, built: Path) -> None:
         path = built / schema.vector_path("item_text")
         arr = np.load(path)

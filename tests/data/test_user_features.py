@@ -68,6 +68,8 @@ def test_features_follow_kept_users(built: Path) -> None:
     assert vocab["user_attribute_id"].to_list() == [1, 2, 3, 4]  # only kept users' values
     assert ds.n_user_attributes == 4 and ds.manifest["user_fields"] == ["age", "tags"]
     assert ds.manifest["skipped"]["users without features (kept with none)"] == 1  # u1
+    # ghost (no behaviours) and u1x (too few) have rows but are not in the dataset
+    assert ds.manifest["skipped"]["users-table rows of no kept user (no or too few behaviours; ignored)"] == 2
     assert ds.user_attr_offsets.dtype == np.int64 and ds.user_attr_ids.dtype == np.int32
 
 

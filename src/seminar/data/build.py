@@ -398,6 +398,9 @@ def _users_frame(tables: SourceTables, user_vocab: pl.Series, skipped: dict[str,
         # A raw id that does not cast cannot be a user of the interactions: it is ignored.
         users = users.with_columns(pl.col(USER).cast(user_vocab.dtype, strict=False))
     users = users.filter(pl.col(USER).is_not_null())
+    unused = int((~users[USER].is_in(user_vocab.implode())).sum()) + tables.users.height - users.height
+    if unused:
+        skipped["users-table rows of no kept user (no or too few behaviours; ignored)"] = unused
     dup = users[USER].is_duplicated()
     if dup.any():
         raise DataError(

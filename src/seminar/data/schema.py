@@ -252,12 +252,13 @@ def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
     is_search = ds.behaviour == SEARCH
     if np.any(is_search != (np.asarray(ds.queries) != EMPTY_QUERY)):
         _fail(ds, SEQUENCE_FILES["behaviour"][0], "behaviour type disagrees with the empty query")
-    if ds.attr_offsets.size != ds.n_items + 2 or ds.attr_offsets[-1] != ds.attr_ids.size:
-        _fail(ds, ITEM_FILES["attr_offsets"][0], "attribute offsets do not match the item count")
-    _check_range(ds, ds.attr_ids, 1, max(ds.n_attributes, 1), ITEM_FILES["attr_ids"][0], "attribute id")
+    item_paths = (ITEM_FILES["attr_offsets"][0], ITEM_FILES["attr_ids"][0])
+    _validate_csr(ds, ds.attr_offsets, ds.attr_ids, ds.n_items + 1, ds.n_attributes, item_paths, "attribute")
     if ds.representative_query.shape != (ds.n_items + 1,):
         _fail(ds, ITEM_FILES["representative_query"][0], "one query per item id expected")
-    _validate_user_attributes(ds)
+    user_paths = (USER_FILES["user_attr_offsets"][0], USER_FILES["user_attr_ids"][0])
+    user_csr = (ds.user_attr_offsets, ds.user_attr_ids)
+    _validate_csr(ds, *user_csr, ds.n_users, ds.n_user_attributes, user_paths, "user attribute")
     for name in ("test_negatives", "valid_negatives"):
         arr = getattr(ds, name)
         if arr.shape != (ds.n_users, int(ds.manifest["split"]["negatives"])):
@@ -271,17 +272,26 @@ def validate(ds: SeminarDataset, *, check_vectors: bool = True) -> None:
             _fail(ds, vector_path(channel), "contains NaN or infinite values")
 
 
-def _validate_user_attributes(ds: SeminarDataset) -> None:
-    """User attribute CSR: one row per user, monotone, ids within the user attribute vocabulary."""
-    off, ids = ds.user_attr_offsets, ds.user_attr_ids
-    rel = USER_FILES["user_attr_offsets"][0]
-    if off.ndim != 1 or off.size != ds.n_users + 1:
-        _fail(ds, rel, f"shape {off.shape}, expected ({ds.n_users + 1},): one row per user")
+def _validate_csr(
+    ds: SeminarDataset,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    rows: int,
+    n_ids: int,
+    paths: tuple[str, str],
+    what: str,
+) -> None:
+    """An id-list CSR (item attributes, user attributes): ``rows`` rows, offsets rising from 0 to
+    the number of ids, ids within 1..``n_ids`` (none at all when the vocabulary is empty).
+    ``paths`` are the offsets' and the ids' files, named in errors."""
+    off_rel, ids_rel = paths
+    if offsets.ndim != 1 or offsets.size != rows + 1:
+        _fail(ds, off_rel, f"shape {offsets.shape}, expected ({rows + 1},): one row per id")
     if ids.ndim != 1:
-        _fail(ds, USER_FILES["user_attr_ids"][0], f"shape {ids.shape}, expected one dimension")
-    if off[0] != 0 or off[-1] != ids.size or np.any(np.diff(off) < 0):
-        _fail(ds, rel, f"offsets must rise from 0 to {ids.size} (the number of user attribute ids)")
-    _check_range(ds, ids, 1, ds.n_user_attributes, USER_FILES["user_attr_ids"][0], "user attribute id")
+        _fail(ds, ids_rel, f"shape {ids.shape}, expected one dimension")
+    if offsets[0] != 0 or offsets[-1] != ids.size or np.any(np.diff(offsets) < 0):
+        _fail(ds, off_rel, f"offsets must rise from 0 to {ids.size} (the number of {what} ids)")
+    _check_range(ds, ids, 1, n_ids, ids_rel, f"{what} id")
 
 
 def _check_range(ds: SeminarDataset, arr: np.ndarray, lo: int, hi: int, rel: str, what: str) -> None:
