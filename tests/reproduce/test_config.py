@@ -48,6 +48,26 @@ def test_minimal_config_gets_defaults() -> None:
     assert seminar.psu_tasks == PSU_TASKS and scratch.psu_tasks is None
 
 
+def test_a_variant_can_leave_user_features_out() -> None:
+    from seminar.reproduce.cells import run_settings
+
+    models = [
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR w/o user features", "model": "seminar", "pretrain": "all", "user_features": False},
+    ]
+    config = parse_config(config_with(models=models, seeds=[0]))
+    with_profile, without = (cell.spec for cell in plan_cells(config))
+    assert (with_profile.user_features, without.user_features) == (True, False)
+    assert with_profile.key != without.key and without.key.endswith("-no-user-features")
+    assert with_profile.psu_key == without.psu_key  # one pretrained PSU serves both
+    settings = run_settings(config, without)
+    assert settings["user_features"] is False and "user_features" not in settings["training"]
+    off = parse_config(config_with(models=models[:1], seeds=[0], training={"user_features": False}))
+    assert plan_cells(off)[0].spec.user_features is False  # the training default, when a variant is silent
+    with pytest.raises(ConfigError, match="user_features"):
+        parse_config(config_with(models=[{**models[0], "user_features": "no"}]))
+
+
 def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:
     message = error_of({**BASE, "trainng": {"epochs": 1}})
     assert "trainng: unknown key" in message and "did you mean 'training'" in message

@@ -38,6 +38,13 @@ def tiny_config(cache: Path) -> dict[str, Any]:
             {"name": "recency", "model": "recency"},
             {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
             {"name": "SEMINAR w/o pretraining", "model": "seminar"},
+            {
+                "name": "SEMINAR w/o user features",
+                "model": "seminar",
+                "pretrain": "all",
+                "user_features": False,
+                "tables": [2],
+            },
         ],
         "seeds": [0, 1],
         "training": {
@@ -107,11 +114,11 @@ def test_report_folder_has_tables_figures_and_numbers(grid: tuple[Path, Path, di
     assert all((out / link).is_file() for link in links), links
     assert results == json.loads((out / "results.json").read_text())
     assert results["missing"] == []
-    # main grid 3 variants + 2 pretraining-epoch points + 2 λ points, for 2 seeds
-    assert len(results["cells"]) == 2 * (3 + 2 + 2)
+    # main grid 4 variants + 2 pretraining-epoch points + 2 λ points, for 2 seeds
+    assert len(results["cells"]) == 2 * (4 + 2 + 2)
 
     rows = results["table2"]["ml-100k"]["search"]
-    assert [r["model"] for r in rows] == ["recency", "SEMINAR"]
+    assert [r["model"] for r in rows] == ["recency", "SEMINAR", "SEMINAR w/o user features"]
     assert [r["model"] for r in results["table3"]["ml-100k"]["recommendation"]] == [
         "SEMINAR",
         "SEMINAR w/o pretraining",
@@ -128,7 +135,8 @@ def test_report_folder_has_tables_figures_and_numbers(grid: tuple[Path, Path, di
         "diff_norm_same_weight",
     }
     table4 = results["table4"]
-    assert [c["variant"] for c in table4] == ["SEMINAR", "SEMINAR w/o pretraining"]
+    seminars = ["SEMINAR", "SEMINAR w/o pretraining", "SEMINAR w/o user features"]
+    assert [c["variant"] for c in table4] == seminars
     assert all(c["users"] == 4 and c["rows"] for c in table4)
     assert all(0.0 <= r["recall"] <= 1.0 for c in table4 for r in c["rows"])
     assert "pq8x32_adc" in table4[0]["dropped_methods"]  # 32 sub-vectors do not divide d=8
@@ -138,8 +146,9 @@ def test_report_folder_has_tables_figures_and_numbers(grid: tuple[Path, Path, di
 def test_equal_runs_are_trained_once(grid: tuple[Path, Path, dict[str, Any]]) -> None:
     _, out, results = grid
     runs = sorted(p.parent.name for p in (out / "runs").rglob("seed0"))
-    # recency, SEMINAR, SEMINAR w/o pretraining, and the λ = 0.9 run; the epoch sweep reuses them
-    assert len(runs) == 4
+    # recency, SEMINAR (with and without user features), SEMINAR w/o pretraining, and the λ = 0.9
+    # run; the epoch sweep reuses them, and both SEMINARs start from one pretrained PSU
+    assert len(runs) == 5 and "seminar-psu-all-e1-lambda0.5-no-user-features" in runs
     assert len(list((out / "psu").rglob("seed0"))) == 1
     cells = results["cells"]
 
@@ -201,7 +210,7 @@ def test_cli_rerun_and_restrictions(
     path, out, _ = grid
     forbid_training(monkeypatch)
     assert main(["reproduce", str(path), "--out", str(out), "--quiet", "--seeds", "1"]) == 0
-    assert f"report: {out / 'README.md'} (14 finished cells)" in capsys.readouterr().out
+    assert f"report: {out / 'README.md'} (16 finished cells)" in capsys.readouterr().out
     assert main(["reproduce", str(path), "--out", str(out), "--only-datasets", "kuaisar"]) == 2
     assert "unknown dataset(s) ['kuaisar']" in capsys.readouterr().err
 

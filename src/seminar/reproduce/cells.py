@@ -19,7 +19,10 @@ SWEEPS = ("pretrain_epochs", "fusion_lambda")
 _TASK_SHORT = {"next_pair": "next", "align": "align", "relevance": "rel"}
 # Training settings that do not change what a run computes, so finished cells survive their change;
 # pretrain_epochs and fusion_lambda are part of each run's spec instead.
-UNCOMPARED_TRAINING = frozenset({"device", "workers", "eval_batch_size", "pretrain_epochs", "fusion_lambda"})
+# not compared as training settings: run-time only, or a field of the run's spec instead
+UNCOMPARED_TRAINING = frozenset(
+    {"device", "workers", "eval_batch_size", "pretrain_epochs", "fusion_lambda", "user_features"}
+)
 PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature"})
 
 
@@ -33,11 +36,13 @@ class RunSpec:
     pretrain_epochs: int | None  # None exactly when there is no pretraining
     fusion_lambda: float
     seed: int
+    user_features: bool = True
 
     @property
     def key(self) -> str:
-        """A readable folder name, unique per (model, pretraining, λ)."""
-        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}"
+        """A readable folder name, unique per (model, pretraining, λ, user features)."""
+        profile = "" if self.user_features else "-no-user-features"
+        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}{profile}"
 
     @property
     def psu_key(self) -> str | None:
@@ -71,11 +76,14 @@ def make_spec(
     pretrain_epochs: int,
     fusion_lambda: float,
     seed: int,
+    user_features: bool = True,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
     if pretrain is None or pretrain_epochs == 0:
-        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed)
-    return RunSpec(dataset, model, tuple(pretrain), int(pretrain_epochs), float(fusion_lambda), seed)
+        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed, user_features)
+    return RunSpec(
+        dataset, model, tuple(pretrain), int(pretrain_epochs), float(fusion_lambda), seed, user_features
+    )
 
 
 def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[Cell]:
@@ -90,7 +98,13 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
         for seed in seeds:
             for v in config.models:
                 spec = make_spec(
-                    ds.name, v.model, v.psu_tasks, train.pretrain_epochs, train.fusion_lambda, seed
+                    ds.name,
+                    v.model,
+                    v.psu_tasks,
+                    train.pretrain_epochs,
+                    train.fusion_lambda,
+                    seed,
+                    config.user_features(v),
                 )
                 cells.append(Cell(ds.name, v.name, seed, spec))
     for sweep_name in SWEEPS:
@@ -106,7 +120,8 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                 for value in sweep.values:
                     epochs = int(value) if sweep_name == "pretrain_epochs" else train.pretrain_epochs
                     lam = float(value) if sweep_name == "fusion_lambda" else train.fusion_lambda
-                    spec = make_spec(ds.name, variant.model, variant.psu_tasks, epochs, lam, seed)
+                    profile = config.user_features(variant)
+                    spec = make_spec(ds.name, variant.model, variant.psu_tasks, epochs, lam, seed, profile)
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
 
@@ -173,6 +188,7 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
         "pretrain": list(spec.pretrain) if spec.pretrain else None,
         "pretrain_epochs": spec.pretrain_epochs,
         "fusion_lambda": spec.fusion_lambda,
+        "user_features": spec.user_features,
         "seed": spec.seed,
         "training": compared_training(config.training, spec.pretrain is not None),
     }

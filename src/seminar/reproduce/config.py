@@ -125,6 +125,7 @@ class VariantConfig:
     model: str
     pretrain: list[str] | str | None = None  # PSU tasks, "all", or null for no pretraining
     tables: list[int] | None = None  # default: baselines 2, full SEMINAR 2 and 3, ablations 3
+    user_features: bool | None = None  # default: training.user_features
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -451,6 +452,10 @@ class ReproduceConfig:
 
     def variant(self, name: str) -> VariantConfig | None:
         return next((v for v in self.models if v.name == name), None)
+
+    def user_features(self, variant: VariantConfig) -> bool:
+        """Whether the variant's ranker uses user profiles: its own setting, else the training's."""
+        return self.training.user_features if variant.user_features is None else variant.user_features
 
     def dataset(self, name: str) -> DatasetConfig | None:
         return next((d for d in self.datasets if d.name == name), None)

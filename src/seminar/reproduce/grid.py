@@ -35,7 +35,7 @@ from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
 
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
-_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode", "user_features")
+_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode")
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -157,7 +157,7 @@ class GridRunner:
             return None
         t = self.config.training
         psu_settings = {
-            **{k: v for k, v in settings.items() if k != "model"},
+            **{k: v for k, v in settings.items() if k not in ("model", "user_features")},
             "training": {k: v for k, v in settings["training"].items() if k not in _RANKER_ONLY},
         }
         resume = self._guard(psu_dir, psu_settings)
@@ -194,7 +194,7 @@ class GridRunner:
                 heads=t.heads,
                 top_k=t.top_k,
                 fusion_lambda=spec.fusion_lambda,
-                user_features=t.user_features,
+                user_features=spec.user_features,
                 seed=spec.seed,
             )
             train = self.train_config(spec.seed, t.epochs, t.monitor)
