@@ -154,7 +154,7 @@ def test_baselines_train_from_the_cli(data: Path, tmp_path: Path, model: str) ->
     )
 
 
-def test_resume_continues_a_run(data: Path, tmp_path: Path) -> None:
+def test_resume_continues_a_run(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = [
         "train",
         "--data",
@@ -174,3 +174,8 @@ def test_resume_continues_a_run(data: Path, tmp_path: Path) -> None:
     assert main(resumed) == 0
     epochs = [r["epoch"] for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if r.get("stage") == "epoch"]
     assert epochs == [1, 2]
+    changed = [*resumed, "--no-user-features"]  # another model: refused, with the reason
+    assert main(changed) == 2
+    assert "model user_features: True -> False" in capsys.readouterr().err
+    assert main([*run[:4], str(tmp_path / "none"), *run[5:], "--resume"]) == 2  # nothing to resume
+    assert "no checkpoint" in capsys.readouterr().err

@@ -14,6 +14,8 @@ from rich.console import Console
 
 from seminar.data.tables import DataError
 from seminar.reproduce.errors import ConfigError
+from seminar.train.checkpoint import CheckpointError
+from seminar.train.trainer import StaleRun
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
@@ -497,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[bold red]error:[/] {exc}{hint}", highlight=False, soft_wrap=True)
         return 2
     except (DataError, ConfigError, FileNotFoundError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except (StaleRun, CheckpointError) as exc:  # a run that cannot be resumed as asked
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
 
