@@ -8,7 +8,7 @@ import pytest
 
 from seminar.reproduce.aggregate import FinishedCell, collect, summarise
 from seminar.reproduce.cells import make_spec, plan_cells
-from seminar.reproduce.config import parse_config
+from seminar.reproduce.config import PSU_TASKS, parse_config
 from seminar.reproduce.tables import grid_table_markdown, sweep_markdown
 
 CONFIG = {
@@ -94,3 +94,12 @@ def test_missing_cells_show_as_fewer_seeds() -> None:
 def test_zero_pretraining_epochs_is_the_run_without_pretraining() -> None:
     assert make_spec("d", "seminar", ("align",), 0, 0.5, 1) == make_spec("d", "seminar", None, 3, 0.5, 1)
     assert make_spec("d", "seminar", ("align",), 2, 0.5, 1).key == "seminar-psu-align-e2-lambda0.5"
+
+
+def test_pretraining_labels_name_the_tasks_left_out() -> None:
+    from seminar.reproduce.aggregate import pretraining_label
+
+    assert pretraining_label(None) == "none"
+    assert pretraining_label(["relevance"]) == "q-i relevance only"
+    assert pretraining_label(["next_pair", "relevance"]) == "next pair + q-i relevance (no alignment)"
+    assert pretraining_label(list(PSU_TASKS)) == "all (next pair + alignment + q-i relevance)"

@@ -54,11 +54,17 @@ def metric_stats(per_seed: Sequence[dict[str, float]]) -> dict[str, Stat]:
 
 
 def pretraining_label(tasks: Sequence[str] | None) -> str:
+    """The Table 3 "pretraining" cell: none, one task "only", a few tasks, or all of them."""
     if not tasks:
         return "none"
+    names = " + ".join(TASK_LABELS[t] for t in tasks)
     if tuple(tasks) == PSU_TASKS:
-        return "all (" + " + ".join(TASK_LABELS[t] for t in tasks) + ")"
-    return " + ".join(TASK_LABELS[t] for t in tasks) + " only"
+        return f"all ({names})"
+    return f"{names} only" if len(tasks) == 1 else f"{names} (no {_missing(tasks)})"
+
+
+def _missing(tasks: Sequence[str]) -> str:
+    return " or ".join(TASK_LABELS[t] for t in PSU_TASKS if t not in tasks)
 
 
 def _row(name: str, found: list[FinishedCell], mode: str, **extra: Any) -> dict[str, Any]:
