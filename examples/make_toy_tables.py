@@ -3,8 +3,9 @@
     python examples/make_toy_tables.py --out examples/toy
 
 writes ``interactions.csv`` (user, sku, ts as ISO datetimes, search_text: empty for a recommendation
-click) and ``items.csv`` (sku, name, brand, tags separated by ``|``). Users favour two of six
-departments, and a search query names the department of the item clicked after it.
+click), ``items.csv`` (sku, name, brand, tags separated by ``|``) and ``users.csv`` (user, age_band,
+country, plan: a profile, left empty for a few users). Users favour two of six departments, and a
+search query names the department of the item clicked after it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 
 DEPARTMENTS = ["garden", "kitchen", "books", "music", "sports", "toys"]
 BRANDS = ["acme", "globex", "initech", "umbrella", "hooli"]
+AGE_BANDS = ["18-24", "25-34", "35-49", "50+"]
+COUNTRIES = ["de", "fr", "it", "nl", "uk"]
 
 
 def main() -> None:
@@ -55,7 +58,16 @@ def main() -> None:
                 search = rng.random() < 0.4
                 writer.writerow([f"user{u:03d}", f"sku{item:04d}", when.isoformat(), query if search else ""])
                 when += timedelta(minutes=int(rng.integers(1, 600)))
-    print(f"wrote {args.out / 'interactions.csv'} and {args.out / 'items.csv'}")
+    profiles = np.random.default_rng([args.seed, 1])  # its own stream: the logs above stay the same
+    with (args.out / "users.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user", "age_band", "country", "plan"])
+        for u in range(args.users):
+            row = [profiles.choice(AGE_BANDS), profiles.choice(COUNTRIES), profiles.choice(["free", "plus"])]
+            if profiles.random() < 0.05:
+                row[profiles.integers(0, 3)] = ""  # not every profile is complete
+            writer.writerow([f"user{u:03d}", *row])
+    print(f"wrote {args.out / 'interactions.csv'}, {args.out / 'items.csv'} and {args.out / 'users.csv'}")
 
 
 if __name__ == "__main__":
