@@ -16,6 +16,7 @@ from seminar.serving.errors import (
 )
 from seminar.serving.export import export_run
 from seminar.serving.service import Behaviour, KeptBehaviour, ScoreResult, ScoringService, UserInfo
+from seminar.serving.state import StateError, load_histories, save_histories
 
 __all__ = [
     "Behaviour",
@@ -26,6 +27,7 @@ __all__ = [
     "ScoreResult",
     "ScoringService",
     "ServingError",
+    "StateError",
     "TimestampOrderError",
     "UnknownItemError",
     "UnknownQueryError",
@@ -33,5 +35,7 @@ __all__ = [
     "UserInfo",
     "export_run",
     "load_export",
+    "load_histories",
+    "save_histories",
     "verify_export",
 ]

@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from seminar.serving.app import create_app
     from seminar.serving.service import ScoringService
+    from seminar.serving.state import load_histories, save_histories
 
     threads = args.threads if args.threads > 0 else None
     try:
@@ -60,12 +61,18 @@ def _serve(args: argparse.Namespace) -> int:
             rerank_factor=args.rerank_factor,
             threads=threads,
         )
+        if args.state is not None and args.state.exists():
+            users = load_histories(service, args.state)
+            print(f"restored the histories of {users} users from {args.state}", file=sys.stderr)
     except ValueError as exc:
         return _fail(str(exc))
     if threads is not None:  # concurrency comes from requests; one thread per request scans fastest
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
     uvicorn.run(create_app(service), host=args.host, port=args.port, log_level=args.log_level)
+    if args.state is not None:  # uvicorn returns after a graceful stop (Ctrl-C, SIGTERM)
+        users = save_histories(service, args.state)
+        print(f"saved the histories of {users} users to {args.state}", file=sys.stderr)
     return 0
 
 
@@ -107,5 +114,11 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch and faiss threads per process (0: leave)")
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="history snapshot: restored at start when it exists, written (atomically) at a graceful stop",
     )
     p.set_defaults(func=_serve)

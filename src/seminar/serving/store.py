@@ -116,6 +116,10 @@ class SequenceStore:
     def __len__(self) -> int:
         return len(self._users)
 
+    def items(self) -> list[tuple[int, UserSequence]]:
+        """(user index, sequence) pairs; call it under ``lock``."""
+        return list(self._users.items())
+
     def total_behaviours(self) -> int:
         return sum(s.length for s in self._users.values())
 
