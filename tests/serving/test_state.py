@@ -95,12 +95,16 @@ def test_serve_restores_then_saves_its_state(
     save_histories(filled(trained), state)
     seen: list[int] = []
 
-    def run(app, **kwargs) -> None:  # the server's lifetime: one more behaviour arrives
+    def run(app, **kwargs) -> None:  # the server's lifetime: one more behaviour arrives, then a stop
+        from fastapi.testclient import TestClient
+
         service = app.state.service
         seen.append(service.stats()["users"])
         ids = trained.ids
         last = int(service.history(ids.users[3]).timestamps[-1])
-        service.append(ids.users[3], [{"item": ids.items[2], "timestamp": last + 5}])
+        with TestClient(app) as client:  # leaving it runs the app's shutdown, as a graceful stop does
+            body = {"behaviours": [{"item": ids.items[2], "timestamp": last + 5}]}
+            assert client.post(f"/users/{ids.users[3]}/behaviours", json=body).json()["length"] == 2
 
     monkeypatch.setattr(uvicorn, "run", run)
     assert main(["serve", str(trained.export), "--threads", "0", "--state", str(state)]) == 0

@@ -8,6 +8,8 @@ plain functions: FastAPI runs them in its thread pool, and the service is thread
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,12 +41,24 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def create_app(service: ScoringService) -> FastAPI:
-    """An app serving ``service``; ``app.state.service`` holds it."""
+def create_app(service: ScoringService, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    """An app serving ``service``; ``app.state.service`` holds it.
+
+    ``on_shutdown`` runs when the server stops gracefully (e.g. saving the histories): inside the
+    app's lifespan, because uvicorn re-raises a caught Ctrl-C or SIGTERM once it has shut down.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
     app = FastAPI(
         title="seminar scoring",
         version=__version__,
         description="CTR scores over lifelong (query, item) histories held as PQ codes (SEMINAR).",
+        lifespan=lifespan,
     )
     app.state.service = service
 

@@ -69,10 +69,13 @@ def _serve(args: argparse.Namespace) -> int:
     if threads is not None:  # concurrency comes from requests; one thread per request scans fastest
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level=args.log_level)
-    if args.state is not None:  # uvicorn returns after a graceful stop (Ctrl-C, SIGTERM)
+
+    def save_state() -> None:
         users = save_histories(service, args.state)
         print(f"saved the histories of {users} users to {args.state}", file=sys.stderr)
+
+    app = create_app(service, on_shutdown=save_state if args.state is not None else None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
