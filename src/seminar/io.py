@@ -115,6 +115,11 @@ def exclusive_lock(path: Path | str, on_wait: Callable[[], None] | None = None) 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def json_digest(value: Any) -> str:
+    """sha256 of a JSON-able value in canonical form (sorted keys), to tell manifests apart."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

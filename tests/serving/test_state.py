@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from seminar.cli import main
@@ -52,13 +52,12 @@ def test_bad_snapshots_are_refused_and_nothing_is_stored(trained: Trained, tmp_p
     save_histories(filled(trained), good)
     arrays = load_file(str(good))
 
+    with safe_open(str(good), "numpy") as handle:
+        saved_metadata = dict(handle.metadata())
+
     def variant(name: str, metadata: dict | None = None, **changes: np.ndarray) -> Path:
         path = tmp_path / f"{name}.safetensors"
-        from safetensors import safe_open
-
-        with safe_open(str(good), "numpy") as handle:
-            meta = dict(handle.metadata())
-        save_file({**arrays, **changes}, str(path), metadata={**meta, **(metadata or {})})
+        save_file({**arrays, **changes}, str(path), metadata={**saved_metadata, **(metadata or {})})
         return path
 
     truncated = tmp_path / "truncated.safetensors"
@@ -68,7 +67,7 @@ def test_bad_snapshots_are_refused_and_nothing_is_stored(trained: Trained, tmp_p
     cases = {
         truncated: "not a readable history snapshot",
         variant("other", {"export": "0" * 64}): "saved from another export",
-        variant("format", {"format": "other/1"}): "format 'other/1'",
+        variant("format", {"format": "other/1"}): f"format 'other/1', expected '{FORMAT}'",
         variant("items", items=arrays["items"] + 10_000): "outside this export's maps",
         variant("users", users=arrays["users"] * 0): "user rows must be distinct",
         variant("time", timestamps=stamps): "go back in time",
@@ -83,7 +82,6 @@ def test_bad_snapshots_are_refused_and_nothing_is_stored(trained: Trained, tmp_p
     busy = filled(trained)
     with pytest.raises(StateError, match="already holds histories"):
         load_histories(busy, good)
-    assert FORMAT.startswith("seminar.")
 
 
 def test_serve_restores_then_saves_its_state(
@@ -114,7 +112,7 @@ def test_serve_restores_then_saves_its_state(
     again = ScoringService.load(trained.export)
     load_histories(again, state)
     assert len(again.history(trained.ids.users[3])) == 2  # the appended behaviour was saved
-    shutil.copy(state, tmp_path / "copy")
-    (tmp_path / "copy").write_bytes(b"garbage")
-    assert main(["serve", str(trained.export), "--threads", "0", "--state", str(tmp_path / "copy")]) == 2
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"garbage")
+    assert main(["serve", str(trained.export), "--threads", "0", "--state", str(garbage)]) == 2
     assert "not a readable history snapshot" in capsys.readouterr().err

@@ -8,7 +8,6 @@ Large arrays are memory-mapped on load so that a 25M-behaviour dataset opens ins
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from seminar.data.tables import DataError
+from seminar.io import json_digest
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -182,8 +182,7 @@ def _load_array(root: Path, rel: str, dtype: str, mmap: bool) -> np.ndarray:
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """What identifies a dataset's content: a digest of its manifest (inputs, options, counts) less
     the build's wall time, so two builds of the same inputs agree and any other change differs."""
-    content = {k: v for k, v in manifest.items() if k != "build_seconds"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest({k: v for k, v in manifest.items() if k != "build_seconds"})
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 A snapshot holds every user's behaviours as internal ids and timestamps (CSR: one row of
 ``offsets`` per user); the PQ codes are not stored, because the export's per-id code tables give
 them back exactly. The file is one safetensors file written atomically, tagged with a digest of the
-export's manifest: restoring into a service built from another export (other ids, other codes) is
-refused, as is a damaged file, and nothing is stored unless the whole snapshot is valid.
+export's manifest (which lists every file's sha256): restoring into a service built from another
+export (other ids, other codes) is refused, as is a damaged file, and nothing is stored unless the
+whole snapshot is valid.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from seminar.io import atomic_path
+from seminar.io import atomic_path, json_digest
 from seminar.serving.errors import ServingError
 
 if TYPE_CHECKING:
@@ -38,11 +37,6 @@ class StateError(ServingError):
     """A history snapshot that is damaged, of another export, or cannot be restored here."""
 
 
-def export_digest(manifest: dict) -> str:
-    """Identifies an export by its manifest (which holds every file's sha256)."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
 def save_histories(service: ScoringService, path: Path | str) -> int:
     """Write every stored history to ``path`` (atomically); returns the number of users."""
     with service.store.lock:  # snapshots stay valid after the lock: appends write past them
@@ -59,7 +53,7 @@ def save_histories(service: ScoringService, path: Path | str) -> int:
             for name in ("items", "queries", "timestamps")
         },
     }
-    metadata = {"format": FORMAT, "export": export_digest(service.export.manifest)}
+    metadata = {"format": FORMAT, "export": json_digest(service.export.manifest)}
     with atomic_path(Path(path)) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
     return int(users.size)
@@ -89,7 +83,7 @@ def load_histories(service: ScoringService, path: Path | str) -> int:
     first behaviour is stored.
     """
     path = Path(path)
-    arrays = _read(path, export_digest(service.export.manifest))
+    arrays = _read(path, json_digest(service.export.manifest))
     users, offsets = arrays["users"], arrays["offsets"]
     items, queries, stamps = arrays["items"], arrays["queries"], arrays["timestamps"]
     n = items.size

@@ -19,6 +19,8 @@ import polars as pl
 
 from seminar.data.tables import ITEM, QUERY, TIMESTAMP, USER, SourceTables
 
+PROFILE_FIELDS = ("favourite_topic", "region")
+
 
 @dataclass
 class SyntheticConfig:
@@ -134,8 +136,6 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SourceTables:
         user_fields=list(PROFILE_FIELDS) if users is not None else [],
     )
 
-
-PROFILE_FIELDS = ("favourite_topic", "region")
 
 
 def _profiles(cfg: SyntheticConfig, user_topics: np.ndarray, user_cdf: np.ndarray) -> pl.DataFrame:
