@@ -277,8 +277,24 @@ def _add_train_options(parser: argparse.ArgumentParser, *, monitor: str = "ndcg@
     parser.add_argument("--max-length", type=int, default=200, help="history window L")
     parser.add_argument("--train-negatives", type=int, default=1)
     parser.add_argument(
-        "--positions-per-user", type=int, default=None, help="cap training targets per user/epoch"
+        "--positions-per-user",
+        type=int,
+        default=None,
+        help="cap training targets per user and epoch (default: every position is a target)",
     )
+    parser.add_argument(
+        "--targets-per-window",
+        type=int,
+        default=64,
+        help="rankers: consecutive targets scored on one shared history window",
+    )
+    parser.add_argument(
+        "--negative-sampling",
+        choices=["uniform", "popularity"],
+        default="uniform",
+        help="training negatives (popularity: with the log-Q correction in the softmax loss)",
+    )
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
     parser.add_argument("--monitor", default=monitor, help="validation metric to keep the best checkpoint by")
     parser.add_argument("--eval-mode", choices=["recommendation", "search", "pair"], default="recommendation")
@@ -304,6 +320,9 @@ def _train_config(args: argparse.Namespace):
         max_length=args.max_length,
         train_negatives=args.train_negatives,
         positions_per_user=args.positions_per_user,
+        targets_per_window=args.targets_per_window,
+        negative_sampling=args.negative_sampling,
+        weight_decay=args.weight_decay,
         early_stopping_patience=args.patience,
         monitor=args.monitor,
         eval_mode=args.eval_mode,
@@ -352,6 +371,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         fusion_lambda=args.fusion_lambda,
         user_features=not args.no_user_features,
+        loss=args.loss,
+        dropout=args.dropout,
+        knn_history=args.knn_history,
+        knn_neighbours=args.knn_neighbours,
+        layers=args.layers,
         seed=args.seed,
     )
     summary = finetune(
@@ -396,7 +420,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _register_model_commands(sub: argparse._SubParsersAction) -> None:
-    from seminar.models.ranker import MODELS
+    from seminar.models.registry import ALL_MODELS
 
     p = sub.add_parser("pretrain", help="pretrain the PSU (next pair, alignment, query-item relevance)")
     _add_train_options(p, monitor="loss")
@@ -409,8 +433,13 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train SEMINAR or a baseline ranker and report test metrics")
     _add_train_options(p)
-    p.add_argument("--model", choices=MODELS, default="seminar")
+    p.add_argument("--model", choices=ALL_MODELS, default="seminar")
     p.add_argument("--top-k", type=int, default=50, help="behaviours the GSU keeps for the ESU")
+    p.add_argument("--loss", choices=["softmax", "bce"], default="softmax", help="ranking loss")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout (ranker head, SASRec blocks)")
+    p.add_argument("--knn-history", type=int, default=20, help="itemknn: the user's last N items")
+    p.add_argument("--knn-neighbours", type=int, default=200, help="itemknn: neighbours kept per item")
+    p.add_argument("--layers", type=int, default=2, help="sasrec: transformer blocks")
     p.add_argument(
         "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"
     )

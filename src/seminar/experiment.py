@@ -22,6 +22,7 @@ from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
 from seminar.models.psu import PretrainConfig, PretrainingSearchUnit
 from seminar.models.ranker import Ranker, RankerConfig
+from seminar.models.registry import REFERENCE_MODELS, build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
 from seminar.train.checkpoint import load_weights, read_checkpoint_config
 from seminar.train.trainer import BEST, LAST, StaleRun, TrainConfig, Trainer
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 MODEL_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {
     "seminar.models.ranker.Ranker": (Ranker, RankerConfig),
     "seminar.models.psu.PretrainingSearchUnit": (PretrainingSearchUnit, PretrainConfig),
+    **{f"{cls.__module__}.{cls.__qualname__}": (cls, RankerConfig) for cls in REFERENCE_MODELS.values()},
 }
 
 
@@ -93,10 +95,17 @@ def finetune(
     resume: bool = False,
     tables: FeatureTables | None = None,
 ) -> dict[str, Any]:
-    """Train a ranker (SEMINAR or a baseline), optionally initialised from a PSU run."""
+    """Train a ranker (SEMINAR, a baseline or a reference ranker), optionally initialised from a PSU run.
+
+    Popularity and item-kNN are fitted by counting; their run holds the fitted tables as its checkpoint.
+    """
     tables = tables or FeatureTables.from_dataset(ds)
-    ranker = Ranker(tables, model_config)
+    ranker = build_ranker(tables, model_config, ds)
     if pretrained is not None and not resume:
+        if not isinstance(ranker, Ranker):
+            raise ValueError(
+                f"{model_config.model} has no PSU embeddings to initialise from a pretrained run"
+            )
         restore_pretrained(ranker, pretrained, tables)
     train.out_dir = str(out_dir)
     with Trainer(ranker, ds, train) as trainer:

@@ -84,12 +84,60 @@ def training_positions(ds: SeminarDataset) -> tuple[np.ndarray, np.ndarray]:
     return users, positions
 
 
+NegativeSampling = Literal["uniform", "popularity"]
+NEGATIVE_SAMPLING: tuple[str, ...] = ("uniform", "popularity")
+
+
 @dataclass
 class WindowConfig:
     max_length: int = 200
     train_negatives: int = 1
     positions_per_user: int | None = None  # cap per user and epoch, for very long sequences
     seed: int = 0
+    targets_per_window: int = 64  # many-target samples: consecutive targets scored on one window
+    negative_sampling: NegativeSampling = "uniform"
+
+
+def training_item_counts(ds: SeminarDataset) -> np.ndarray:
+    """How often each item id occurs in the training histories (each user's last two held out)."""
+    lengths = ds.lengths.astype(np.int64)
+    within = np.arange(ds.items.size, dtype=np.int64) - np.repeat(ds.offsets[:-1], lengths)
+    train = within < np.repeat(lengths - HELD_OUT, lengths)
+    return np.bincount(np.asarray(ds.items)[train], minlength=ds.n_items + 1)
+
+
+class NegativeSampler:
+    """Training negatives, uniform over item ids or proportional to training popularity.
+
+    ``log_q`` gives each item's log sampling probability for the sampled softmax's log-Q correction
+    (None for uniform sampling, where the correction is a constant that cancels).
+    """
+
+    def __init__(self, ds: SeminarDataset, kind: NegativeSampling = "uniform") -> None:
+        if kind not in NEGATIVE_SAMPLING:
+            raise ValueError(f"unknown negative sampling {kind!r}; choose one of {NEGATIVE_SAMPLING}")
+        self.kind, self.n_items = kind, ds.n_items
+        self.log_q: np.ndarray | None = None
+        if kind == "popularity":
+            counts = training_item_counts(ds).astype(np.float64)
+            counts[0] = 0.0
+            counts[1:] += 1.0  # every item can be drawn: unseen ones keep a small probability
+            probability = counts / counts.sum()
+            self._cumulative = np.cumsum(probability)
+            self.log_q = np.log(np.maximum(probability, 1e-30)).astype(np.float32)
+
+    def sample(self, rng: np.random.Generator, positives: np.ndarray, n: int) -> np.ndarray:
+        """``n`` negatives per positive [..., n], never the positive itself."""
+        shape = (*positives.shape, n)
+        if self.kind == "uniform":
+            neg = rng.integers(1, self.n_items + 1, size=shape)
+        else:
+            draws = rng.random(shape) * self._cumulative[-1]
+            neg = np.minimum(np.searchsorted(self._cumulative, draws, side="right"), self.n_items)
+            neg = np.maximum(neg, 1)
+        clash = neg == positives[..., None]
+        neg[clash] = neg[clash] % self.n_items + 1  # never the positive itself
+        return neg
 
 
 class TrainSamples(Dataset):
@@ -144,6 +192,101 @@ class TrainSamples(Dataset):
             neg_items=neg,
             neg_queries=np.repeat(target_queries[:, None], neg.shape[1], axis=1),
         )
+        return _to_torch(batch)
+
+
+def window_chunks(ds: SeminarDataset, targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user, end) of every chunk of ``targets`` consecutive training targets, the latest chunk first.
+
+    A user's training targets are positions 1..N-3; chunk ends (exclusive) are N-2, N-2-T, ... so
+    every target lies in exactly one chunk; the earliest chunk of a user may be partial.
+    """
+    n_targets = np.maximum(ds.lengths - HELD_OUT - FIRST_TRAIN_POSITION, 0)
+    per_user = -(-n_targets // targets)
+    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), per_user)
+    first = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+    rank = np.arange(users.size, dtype=np.int64) - np.repeat(first, per_user)
+    ends = ds.lengths[users].astype(np.int64) - HELD_OUT - rank * targets
+    return users, ends
+
+
+class WindowSamples(Dataset):
+    """Many-target training samples: T consecutive targets of one user scored on one shared window.
+
+    A sample is ``(user, end)``: its targets are positions ``end - T .. end - 1`` and its buffer
+    holds the ``L + T - 1`` behaviours before the last target, so target t sees exactly the L
+    behaviours before it (``target_ends`` [B, T] is the exclusive end of its history in the
+    buffer), the same history the one-target :class:`TrainSamples` gives it. Every training
+    position is a target once per epoch; ``positions_per_user`` keeps a random subset of each
+    user's chunks (about that many targets) per epoch instead.
+
+    Batch keys: the buffer (``hist_*``, ``mask`` [B, W]), ``user`` [B], ``target_items``,
+    ``target_queries``, ``target_timestamps``, ``target_valid``, ``target_ends`` [B, T],
+    ``neg_items``, ``neg_queries`` [B, T, N], and with popularity sampling ``target_log_q`` [B, T]
+    and ``neg_log_q`` [B, T, N].
+    """
+
+    def __init__(self, ds: SeminarDataset, config: WindowConfig | None = None) -> None:
+        self.ds = ds
+        self.config = config = config or WindowConfig()
+        if config.targets_per_window < 1:
+            raise ValueError(f"targets_per_window must be >= 1, got {config.targets_per_window}")
+        self.sampler = NegativeSampler(ds, config.negative_sampling)
+        self.epoch = 0
+        self._all_users, self._all_ends = window_chunks(ds, config.targets_per_window)
+        self.users, self.ends = self._all_users, self._all_ends
+        self.set_epoch(0)
+
+    @property
+    def buffer_length(self) -> int:
+        return self.config.max_length + self.config.targets_per_window - 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        cap = self.config.positions_per_user
+        if cap is None:
+            return
+        chunks = -(-cap // self.config.targets_per_window)
+        rng = np.random.default_rng((self.config.seed, epoch, 3))
+        priority = rng.random(self._all_users.size)
+        order = np.lexsort((priority, self._all_users))
+        counts = np.bincount(self._all_users, minlength=self.ds.n_users)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(order.size) - np.repeat(first, counts)
+        keep = np.sort(order[rank < chunks])
+        self.users, self.ends = self._all_users[keep], self._all_ends[keep]
+
+    def __len__(self) -> int:
+        return int(self.users.size)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        index = np.asarray(indices, dtype=np.int64)
+        users, ends = self.users[index], self.ends[index]
+        t = self.config.targets_per_window
+        batch = gather_windows(self.ds, users, ends - 1, self.buffer_length)
+        positions = ends[:, None] - t + np.arange(t, dtype=np.int64)[None, :]  # B T
+        valid = positions >= FIRST_TRAIN_POSITION
+        flat = self.ds.offsets[users][:, None] + np.where(valid, positions, FIRST_TRAIN_POSITION)
+        target_items = np.where(valid, self.ds.items[flat], 0).astype(np.int64)
+        target_queries = np.where(valid, self.ds.queries[flat], 0).astype(np.int64)
+        rng = np.random.default_rng((self.config.seed, self.epoch, int(index[0]) if index.size else 0, 4))
+        neg = self.sampler.sample(rng, target_items, self.config.train_negatives)
+        target_ends = self.config.max_length + np.arange(t, dtype=np.int64)  # exclusive, in the buffer
+        batch.update(
+            user=users,
+            target_items=target_items,
+            target_queries=target_queries,
+            target_timestamps=np.where(valid, self.ds.timestamps[flat], 0),
+            target_valid=valid,
+            target_ends=np.broadcast_to(target_ends, valid.shape),
+            neg_items=neg,
+            neg_queries=np.repeat(target_queries[:, :, None], neg.shape[-1], axis=2),
+        )
+        if self.sampler.log_q is not None:
+            batch.update(target_log_q=self.sampler.log_q[target_items], neg_log_q=self.sampler.log_q[neg])
         return _to_torch(batch)
 
 
@@ -216,7 +359,7 @@ class ShardSampler(Sampler[int]):
 
 
 def make_loader(
-    samples: TrainSamples | EvalSamples,
+    samples: TrainSamples | WindowSamples | EvalSamples,
     batch_size: int = 256,
     *,
     shuffle: bool = False,

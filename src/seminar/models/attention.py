@@ -13,6 +13,11 @@ import torch
 from torch import Tensor, nn
 
 
+def _per_head(mask: Tensor) -> Tensor:
+    """A [B, L] or per-target [B, C, L] mask shaped to broadcast over logits [B, C, H, L]."""
+    return mask[:, None, None, :] if mask.dim() == 2 else mask[:, :, None, :]
+
+
 class TargetAttention(nn.Module):
     """MHTA. With ``values=False`` it only scores (a GSU ranks by logits and needs no W^V, W^O)."""
 
@@ -35,12 +40,13 @@ class TargetAttention(nn.Module):
     def logits(self, target: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         """Per-head attention logits, padding set to -inf.
 
-        target [B, C, d] (C targets per sequence), keys [B, L, d], mask [B, L] -> [B, C, H, L].
-        ``W^K`` is folded into the target side, ``(q W^Q_h)·(x W^K_h) = (W^K_h^T q W^Q_h)·x``, so the L
-        keys are never projected: exact, and cheaper whenever C is small against L.
+        target [B, C, d] (C targets per sequence), keys [B, L, d], mask [B, L] (or per target
+        [B, C, L]) -> [B, C, H, L]. ``W^K`` is folded into the target side,
+        ``(q W^Q_h)·(x W^K_h) = (W^K_h^T q W^Q_h)·x``, so the L keys are never projected: exact, and
+        cheaper whenever C is small against L.
         """
         scores = torch.einsum("bche,ble->bchl", self._folded(target), keys) / math.sqrt(self.dim)
-        return scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return scores.masked_fill(~_per_head(mask), float("-inf"))
 
     def _folded(self, target: Tensor) -> Tensor:
         """Per-head ``W^K_h^T (q W^Q_h)`` [..., H, d]: the target side of the folded logits."""
@@ -61,13 +67,15 @@ class TargetAttention(nn.Module):
     def attend(self, logits: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Masked softmax of ``logits`` [B, C, H, L] over ``values`` [B, L, d] -> ([B, C, d], weights).
 
-        ``W^V`` is applied after pooling (it is linear), so only one vector per head is projected.
+        ``mask`` is [B, L] or per target [B, C, L]. ``W^V`` is applied after pooling (it is linear),
+        so only one vector per head is projected.
         """
         if self.value is None or self.out is None:
             raise RuntimeError("this attention was built with values=False: it scores but does not attend")
-        has_any = mask.any(dim=-1)[:, None, None, None]
+        per_head = _per_head(mask)
+        has_any = per_head.any(dim=-1, keepdim=True)
         weights = torch.softmax(logits.masked_fill(~has_any, 0.0), dim=-1)
-        weights = torch.where(mask[:, None, None, :], weights, torch.zeros_like(weights))
+        weights = torch.where(per_head, weights, torch.zeros_like(weights))
         pooled = torch.einsum("bchl,bld->bchd", weights, values)
         heads = torch.einsum("bche,hde->bchd", pooled, self._heads(self.value))
         return self.out(heads.flatten(-2)), weights

@@ -216,6 +216,11 @@ class PairEmbedding:
         """
         return self.sum_at(self.weighted_channel_tables(), positions)
 
+    def sum_all(self, tables: tuple[Tensor, Tensor]) -> Tensor:
+        """Channel-summed rows of :meth:`weighted_channel_tables` for every pair: [..., d]."""
+        query, items = tables
+        return self._gather(query, self.query_inverse) + self._gather(items.sum(dim=1), self.item_inverse)
+
     def sum_at(self, tables: tuple[Tensor, Tensor], positions: Tensor) -> Tensor:
         """Channel-summed rows of :meth:`weighted_channel_tables` at ``positions`` [B, C, K]: [B, C, K, d]."""
         query, items = tables

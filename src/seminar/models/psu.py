@@ -64,9 +64,13 @@ def clip_loss(
         allowed = allowed & ~(exclude & ~eye)
     logits = logits.masked_fill(~allowed, float("-inf"))
     diag = torch.arange(a.shape[1], device=a.device)
-    safe = torch.where(valid[:, :, None], logits, torch.zeros_like(logits))
-    rows = -torch.log_softmax(safe, dim=2)[:, diag, diag]
-    cols = -torch.log_softmax(safe.transpose(1, 2), dim=2)[:, diag, diag]
+    # Rows of padded anchors are all -inf; they are zeroed (then ignored) *after* each direction's
+    # transpose, so a padded row never enters the other direction as a negative column.
+    anchors = valid[:, :, None]
+    a_to_b = torch.where(anchors, logits, torch.zeros_like(logits))
+    b_to_a = torch.where(anchors, logits.transpose(1, 2), torch.zeros_like(logits))
+    rows = -torch.log_softmax(a_to_b, dim=2)[:, diag, diag]
+    cols = -torch.log_softmax(b_to_a, dim=2)[:, diag, diag]
     n_valid = valid.sum().clamp_min(1)
     return ((rows + cols) * valid).sum() / (2 * n_valid)
 

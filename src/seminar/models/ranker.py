@@ -1,22 +1,30 @@
-"""The downstream two-stage ranker: embeddings -> GSU top-K -> ESU over K -> MLP head (BCE).
+"""The downstream two-stage ranker: embeddings -> GSU top-K -> ESU over K -> MLP head.
 
 One class serves SEMINAR and every baseline; only the GSU strategy differs (``RankerConfig.model``).
 Features are identical across models: the ESU's lifelong interest, the user, the fused target
-pair and context (behaviour type of the target, time since the last behaviour).
+pair and context (behaviour type of the target, time since the last behaviour), plus the
+products interest ⊙ target and user ⊙ target (an MLP over concatenated vectors learns dot
+products poorly, and matching a target to the user's interest is a dot product).
 
-SEMINAR's GSU has parameters of its own (``G_j`` and ``W^GSU``) that top-K selection cannot train,
-so it gets a GSU-ESU consistency loss: on the K kept behaviours, the GSU's attention distribution
-is pulled towards the ESU's (detached), weighted by ``gsu_consistency``.
+Training scores many targets per window (:class:`seminar.data.loader.WindowSamples`): each
+target and its sampled negatives attend only to the behaviours before it, and the loss is a
+ranking loss over the positive and its negatives (:mod:`seminar.train.losses`).
+
+SEMINAR's ESU sees the G_j-projected embeddings (paper: x^ESU = x^GSU), so the CTR loss trains
+G_j directly. Top-K selection has no gradient, so SEMINAR's own GSU attention (W^GSU) is trained
+by a GSU-ESU consistency loss: over the K kept behaviours and a random sample of dropped ones, the
+GSU's distribution is pulled towards the ESU's (detached), weighted by ``gsu_consistency``; the
+dropped sample is what lets the GSU learn to promote a behaviour it did not keep.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminar.data.schema import EMPTY_QUERY
@@ -34,11 +42,16 @@ from seminar.models.search import (
     SimHardSearch,
     SimSoftSearch,
     TwinSearch,
+    band_mask,
     select_top_k,
 )
+from seminar.train.losses import LOSSES, LossKind, ranking_loss
+
+logger = logging.getLogger(__name__)
 
 MODELS = ("recency", "sim_hard", "sim_soft", "eta", "twin", "qin", "seminar")
 TIME_BUCKETS = 40
+DENSE_ESU_RATIO = 8  # the ESU attends over the masked window when it is at most this many times K
 
 
 @dataclass
@@ -52,9 +65,27 @@ class RankerConfig:
     fusion_lambda: float = 0.5
     gate: Gate = "behaviour"
     gsu_consistency: float = 0.1
+    consistency_samples: int = 16  # dropped behaviours per target the consistency loss also sees
     hidden: list[int] = field(default_factory=lambda: [128, 64])
+    interactions: bool = True  # interest ⊙ target and user ⊙ target in the head's input
+    dot: bool = True  # add <interest, target> + <user, target> to the head's logit
+    dropout: float = 0.0  # on the head's hidden layers
+    loss: LossKind = "softmax"
     user_features: bool = True  # pool the dataset's user profile attributes into the user vector
+    user_id: bool = True  # a learned embedding per user id (off: profile and history only)
     seed: int = 0
+    # reference rankers (seminar.models.reference)
+    knn_history: int = 20  # item-kNN: the user's last N items
+    knn_neighbours: int = 200  # item-kNN: neighbours kept per item
+    layers: int = 2  # SASRec: transformer blocks
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
+        if self.top_k < 1 or self.dim < 1 or self.heads < 1:
+            raise ValueError(f"top_k, dim and heads must be >= 1, got {self.top_k}, {self.dim}, {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -63,11 +94,18 @@ class RankerConfig:
     def from_dict(cls, values: dict[str, Any]) -> RankerConfig:
         """The config saved with a run or export; unknown keys are ignored.
 
-        Runs saved before user features existed have no ``user_features`` key and were trained
-        without them, so it reads as False there.
+        Runs saved before user features (or the head's interaction features) existed lack those
+        keys and were trained without them, so they read as False there.
         """
         known = {f.name for f in fields(cls)}
-        return cls(**{"user_features": False, **{k: v for k, v in values.items() if k in known}})
+        legacy = {
+            "user_features": False,
+            "interactions": False,
+            "dot": False,
+            "loss": "bce",
+            "consistency_samples": 0,
+        }
+        return cls(**{**legacy, **{k: v for k, v in values.items() if k in known}})
 
 
 def make_search(
@@ -91,14 +129,20 @@ def make_search(
     raise ValueError(f"unknown model {config.model!r}; choose one of {MODELS}")
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    while not isinstance(layers[-1], nn.Linear):
+        layers.pop()
+    return nn.Sequential(*layers)
 
 
 class Ranker(nn.Module):
+    many_targets = True  # trains on WindowSamples batches (many targets per window)
+
     def __init__(self, tables: FeatureTables, config: RankerConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or RankerConfig()
@@ -110,7 +154,8 @@ class Ranker(nn.Module):
             self.users = nn.Embedding(tables.n_users, config.dim)
             self.behaviour_type = nn.Embedding(2, config.dim)
             self.time_gap = nn.Embedding(TIME_BUCKETS, config.dim)
-            self.head = _mlp([4 * config.dim, *config.hidden, 1])
+            width = (6 if config.interactions else 4) * config.dim
+            self.head = _mlp([width, *config.hidden, 1], config.dropout)
             # made last, so that adding it leaves every other module's seeded initialisation as it was
             self.user_features: nn.EmbeddingBag | None = None
             if config.user_features and tables.user_attributes is not None and tables.n_user_attributes:
@@ -118,14 +163,24 @@ class Ranker(nn.Module):
                     tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
                 )
                 self.register_buffer("user_attributes", tables.user_attributes, persistent=False)
+        if config.model == "seminar" and config.gsu_consistency <= 0:
+            logger.warning(
+                "SEMINAR with gsu_consistency=0: its GSU attention (W^GSU) gets no training signal"
+            )
 
     def load_pretrained(self, embedding_state: dict[str, Tensor]) -> None:
         """Restore PSU embeddings and content projections as the initialisation (strict)."""
         self.embedding.load_state_dict(embedding_state, strict=True)
 
-    def _search_inputs(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> SearchInputs:
+    def _search_inputs(
+        self, batch: dict[str, Tensor], items: Tensor, queries: Tensor, ends: Tensor | None = None
+    ) -> SearchInputs:
         target = self.embedding.encode(queries, items)
         history = self.embedding.encode(batch["hist_queries"], batch["hist_items"])
+        visible = None
+        if ends is not None:
+            length = batch["mask"].shape[1] - batch["target_ends"].shape[1] + 1
+            visible = band_mask(batch["mask"], ends, length)
         return SearchInputs(
             target,
             items,
@@ -134,72 +189,183 @@ class Ranker(nn.Module):
             batch["hist_queries"],
             batch["mask"],
             target.fused(),
+            visible,
         )
 
-    def _context(self, batch: dict[str, Tensor], queries: Tensor) -> Tensor:
+    def _context(
+        self, batch: dict[str, Tensor], queries: Tensor, ends: Tensor | None, times: Tensor
+    ) -> Tensor:
+        """Behaviour type of each target and log2 time since the behaviour before it."""
         is_search = (queries != EMPTY_QUERY).long()
-        last = batch["hist_timestamps"][:, -1:]
-        gap = (batch["target_timestamps"][:, None] - last).clamp_min(0).float()
-        bucket = torch.log2(gap + 1).long().clamp(max=TIME_BUCKETS - 1).expand_as(queries)
+        stamps = batch["hist_timestamps"]
+        if ends is None:
+            last = stamps[:, -1:].expand_as(queries)
+        else:
+            last = torch.gather(stamps, 1, (ends - 1).clamp_min(0))
+        gap = (times - last).clamp_min(0).float()
+        bucket = torch.log2(gap + 1).long().clamp(max=TIME_BUCKETS - 1)
         return self.behaviour_type(is_search) + self.time_gap(bucket)
 
-    def logits(self, batch: dict[str, Tensor], items: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
-        """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss."""
-        inputs = self._search_inputs(batch, items, queries)
-        seminar = isinstance(self.search, SeminarSearch)
-        train_gsu = seminar and self.training and self.config.gsu_consistency > 0
-        # SEMINAR's projected history keys: made once, detached for selection, reused by the loss
-        gsu_tables = self.search.key_tables(inputs.history) if train_gsu else None
-        indices, valid = self._select(inputs, gsu_tables)
-        b, c, k = indices.shape
-        flat_keys = inputs.history.fused_at(indices).reshape(b * c, k, -1)
-        flat_valid = valid.reshape(b * c, k)
-        target = inputs.target_fused.reshape(b * c, 1, -1)
-        esu_logits = self.esu.logits(target, flat_keys, flat_valid)
-        interest, weights = self.esu.attend(esu_logits, flat_keys, flat_valid)
-        interest = interest.view(b, c, -1)
+    def logits(
+        self,
+        batch: dict[str, Tensor],
+        items: Tensor,
+        queries: Tensor,
+        ends: Tensor | None = None,
+        times: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss.
+
+        Without ``ends`` every candidate sees the whole window (evaluation, serving); with ``ends``
+        [B, C] candidate c sees the L behaviours before window position ``ends[b, c]`` (training
+        on many targets, :class:`~seminar.data.loader.WindowSamples`). ``times`` [B, C] are the
+        candidates' timestamps (default: ``batch["target_timestamps"]`` for every candidate).
+        """
+        inputs = self._search_inputs(batch, items, queries, ends)
+        if times is None:
+            times = batch["target_timestamps"][:, None].expand_as(items)
+        esu_tables = self.search.esu_tables(inputs.history)
+        train_gsu = (
+            isinstance(self.search, SeminarSearch) and self.training and self.config.gsu_consistency > 0
+        )
+        indices, valid = self._select(inputs, esu_tables if train_gsu else None)
+        target = self.search.esu_target(inputs.target)
+        interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid)
+        _b, c = items.shape
         user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
-        features = torch.cat([interest, user, inputs.target_fused, self._context(batch, queries)], dim=-1)
+        parts = [interest, user, inputs.target_fused, self._context(batch, queries, ends, times)]
+        if self.config.interactions:
+            parts += [interest * target, user * inputs.target_fused]
         aux = torch.zeros((), device=items.device)
-        if gsu_tables is not None:
-            # B C K, differentiable w.r.t. G_j and W^GSU
-            kept = self.search.logits_at(inputs, indices, gsu_tables)
-            aux = consistency_loss(kept, weights.detach().mean(dim=2).view(b, c, k), valid)
-        return self.head(features).squeeze(-1), aux
+        if train_gsu:
+            aux = self._consistency(inputs, esu_tables, target, indices, valid, esu_logits)
+        logits = self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+        if self.config.dot:
+            logits = logits + (interest * target).sum(-1) + (user * inputs.target_fused).sum(-1)
+        return logits, aux
+
+    def _interest(
+        self, inputs: SearchInputs, tables: KeyTables, target: Tensor, kept: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """ESU interest [B, C, d] over each target's kept behaviours, and its logits there [B, C, H, K].
+
+        Two exact paths: attention over the whole window with everything but the kept behaviours
+        masked (a few large matrix products; used when the window is at most DENSE_ESU_RATIO·K
+        long, as in training), or over the kept behaviours gathered per target (long windows).
+        """
+        b, c, k = kept.shape
+        length = inputs.mask.shape[1]
+        if length <= DENSE_ESU_RATIO * k:
+            keys = inputs.history.sum_all(tables)  # B W d
+            selected = torch.zeros((b, c, length), dtype=torch.bool, device=kept.device)
+            selected.scatter_(2, kept, valid)
+            logits = self.esu.logits(target, keys, selected)  # B C H W
+            interest, _ = self.esu.attend(logits, keys, selected)
+            at_kept = kept[:, :, None, :].expand(-1, -1, logits.shape[2], -1)
+            return interest, torch.gather(logits, 3, at_kept)
+        keys = inputs.history.sum_at(tables, kept).reshape(b * c, k, -1)
+        flat_valid = valid.reshape(b * c, k)
+        logits = self.esu.logits(target.reshape(b * c, 1, -1), keys, flat_valid)
+        interest, _ = self.esu.attend(logits, keys, flat_valid)
+        return interest.view(b, c, -1), logits.view(b, c, -1, k)
+
+    def _consistency(
+        self,
+        inputs: SearchInputs,
+        tables: KeyTables,
+        target: Tensor,
+        kept: Tensor,
+        kept_valid: Tensor,
+        kept_logits: Tensor,
+    ) -> Tensor:
+        """SEMINAR's GSU-ESU consistency loss over the kept behaviours and a sample of dropped ones.
+
+        The ESU's (detached) attention over kept ∪ sampled-dropped is the target distribution for the
+        GSU's softmax over the same behaviours; without the dropped sample the GSU could only
+        reorder what it already keeps.
+        """
+        b, c, _k = kept.shape
+        positions = [kept]
+        valid = [kept_valid]
+        esu_logits = [kept_logits.detach()]
+        n_extra = self.config.consistency_samples
+        if n_extra > 0:
+            with torch.no_grad():
+                candidates = inputs.target_mask.expand(b, c, -1).clone()
+                candidates.scatter_(2, kept, False)
+                noise = torch.rand(candidates.shape, device=candidates.device)
+                extra, extra_valid = select_top_k(noise, candidates, n_extra)
+                extra_keys = inputs.history.sum_at(tables, extra).reshape(b * c, extra.shape[2], -1)
+                extra_logits = self.esu.logits(
+                    target.reshape(b * c, 1, -1), extra_keys, extra_valid.reshape(b * c, -1)
+                )
+            positions.append(extra)
+            valid.append(extra_valid)
+            esu_logits.append(extra_logits.view(b, c, -1, extra.shape[2]))
+        all_positions, all_valid = torch.cat(positions, dim=2), torch.cat(valid, dim=2)
+        logits = torch.cat(esu_logits, dim=3).float()  # B C H K'
+        has_any = all_valid.any(dim=-1)[:, :, None, None]
+        weights = torch.softmax(logits.masked_fill(~has_any, 0.0), dim=-1).mean(dim=2)
+        gsu = self.search.logits_at(inputs, all_positions, tables, DENSE_ESU_RATIO)
+        return consistency_loss(gsu, weights, all_valid)
 
     def _select(self, inputs: SearchInputs, gsu_tables: KeyTables | None) -> tuple[Tensor, Tensor]:
         """The GSU's top-K positions [B, C, K] for every target, and which of them are real."""
         length = inputs.mask.shape[1]
-        if gsu_tables is None and self.config.top_k >= length:
+        target_mask = inputs.target_mask
+        if self.config.top_k >= length:
             # every behaviour is kept (a short history, or serving's pre-selected K): the GSU's
             # scores would only reorder them, and the ESU's attention does not depend on order
             positions = torch.arange(length, device=inputs.mask.device)
             indices = positions.expand(*inputs.target_items.shape, length)
-            return indices, inputs.mask[:, None, :].expand_as(indices)
+            return indices, target_mask.expand_as(indices)
         with torch.no_grad():  # selection has no gradient; SEMINAR's GSU is trained by the consistency loss
             if gsu_tables is None:
                 relevance = self.search.relevance(inputs)  # B C L
             else:
                 relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
-        return select_top_k(relevance, inputs.mask, self.config.top_k)
+        return select_top_k(relevance, target_mask, self.config.top_k)
 
     def user_vector(self, users: Tensor) -> Tensor:
         """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes."""
         vector = self.users(users)
+        if not self.config.user_id:
+            vector = torch.zeros_like(vector)
         if self.user_features is not None:
             vector = vector + self.user_features(self.user_attributes[users])
         return vector
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss: BCE of the positive pair (label 1) and its sampled negatives (label 0)."""
-        items = torch.cat([batch["target_items"][:, None], batch["neg_items"]], dim=1)
-        queries = torch.cat([batch["target_queries"][:, None], batch["neg_queries"]], dim=1)
-        logits, aux = self.logits(batch, items, queries)
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        bce = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        loss = bce + self.config.gsu_consistency * aux
-        return loss, {"bce": bce.detach(), "gsu_consistency": aux.detach()}
+        """Training loss: the ranking loss of each target against its sampled negatives.
+
+        Takes a many-target batch (:class:`~seminar.data.loader.WindowSamples`: targets [B, T]) or a
+        one-target batch (:class:`~seminar.data.loader.TrainSamples`: targets [B], each with its
+        own window), the plain form the many-target path is tested against.
+        """
+        one_target = batch["target_items"].dim() == 1
+
+        def per_target(key: str) -> Tensor:
+            return batch[key][:, None] if one_target else batch[key]
+
+        items = torch.cat([per_target("target_items")[..., None], per_target("neg_items")], dim=-1)
+        queries = torch.cat([per_target("target_queries")[..., None], per_target("neg_queries")], dim=-1)
+        b, t, n = items.shape
+        ends = None if one_target else batch["target_ends"][..., None].expand(b, t, n).reshape(b, t * n)
+        times = per_target("target_timestamps")[..., None].expand(b, t, n).reshape(b, t * n)
+        logits, aux = self.logits(batch, items.reshape(b, t * n), queries.reshape(b, t * n), ends, times)
+        logits = logits.view(b, t, n)
+        valid = torch.ones_like(items[..., 0], dtype=torch.bool) if one_target else batch["target_valid"]
+        log_q = {k: per_target(k) for k in ("target_log_q", "neg_log_q") if k in batch}
+        rank = ranking_loss(
+            logits[..., 0],
+            logits[..., 1:],
+            valid,
+            self.config.loss,
+            log_q.get("target_log_q"),
+            log_q.get("neg_log_q"),
+        )
+        loss = rank + self.config.gsu_consistency * aux
+        return loss, {"rank": rank.detach(), "gsu_consistency": aux.detach()}
 
     @torch.no_grad()
     def score_candidates(self, batch: dict[str, Tensor]) -> Tensor:

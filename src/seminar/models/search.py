@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminar.models.attention import TargetAttention
@@ -32,6 +31,12 @@ class SearchInputs:
     hist_queries: Tensor  # [B, L]
     mask: Tensor  # [B, L] True = real behaviour
     target_fused: Tensor  # [B, C, d]
+    visible: Tensor | None = None  # [B, C, L] per target (many-target training); None = ``mask`` for all
+
+    @property
+    def target_mask(self) -> Tensor:
+        """Behaviours each target may look at: [B, C, L], or [B, 1, L] when all targets see the same."""
+        return self.visible if self.visible is not None else self.mask[:, None, :]
 
     @cached_property
     def hist_fused(self) -> Tensor:
@@ -42,25 +47,49 @@ class SearchInputs:
 def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k positions per target (ties: later positions first) and whether each is a real behaviour.
 
-    relevance [B, C, L], mask [B, L] -> (indices [B, C, k'], valid [B, C, k']) with k' = min(k, L).
-    Padding gets -inf, so it is chosen only when a sequence has fewer than k real behaviours, and
-    then ``valid`` is False there.
+    relevance [B, C, L], mask [B, L] (or per target [B, C, L]) -> (indices [B, C, k'], valid
+    [B, C, k']) with k' = min(k, L). Masked positions get -inf, so they are chosen only when a
+    target sees fewer than k real behaviours, and then ``valid`` is False there.
     """
     length = relevance.shape[-1]
     k = min(k, length)
+    mask = mask[:, None, :] if mask.dim() == 2 else mask
     # A tiny recency bonus makes ties deterministic and prefers recent behaviours.
     recency = torch.arange(length, device=relevance.device, dtype=torch.float32) / (length * 1e6)
-    scores = (relevance.float() + recency).masked_fill(~mask[:, None, :], NEG_INF)
+    scores = (relevance.float() + recency).masked_fill(~mask, NEG_INF)
     indices = scores.topk(k, dim=-1).indices
-    valid = torch.gather(mask[:, None, :].expand(-1, relevance.shape[1], -1), 2, indices)
+    valid = torch.gather(mask.expand(-1, relevance.shape[1], -1), 2, indices)
     return indices, valid
 
 
+def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
+    """Which behaviours each target sees [B, C, W]: real ones in ``[end - length, end)`` of the window.
+
+    mask [B, W] (real behaviours), ends [B, C] (exclusive end of each target's history).
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    before = positions < ends[:, :, None]
+    recent = positions >= (ends - length)[:, :, None]
+    return mask[:, None, :] & before & recent
+
+
 class GeneralSearch(nn.Module):
-    """Base class: a strategy maps SearchInputs to relevance [B, C, L]."""
+    """Base class: a strategy maps SearchInputs to relevance [B, C, L].
+
+    It also says what the ESU sees: by default the fused embeddings ``Σ_m γ_m x(m)``; SEMINAR's
+    GSU feeds its G_j-projected ones instead (paper: x^ESU = x^GSU).
+    """
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         raise NotImplementedError
+
+    def esu_tables(self, pair: PairEmbedding) -> KeyTables:
+        """Per distinct id, the γ-weighted channels the ESU's keys are summed from."""
+        return pair.weighted_channel_tables()
+
+    def esu_target(self, target: PairEmbedding) -> Tensor:
+        """The ESU's query vector of each target [..., d]."""
+        return target.fused()
 
 
 class BilinearSearch(GeneralSearch):
@@ -81,8 +110,7 @@ class BilinearSearch(GeneralSearch):
 
     def keys(self, pair: PairEmbedding, tables: KeyTables | None = None) -> Tensor:
         """Σ_m z_m gathered for every behaviour of ``pair``: [..., d] (from ``tables`` when given)."""
-        query, items = tables if tables is not None else self.key_tables(pair)
-        return F.embedding(pair.query_inverse, query) + F.embedding(pair.item_inverse, items.sum(dim=1))
+        return pair.sum_all(tables if tables is not None else self.key_tables(pair))
 
     def factorised_relevance(self, inputs: SearchInputs) -> Tensor:
         """The same scores as :meth:`relevance` computed from the factors (tests hold them equal)."""
@@ -177,15 +205,20 @@ class TwinSearch(BilinearSearch):
 
 
 class QinSearch(GeneralSearch):
-    """QIN (CIKM'23, query-dominant): top-K1 by the target query, then rank those by the target item."""
+    """QIN (CIKM'23, query-dominant): top-K1 by the target query, then rank those by the target item.
+
+    The first stage scores the relevance of the target query to each behaviour's *item* (as the
+    published relevance search unit does), not query-to-query similarity: with the empty query of
+    a recommendation every past query would tie, and the first stage would select nothing.
+    """
 
     def __init__(self, first_stage: int) -> None:
         super().__init__()
         self.first_stage = first_stage
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
-        query_sim = torch.einsum("bcd,bld->bcl", inputs.target.query(), inputs.history.query())
-        stage_one, _ = select_top_k(query_sim, inputs.mask, self.first_stage)
+        query_sim = torch.einsum("bcd,bld->bcl", inputs.target.query(), inputs.history.item())
+        stage_one, _ = select_top_k(query_sim, inputs.target_mask, self.first_stage)
         item_sim = torch.einsum("bcd,bld->bcl", inputs.target.item(), inputs.history.item())
         keep = torch.zeros_like(item_sim, dtype=torch.bool).scatter_(2, stage_one, True)
         return item_sim.masked_fill(~keep, NEG_INF)
@@ -213,17 +246,33 @@ class SeminarSearch(BilinearSearch):
     def key_tables(self, pair: PairEmbedding) -> KeyTables:
         return pair.weighted_channel_tables(self.projections)
 
+    def esu_tables(self, pair: PairEmbedding) -> KeyTables:
+        return self.key_tables(pair)
+
+    def esu_target(self, target: PairEmbedding) -> Tensor:
+        return target.projected(self.projections)
+
     def logits_at(
-        self, inputs: SearchInputs, positions: Tensor, history_tables: KeyTables | None = None
+        self,
+        inputs: SearchInputs,
+        positions: Tensor,
+        history_tables: KeyTables | None = None,
+        dense_ratio: int = 8,
     ) -> Tensor:
         """GSU logits [B, C, K] of the kept behaviours only: what the consistency loss trains.
 
-        Equal to ``relevance(inputs)`` gathered at ``positions``, but the attention and its backward
-        are O(K), not O(L), which keeps SEMINAR's training step close to TWIN's.
+        Equal to ``relevance(inputs)`` gathered at ``positions``. For a long window the keys are
+        gathered per target, so the attention and its backward are O(K), not O(L); for a short one
+        (at most ``dense_ratio``·K, as in training) one matrix product over the window and a gather
+        of its result are cheaper than gathering [B, C, K, d] keys.
         """
         tables = history_tables if history_tables is not None else self.key_tables(inputs.history)
+        u = self.query_vectors(inputs)
+        if inputs.mask.shape[1] <= dense_ratio * positions.shape[-1]:
+            full = torch.einsum("bcd,bld->bcl", u, inputs.history.sum_all(tables))
+            return torch.gather(full, 2, positions)
         keys = inputs.history.sum_at(tables, positions)
-        return torch.einsum("bcd,bckd->bck", self.query_vectors(inputs), keys)
+        return torch.einsum("bcd,bckd->bck", u, keys)
 
     def query_vectors(self, inputs: SearchInputs) -> Tensor:
         return self.attention.query_vector(inputs.target.projected(self.projections))

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from seminar.models.ranker import MODELS
+from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
 from seminar.reproduce.errors import ConfigError, InvalidValue
 from seminar.reproduce.sources import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
@@ -130,8 +130,10 @@ class VariantConfig:
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise InvalidValue("name", "must not be empty")
-        if self.model not in MODELS:
-            raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(MODELS)}")
+        if self.model not in ALL_MODELS:
+            raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(ALL_MODELS)}")
+        if self.model in REFERENCE_MODELS and self.pretrain is not None:
+            raise InvalidValue("pretrain", f"{self.model} is a reference ranker; it has no PSU to pretrain")
         if isinstance(self.pretrain, str):
             if self.pretrain != "all":
                 raise InvalidValue("pretrain", f"use a list of {list(PSU_TASKS)}, 'all' or null")
@@ -170,12 +172,20 @@ class TrainingConfig:
     heads: int = 4
     epochs: int = 4
     pretrain_epochs: int = 2
-    positions_per_user: int | None = 20
+    positions_per_user: int | None = None  # None: every training position is a target each epoch
     patience: int | None = 2
-    batch_size: int = 256
+    batch_size: int = 16  # rankers: windows per step (each of targets_per_window targets)
     eval_batch_size: int = 256
     lr: float = 1e-3
-    train_negatives: int = 1
+    weight_decay: float = 0.0
+    train_negatives: int = 10
+    targets_per_window: int = 64
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    loss: Literal["softmax", "bce"] = "softmax"
+    dropout: float = 0.0
+    user_id: bool = True
+    pretrain_batch_size: int = 256  # PSU samples per step
+    pretrain_negatives: int = 1  # PSU next-pair negatives per sample
     monitor: str = "ndcg@10"
     eval_mode: Literal["recommendation", "search", "pair"] = "recommendation"
     fusion_lambda: float = 0.5
@@ -198,8 +208,19 @@ class TrainingConfig:
             "batch_size",
             "eval_batch_size",
             "train_negatives",
+            "targets_per_window",
+            "pretrain_batch_size",
+            "pretrain_negatives",
             "align_chunks",
         )
+        if self.negative_sampling not in ("uniform", "popularity"):
+            raise InvalidValue(
+                "negative_sampling", f"choose uniform or popularity, got {self.negative_sampling!r}"
+            )
+        if self.loss not in ("softmax", "bce"):
+            raise InvalidValue("loss", f"choose softmax or bce, got {self.loss!r}")
+        if not 0.0 <= self.dropout < 1.0 or self.weight_decay < 0:
+            raise InvalidValue("dropout" if self.weight_decay >= 0 else "weight_decay", "out of range")
         if self.pretrain_epochs < 0:
             raise InvalidValue("pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
         if self.dim % self.heads:

@@ -35,7 +35,19 @@ from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
 
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
-_RANKER_ONLY = ("epochs", "top_k", "monitor", "eval_mode")
+_RANKER_ONLY = (
+    "epochs",
+    "top_k",
+    "monitor",
+    "eval_mode",
+    "batch_size",
+    "train_negatives",
+    "targets_per_window",
+    "negative_sampling",
+    "loss",
+    "dropout",
+    "user_id",
+)
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -115,16 +127,19 @@ class GridRunner:
 
     # ---- training ---------------------------------------------------------------------------
 
-    def train_config(self, seed: int, epochs: int, monitor: str) -> TrainConfig:
+    def train_config(self, seed: int, epochs: int, monitor: str, *, psu: bool = False) -> TrainConfig:
         t = self.config.training
         return TrainConfig(
             epochs=epochs,
             lr=t.lr,
-            batch_size=t.batch_size,
+            weight_decay=t.weight_decay,
+            batch_size=t.pretrain_batch_size if psu else t.batch_size,
             eval_batch_size=t.eval_batch_size,
             max_length=t.max_length,
-            train_negatives=t.train_negatives,
+            train_negatives=t.pretrain_negatives if psu else t.train_negatives,
             positions_per_user=t.positions_per_user,
+            targets_per_window=t.targets_per_window,
+            negative_sampling=t.negative_sampling,
             early_stopping_patience=t.patience,
             monitor=monitor,
             eval_mode=t.eval_mode,
@@ -173,7 +188,7 @@ class GridRunner:
             temperature=t.temperature,
             seed=spec.seed,
         )
-        train = self.train_config(spec.seed, spec.pretrain_epochs, "loss")
+        train = self.train_config(spec.seed, spec.pretrain_epochs, "loss", psu=True)
         pretrain(ds, psu_dir, model, train, resume=resume, tables=tables)
         return psu_dir
 
@@ -195,6 +210,9 @@ class GridRunner:
                 top_k=t.top_k,
                 fusion_lambda=spec.fusion_lambda,
                 user_features=spec.user_features,
+                user_id=t.user_id,
+                loss=t.loss,
+                dropout=t.dropout,
                 seed=spec.seed,
             )
             train = self.train_config(spec.seed, t.epochs, t.monitor)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seminar.models.embedding import PairEmbedding
 from seminar.models.ranker import Ranker
-from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, SearchInputs
+from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, KeyTables, SearchInputs
 from seminar.retrieval.pq import MultiModalPQ, PQConfig
 
 PQ_FILE = "gsu_pq.safetensors"
@@ -156,6 +157,12 @@ class PQSearch(GeneralSearch):
         self.register_buffer("decoded_items", torch.from_numpy(np.asarray(decoded_items)), persistent=False)
         self.register_buffer("exact_query", torch.from_numpy(keys.query.copy()), persistent=False)
         self.register_buffer("exact_items", torch.from_numpy(keys.items.sum(axis=1)), persistent=False)
+
+    def esu_tables(self, pair: PairEmbedding) -> KeyTables:
+        return self.exact.esu_tables(pair)
+
+    def esu_target(self, target: PairEmbedding) -> Tensor:
+        return self.exact.esu_target(target)
 
     def codes(self, hist_queries: Tensor, hist_items: Tensor) -> Tensor:
         """Codes [..., M, n_sub] of behaviours: the query channel's and the item channels' codes."""

@@ -34,7 +34,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from seminar import __version__
-from seminar.data.loader import MODES, EvalSamples, Mode, TrainSamples, WindowConfig, make_loader
+from seminar.data.loader import (
+    MODES,
+    NEGATIVE_SAMPLING,
+    EvalSamples,
+    Mode,
+    TrainSamples,
+    WindowConfig,
+    WindowSamples,
+    make_loader,
+)
 from seminar.data.schema import SeminarDataset, manifest_digest
 from seminar.io import write_bytes_atomic
 from seminar.train import distributed as ddp
@@ -79,6 +88,8 @@ class TrainConfig:
     max_length: int = 200
     train_negatives: int = 1
     positions_per_user: int | None = None
+    targets_per_window: int = 64  # models that score many targets per window (rankers)
+    negative_sampling: str = "uniform"  # uniform | popularity (with the log-Q correction)
     early_stopping_patience: int | None = 3  # epochs without improvement; None never stops early
     monitor: str = "ndcg@10"  # a ranking metric on validation, or "loss" (mean training loss)
     eval_mode: Mode = "recommendation"
@@ -97,7 +108,8 @@ class TrainConfig:
         self.out_dir = str(self.out_dir)
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        for name in ("lr", "batch_size", "eval_batch_size", "max_length", "train_negatives", "log_every"):
+        names = ("lr", "batch_size", "eval_batch_size", "max_length", "train_negatives", "log_every")
+        for name in (*names, "targets_per_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.weight_decay < 0:
@@ -108,6 +120,10 @@ class TrainConfig:
             raise ValueError("grad_clip must be positive or None")
         if self.positions_per_user is not None and self.positions_per_user < 1:
             raise ValueError("positions_per_user must be >= 1 or None")
+        if self.negative_sampling not in NEGATIVE_SAMPLING:
+            raise ValueError(
+                f"unknown negative_sampling {self.negative_sampling!r}; choose one of {NEGATIVE_SAMPLING}"
+            )
         if self.eval_mode not in MODES:
             raise ValueError(f"unknown eval_mode {self.eval_mode!r}; choose one of {MODES}")
         allowed = (*ranking_metric_names(DEFAULT_KS), LOSS_MONITOR)
@@ -195,21 +211,24 @@ class Trainer:
         self._owns_group = ddp.init_process_group(self.dist, self.device)
         self.model = model.to(self.device)
         self.out_dir = Path(config.out_dir)
-        self.train_samples = TrainSamples(
-            dataset,
-            WindowConfig(
-                max_length=config.max_length,
-                train_negatives=config.train_negatives,
-                positions_per_user=config.positions_per_user,
-                seed=config.seed,
-            ),
+        window = WindowConfig(
+            max_length=config.max_length,
+            train_negatives=config.train_negatives,
+            positions_per_user=config.positions_per_user,
+            seed=config.seed,
+            targets_per_window=config.targets_per_window,
+            negative_sampling=config.negative_sampling,  # type: ignore[arg-type]
         )
+        samples = WindowSamples if getattr(model, "many_targets", False) else TrainSamples
+        self.train_samples: TrainSamples | WindowSamples = samples(dataset, window)
         if len(self.train_samples) == 0:
             raise ValueError(f"{dataset.root}: no training positions (every sequence is too short)")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer: torch.optim.Optimizer | None = None
+        if getattr(self.model, "trainable", True):
+            if not params:
+                raise ValueError("the model has no trainable parameters")
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.can_score = callable(getattr(self.model, "score_candidates", None))
         self.monitor = config.monitor if self.can_score else LOSS_MONITOR
         if self.monitor != config.monitor:
@@ -266,7 +285,13 @@ class Trainer:
                 self._resume()
             else:
                 self._start_fresh()
-            while self.progress.epoch < self.config.epochs and not self.progress.stopped_early:
+            if self.optimizer is None:
+                self._keep_fitted()
+            while (
+                self.optimizer is not None
+                and self.progress.epoch < self.config.epochs
+                and not self.progress.stopped_early
+            ):
                 self._run_epoch(self.progress.epoch)
             ddp.barrier()
             if (self.out_dir / BEST).exists():
@@ -288,6 +313,20 @@ class Trainer:
             "test": test,
         }
 
+    def _keep_fitted(self) -> None:
+        """A model fitted without gradient steps (popularity, item-kNN): validate it once and keep it."""
+        if (self.out_dir / BEST).exists():
+            return
+        valid = self.evaluate("valid") if self.can_score else {}
+        record = {"stage": "epoch", "epoch": 0, "global_step": 0, "train": {}, "valid": valid}
+        self.progress.best_epoch = 0
+        self.progress.best_value = valid.get(self.monitor)
+        self.progress.best_record = record
+        if self.dist.is_main:
+            append_jsonl(self.metrics_path, record)
+        self._save(BEST)
+        self._save(LAST)
+
     def _start_fresh(self) -> None:
         if (self.out_dir / LAST).exists() or (self.out_dir / BEST).exists() or self.metrics_path.exists():
             raise FileExistsError(
@@ -300,7 +339,8 @@ class Trainer:
     def _resume(self) -> None:
         self._check_resumable(read_checkpoint_config(self.out_dir / LAST))
         state, _ = load_checkpoint(self.out_dir / LAST, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
@@ -379,6 +419,7 @@ class Trainer:
         bar = self._bar(loader, total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             batch = self._to_device(batch)
+            assert self.optimizer is not None
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, parts = module(batch)
@@ -484,7 +525,7 @@ class Trainer:
         rng = ddp.gather_objects(capture_rng_state())
         if self.dist.is_main:
             state = {
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
                 "progress": asdict(self.progress),
                 "rng": rng,
                 "sampler_epoch": self.progress.epoch,
