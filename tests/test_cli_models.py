@@ -179,3 +179,27 @@ def test_resume_continues_a_run(data: Path, tmp_path: Path, capsys: pytest.Captu
     assert "model user_features: True -> False" in capsys.readouterr().err
     assert main([*run[:4], str(tmp_path / "none"), *run[5:], "--resume"]) == 2  # nothing to resume
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["popularity", "itemknn", "sasrec"])
+def test_reference_rankers_train_and_evaluate_from_the_cli(
+    data: Path, tmp_path: Path, model: str, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / model
+    assert main(["train", "--data", str(data), "--out", str(run), "--model", model, *TINY]) == 0
+    assert (run / "best" / "COMPLETE").is_file()
+    trained = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("stage") == "test"]
+    assert len(trained) == 1 and trained[0]["metrics"]["users"] == 40
+    capsys.readouterr()
+    code = main(
+        ["evaluate", "--data", str(data), "--run", str(run), "--modes", "recommendation", "--json", "--quiet"]
+    )
+    assert code == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # the run reloads to the very model that was tested when it was trained (fitted tables included)
+    assert row["ndcg@10"] == pytest.approx(trained[0]["metrics"]["ndcg@10"])
+    # popularity and item-kNN are fitted, not trained: resuming the finished run trains nothing
+    if model != "sasrec":
+        assert (
+            main(["train", "--data", str(data), "--out", str(run), "--model", model, "--resume", *TINY]) == 0
+        )

@@ -248,7 +248,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and a baseline, evaluate."""
+    """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and the baselines, evaluate."""
     from seminar.data.schema import load_dataset
     from seminar.experiment import DemoConfig, run_demo
     from seminar.report import results_table
@@ -395,7 +395,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
-    from seminar.experiment import evaluate_run
+    from seminar.experiment import evaluate_run, run_max_length
     from seminar.report import results_table
     from seminar.retrieval.gsu import PQGsuConfig
     from seminar.train.trainer import TrainConfig
@@ -404,9 +404,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pq_config = PQGsuConfig(
         n_sub=args.pq_sub, n_centroids=args.pq_centroids, rerank_factor=args.pq_rerank, seed=args.seed
     )
+    max_length = args.max_length or run_max_length(args.run)
     rows = []
     for gsu in args.gsu:
-        train = TrainConfig(max_length=args.max_length, device=args.device, progress=not args.quiet)
+        train = TrainConfig(max_length=max_length, device=args.device, progress=not args.quiet)
         metrics = evaluate_run(
             ds, args.run, train, args.modes, stage=args.stage, gsu=gsu, pq_config=pq_config
         )
@@ -471,7 +472,7 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤256: 8 bit)")
     p.add_argument("--pq-rerank", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed of the PQ codebooks")
-    p.add_argument("--max-length", type=int, default=200)
+    p.add_argument("--max-length", type=int, default=None, help="history window L (default: the run's own)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -495,11 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _register_model_commands(sub)
 
+    from seminar.experiment import DemoConfig
+    from seminar.models.registry import ALL_MODELS
+
     demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/ml-100k"))
-    demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--pretrain-epochs", type=int, default=2)
-    demo.add_argument("--baselines", nargs="*", default=["twin"], help="baselines to train beside SEMINAR")
+    defaults = DemoConfig()
+    demo.add_argument("--epochs", type=int, default=defaults.epochs)
+    demo.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)
+    demo.add_argument(
+        "--baselines",
+        nargs="*",
+        default=defaults.baselines,
+        choices=[m for m in ALL_MODELS if m != "seminar"],
+        help="models to train beside SEMINAR (reference rankers first)",
+    )
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

@@ -57,6 +57,11 @@ def load_run_model(run_dir: Path | str, tables: FeatureTables, checkpoint: str =
     return model
 
 
+def run_max_length(run_dir: Path | str, checkpoint: str = BEST) -> int:
+    """The history window L a run was trained with (read from its checkpoint)."""
+    return int(read_checkpoint_config(Path(run_dir) / checkpoint)["train"]["max_length"])
+
+
 def pretrain(
     ds: SeminarDataset,
     out_dir: Path | str,
@@ -145,28 +150,53 @@ def evaluate_run(
 
 @dataclass
 class DemoConfig:
-    """The main job's settings: small enough for a few minutes on 2 CPU cores."""
+    """The main job's settings: small enough for a few minutes on 2 CPU cores.
+
+    The ranker settings are the validated defaults of docs/results.md at a smaller window; the PSU
+    is pretrained on a sample of positions per user, which is enough for an initialisation.
+    """
 
     max_length: int = 100
-    top_k: int = 20
+    top_k: int = 50
     dim: int = 32
     heads: int = 2
+    fusion_lambda: float = 0.0
     pretrain_epochs: int = 2
-    epochs: int = 3
-    positions_per_user: int = 20
-    baselines: list[str] = field(default_factory=lambda: ["twin"])
+    pretrain_positions_per_user: int = 20
+    epochs: int = 10
+    lr: float = 3e-3
+    train_negatives: int = 10
+    targets_per_window: int = 32
+    batch_size: int = 512
+    baselines: list[str] = field(default_factory=lambda: ["popularity", "itemknn", "sasrec", "twin"])
     modes: list[str] = field(default_factory=lambda: ["recommendation", "search"])
     seed: int = 0
     progress: bool = True
 
     def train_config(self, monitor: str = "ndcg@10") -> TrainConfig:
+        """The rankers' training settings."""
         return TrainConfig(
             epochs=self.epochs,
+            lr=self.lr,
             max_length=self.max_length,
-            positions_per_user=self.positions_per_user,
+            train_negatives=self.train_negatives,
+            targets_per_window=self.targets_per_window,
+            batch_size=self.batch_size,
             seed=self.seed,
             progress=self.progress,
             monitor=monitor,
+            eval_batch_size=256,
+        )
+
+    def pretrain_config(self) -> TrainConfig:
+        """The PSU's: one target per sample, monitored by its loss."""
+        return TrainConfig(
+            epochs=self.pretrain_epochs,
+            max_length=self.max_length,
+            positions_per_user=self.pretrain_positions_per_user,
+            seed=self.seed,
+            progress=self.progress,
+            monitor="loss",
             eval_batch_size=256,
         )
 
@@ -199,9 +229,10 @@ def run_demo(
     tables = FeatureTables.from_dataset(ds)
     torch.manual_seed(config.seed)
     psu_dir = out_dir / "psu"
-    train = config.train_config(monitor="loss")
-    train.epochs = config.pretrain_epochs
-    psu_config = PretrainConfig(dim=config.dim, heads=config.heads, seed=config.seed)
+    train = config.pretrain_config()
+    psu_config = PretrainConfig(
+        dim=config.dim, heads=config.heads, fusion_lambda=config.fusion_lambda, seed=config.seed
+    )
     resume_or_restart(
         psu_dir, lambda resume: pretrain(ds, psu_dir, psu_config, train, resume=resume, tables=tables)
     )
@@ -209,7 +240,12 @@ def run_demo(
     for model in ["seminar", *config.baselines]:
         run = out_dir / model
         ranker_config = RankerConfig(
-            model=model, dim=config.dim, heads=config.heads, top_k=config.top_k, seed=config.seed
+            model=model,
+            dim=config.dim,
+            heads=config.heads,
+            top_k=config.top_k,
+            fusion_lambda=config.fusion_lambda,
+            seed=config.seed,
         )
         resume_or_restart(
             run,

@@ -108,8 +108,10 @@ def test_unknown_source_and_bad_model_name() -> None:
     assert "datasets[0].source: expected one of" in error_of(
         config_with(datasets=[{"name": "x", "source": "movielens"}])
     )
-    message = error_of(config_with(models=[{"name": "SASRec", "model": "sasrec"}]))
-    assert "models[0].model: unknown model 'sasrec'" in message and "twin" in message
+    message = error_of(config_with(models=[{"name": "GRU4Rec", "model": "gru4rec"}]))
+    assert "models[0].model: unknown model 'gru4rec'" in message and "sasrec" in message
+    message = error_of(config_with(models=[{"name": "kNN", "model": "itemknn", "pretrain": "all"}]))
+    assert "models[0].pretrain: itemknn is a reference ranker" in message
 
 
 def test_empty_or_repeated_seeds() -> None:

@@ -217,10 +217,10 @@ def test_cli_rerun_and_restrictions(
 
 def test_cli_exit_code_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("datasets: [{name: d, source: ml-100k}]\nmodels: [{name: x, model: sasrec}]\n")
+    bad.write_text("datasets: [{name: d, source: ml-100k}]\nmodels: [{name: x, model: gru4rec}]\n")
     assert main(["reproduce", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "models[0].model: unknown model 'sasrec'" in err
+    assert "models[0].model: unknown model 'gru4rec'" in err
     assert not (tmp_path / "out").exists()
 
 

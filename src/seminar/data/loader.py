@@ -98,12 +98,24 @@ class WindowConfig:
     negative_sampling: NegativeSampling = "uniform"
 
 
+def training_history(ds: SeminarDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) of every training behaviour: positions 0..n-3 of each user, flat, in CSR order.
+
+    The last HELD_OUT behaviours of each user are the validation and test positives; a reference
+    model fitted on them would be scored on what it memorised.
+    """
+    lengths = ds.lengths.astype(np.int64)
+    kept = np.maximum(lengths - HELD_OUT, 0)
+    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), kept)
+    first = np.cumsum(kept) - kept
+    flat = np.repeat(ds.offsets[:-1].astype(np.int64), kept) + np.arange(users.size) - np.repeat(first, kept)
+    return users, np.asarray(ds.items)[flat].astype(np.int64)
+
+
 def training_item_counts(ds: SeminarDataset) -> np.ndarray:
     """How often each item id occurs in the training histories (each user's last two held out)."""
-    lengths = ds.lengths.astype(np.int64)
-    within = np.arange(ds.items.size, dtype=np.int64) - np.repeat(ds.offsets[:-1], lengths)
-    train = within < np.repeat(lengths - HELD_OUT, lengths)
-    return np.bincount(np.asarray(ds.items)[train], minlength=ds.n_items + 1)
+    _, items = training_history(ds)
+    return np.bincount(items, minlength=ds.n_items + 1)
 
 
 class NegativeSampler:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seminar.data.loader import HELD_OUT
+from seminar.data.loader import training_history
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import RankerConfig
@@ -27,20 +27,6 @@ from seminar.train.losses import ranking_loss
 KNN_BLOCK_NONZEROS = 20_000_000
 # Positional embeddings of SASRec; positions further from the end of the window share the last one.
 MAX_POSITIONS = 512
-
-
-def training_history(ds: SeminarDataset) -> tuple[np.ndarray, np.ndarray]:
-    """(user, item) of every training behaviour: positions 0..n-3 of each user, flat, in CSR order.
-
-    The last HELD_OUT behaviours of each user are the validation and test positives; a reference
-    model fitted on them would be scored on what it memorised.
-    """
-    lengths = ds.lengths.astype(np.int64)
-    kept = np.maximum(lengths - HELD_OUT, 0)
-    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), kept)
-    first = np.cumsum(kept) - kept
-    flat = np.repeat(ds.offsets[:-1].astype(np.int64), kept) + np.arange(users.size) - np.repeat(first, kept)
-    return users, np.asarray(ds.items)[flat].astype(np.int64)
 
 
 class PopularityRanker(nn.Module):

@@ -174,7 +174,7 @@ class TrainingConfig:
     pretrain_epochs: int = 2
     positions_per_user: int | None = None  # None: every training position is a target each epoch
     patience: int | None = 2
-    batch_size: int = 16  # rankers: windows per step (each of targets_per_window targets)
+    batch_size: int = 512  # ranker training targets per step (targets_per_window per window)
     eval_batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -186,6 +186,7 @@ class TrainingConfig:
     user_id: bool = True
     pretrain_batch_size: int = 256  # PSU samples per step
     pretrain_negatives: int = 1  # PSU next-pair negatives per sample
+    pretrain_positions_per_user: int | None = 20  # PSU training targets per user and epoch
     monitor: str = "ndcg@10"
     eval_mode: Literal["recommendation", "search", "pair"] = "recommendation"
     fusion_lambda: float = 0.5
@@ -211,6 +212,7 @@ class TrainingConfig:
             "targets_per_window",
             "pretrain_batch_size",
             "pretrain_negatives",
+            "pretrain_positions_per_user",
             "align_chunks",
         )
         if self.negative_sampling not in ("uniform", "popularity"):

@@ -137,7 +137,7 @@ class GridRunner:
             eval_batch_size=t.eval_batch_size,
             max_length=t.max_length,
             train_negatives=t.pretrain_negatives if psu else t.train_negatives,
-            positions_per_user=t.positions_per_user,
+            positions_per_user=t.pretrain_positions_per_user if psu else t.positions_per_user,
             targets_per_window=t.targets_per_window,
             negative_sampling=t.negative_sampling,
             early_stopping_patience=t.patience,

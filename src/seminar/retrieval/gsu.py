@@ -219,4 +219,3 @@ def save_gsu_pq(pq: MultiModalPQ, run_dir: Path | str) -> Path:
     path = Path(run_dir) / PQ_FILE
     pq.save(path)
     return path
-

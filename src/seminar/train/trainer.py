@@ -83,7 +83,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_size: int = 256
+    batch_size: int = 256  # training targets per step (a many-target sample holds targets_per_window)
     eval_batch_size: int = 1024
     max_length: int = 200
     train_negatives: int = 1
@@ -389,7 +389,7 @@ class Trainer:
         if self.dist.enabled:
             loader = make_loader(
                 self.train_samples,
-                cfg.batch_size,
+                self.samples_per_step,
                 shuffle=True,
                 seed=cfg.seed,
                 num_workers=cfg.num_workers,
@@ -399,11 +399,18 @@ class Trainer:
             return loader
         return make_loader(
             self.train_samples,
-            cfg.batch_size,
+            self.samples_per_step,
             shuffle=True,
             seed=cfg.seed + epoch,
             num_workers=cfg.num_workers,
         )
+
+    @property
+    def samples_per_step(self) -> int:
+        """``batch_size`` counts training targets; a many-target sample holds ``targets_per_window``."""
+        if isinstance(self.train_samples, WindowSamples):
+            return max(1, self.config.batch_size // self.config.targets_per_window)
+        return self.config.batch_size
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training samples; returns mean loss and mean loss parts over batches."""
