@@ -248,7 +248,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and the baselines, evaluate."""
+    """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and baselines, evaluate."""
     from seminar.data.schema import load_dataset
     from seminar.experiment import DemoConfig, run_demo
     from seminar.report import results_table
