@@ -268,14 +268,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_options(parser: argparse.ArgumentParser, *, monitor: str = "ndcg@10") -> None:
+def _add_train_options(parser: argparse.ArgumentParser, *, ranker: bool) -> None:
+    """Options shared by `pretrain` and `train`; the rankers' defaults are the validated ones
+    (docs/results.md), the PSU's keep one target and one negative per sample."""
     parser.add_argument("--data", type=Path, required=True, help="a prepared dataset directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics.jsonl)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=15 if ranker else 10)
+    parser.add_argument("--lr", type=float, default=3e-3 if ranker else 1e-3)
+    parser.add_argument(
+        "--batch-size", type=int, default=512 if ranker else 256, help="training targets per step"
+    )
     parser.add_argument("--max-length", type=int, default=200, help="history window L")
-    parser.add_argument("--train-negatives", type=int, default=1)
+    parser.add_argument(
+        "--train-negatives", type=int, default=10 if ranker else 1, help="sampled negatives per target"
+    )
     parser.add_argument(
         "--positions-per-user",
         type=int,
@@ -285,7 +291,7 @@ def _add_train_options(parser: argparse.ArgumentParser, *, monitor: str = "ndcg@
     parser.add_argument(
         "--targets-per-window",
         type=int,
-        default=64,
+        default=32,
         help="rankers: consecutive targets scored on one shared history window",
     )
     parser.add_argument(
@@ -296,11 +302,20 @@ def _add_train_options(parser: argparse.ArgumentParser, *, monitor: str = "ndcg@
     )
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
-    parser.add_argument("--monitor", default=monitor, help="validation metric to keep the best checkpoint by")
+    parser.add_argument(
+        "--monitor",
+        default="ndcg@10" if ranker else "loss",
+        help="validation metric to keep the best checkpoint by",
+    )
     parser.add_argument("--eval-mode", choices=["recommendation", "search", "pair"], default="recommendation")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--fusion-lambda", type=float, default=0.5, help="λ of the query/item fusion")
+    parser.add_argument(
+        "--fusion-lambda",
+        type=float,
+        default=0.0,
+        help="λ of the query/item fusion (0.0: chosen by validation on MovieLens-100k, see docs/results.md)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -424,7 +439,7 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     from seminar.models.registry import ALL_MODELS
 
     p = sub.add_parser("pretrain", help="pretrain the PSU (next pair, alignment, query-item relevance)")
-    _add_train_options(p, monitor="loss")
+    _add_train_options(p, ranker=False)
     p.add_argument("--no-next-pair", action="store_true", help="switch off next-pair prediction")
     p.add_argument("--no-align", action="store_true", help="switch off multi-modal alignment")
     p.add_argument("--no-relevance", action="store_true", help="switch off query-item relevance")
@@ -433,13 +448,13 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train SEMINAR or a baseline ranker and report test metrics")
-    _add_train_options(p)
+    _add_train_options(p, ranker=True)
     p.add_argument("--model", choices=ALL_MODELS, default="seminar")
     p.add_argument("--top-k", type=int, default=50, help="behaviours the GSU keeps for the ESU")
     p.add_argument("--loss", choices=["softmax", "bce"], default="softmax", help="ranking loss")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout (ranker head, SASRec blocks)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout (ranker head, SASRec blocks)")
     p.add_argument("--knn-history", type=int, default=20, help="itemknn: the user's last N items")
-    p.add_argument("--knn-neighbours", type=int, default=200, help="itemknn: neighbours kept per item")
+    p.add_argument("--knn-neighbours", type=int, default=1000, help="itemknn: neighbours kept per item")
     p.add_argument("--layers", type=int, default=2, help="sasrec: transformer blocks")
     p.add_argument(
         "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"

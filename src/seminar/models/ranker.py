@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MODELS = ("recency", "sim_hard", "sim_soft", "eta", "twin", "qin", "seminar")
 TIME_BUCKETS = 40
+RECENCY_BUCKETS = 16  # log2 distance buckets of the ESU's recency bias (up to 2^15 behaviours back)
 DENSE_ESU_RATIO = 8  # the ESU attends over the masked window when it is at most this many times K
 
 
@@ -69,6 +70,7 @@ class RankerConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     interactions: bool = True  # interest ⊙ target and user ⊙ target in the head's input
     dot: bool = True  # add <interest, target> + <user, target> to the head's logit
+    recency_bias: bool = True  # ESU logit bias by log2 distance of a kept behaviour to the target
     dropout: float = 0.0  # on the head's hidden layers
     loss: LossKind = "softmax"
     user_features: bool = True  # pool the dataset's user profile attributes into the user vector
@@ -76,7 +78,7 @@ class RankerConfig:
     seed: int = 0
     # reference rankers (seminar.models.reference)
     knn_history: int = 20  # item-kNN: the user's last N items
-    knn_neighbours: int = 200  # item-kNN: neighbours kept per item
+    knn_neighbours: int = 1000  # item-kNN: neighbours kept per item (1000 ≈ all on MovieLens)
     layers: int = 2  # SASRec: transformer blocks
 
     def __post_init__(self) -> None:
@@ -102,6 +104,7 @@ class RankerConfig:
             "user_features": False,
             "interactions": False,
             "dot": False,
+            "recency_bias": False,
             "loss": "bce",
             "consistency_samples": 0,
         }
@@ -158,6 +161,9 @@ class Ranker(nn.Module):
             self.head = _mlp([width, *config.hidden, 1], config.dropout)
             # made last, so that adding it leaves every other module's seeded initialisation as it was
             self.user_features: nn.EmbeddingBag | None = None
+            self.recency: nn.Parameter | None = None
+            if config.recency_bias:
+                self.recency = nn.Parameter(torch.zeros(config.heads, RECENCY_BUCKETS))
             if config.user_features and tables.user_attributes is not None and tables.n_user_attributes:
                 self.user_features = nn.EmbeddingBag(
                     tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
@@ -230,7 +236,7 @@ class Ranker(nn.Module):
         )
         indices, valid = self._select(inputs, esu_tables if train_gsu else None)
         target = self.search.esu_target(inputs.target)
-        interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid)
+        interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends)
         _b, c = items.shape
         user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
         parts = [interest, user, inputs.target_fused, self._context(batch, queries, ends, times)]
@@ -245,7 +251,13 @@ class Ranker(nn.Module):
         return logits, aux
 
     def _interest(
-        self, inputs: SearchInputs, tables: KeyTables, target: Tensor, kept: Tensor, valid: Tensor
+        self,
+        inputs: SearchInputs,
+        tables: KeyTables,
+        target: Tensor,
+        kept: Tensor,
+        valid: Tensor,
+        ends: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """ESU interest [B, C, d] over each target's kept behaviours, and its logits there [B, C, H, K].
 
@@ -255,19 +267,35 @@ class Ranker(nn.Module):
         """
         b, c, k = kept.shape
         length = inputs.mask.shape[1]
+        ends = torch.full((b, c), length, device=kept.device) if ends is None else ends
         if length <= DENSE_ESU_RATIO * k:
             keys = inputs.history.sum_all(tables)  # B W d
             selected = torch.zeros((b, c, length), dtype=torch.bool, device=kept.device)
             selected.scatter_(2, kept, valid)
             logits = self.esu.logits(target, keys, selected)  # B C H W
-            interest, _ = self.esu.attend(logits, keys, selected)
+            positions = torch.arange(length, device=kept.device).expand(b, c, -1)
+            biased = logits + self._recency_bias(ends, positions)
+            interest, _ = self.esu.attend(biased, keys, selected)
             at_kept = kept[:, :, None, :].expand(-1, -1, logits.shape[2], -1)
             return interest, torch.gather(logits, 3, at_kept)
         keys = inputs.history.sum_at(tables, kept).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
         logits = self.esu.logits(target.reshape(b * c, 1, -1), keys, flat_valid)
-        interest, _ = self.esu.attend(logits, keys, flat_valid)
+        biased = logits + self._recency_bias(ends, kept).reshape(b * c, -1, k)
+        interest, _ = self.esu.attend(biased, keys, flat_valid)
         return interest.view(b, c, -1), logits.view(b, c, -1, k)
+
+    def _recency_bias(self, ends: Tensor, positions: Tensor) -> Tensor:
+        """A learned per-head logit bias by log2 distance to the target, [B, C, H, P] (0 when off).
+
+        The GSU picks behaviours by content wherever they lie; how recent a kept behaviour is, the
+        ESU learns here (as SIM/TWIN deployments feed behaviour time), without changing selection.
+        """
+        if self.recency is None:
+            return torch.zeros((), device=ends.device)
+        distance = (ends[:, :, None] - 1 - positions).clamp_min(0).float()
+        bucket = torch.log2(distance + 1).long().clamp(max=self.recency.shape[1] - 1)
+        return self.recency[:, bucket].permute(1, 2, 0, 3)
 
     def _consistency(
         self,
