@@ -257,3 +257,28 @@ def test_clip_loss_ignores_padding_in_both_directions() -> None:
     valid = torch.cat([torch.zeros(1, 100, dtype=torch.bool), torch.ones(1, 25, dtype=torch.bool)], dim=1)
     padded = clip_loss(torch.cat([pad, a], 1), torch.cat([pad, b], 1), valid, 0.07)
     torch.testing.assert_close(padded, alone)
+
+
+@pytest.mark.parametrize("model", ["twin", "seminar", "recency"])
+def test_dense_and_gathered_esu_paths_agree(
+    ds: SeminarDataset, tables: FeatureTables, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ESU over the masked window equals the ESU over gathered kept behaviours (recency bias on)."""
+    import seminar.models.ranker as ranker_module
+
+    ranker = Ranker(tables, RankerConfig(model=model, dim=8, heads=2, top_k=3)).eval()
+    with torch.no_grad():
+        ranker.recency.normal_(generator=torch.Generator().manual_seed(1))
+    window = gather_windows(ds, np.arange(6), ds.lengths[:6] - 1, 12)
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v)).long() for k, v in window.items() if k != "mask"}
+    batch["mask"] = torch.from_numpy(window["mask"])
+    batch["user"] = torch.arange(6)
+    batch["target_timestamps"] = batch["hist_timestamps"][:, -1] + 5
+    items = torch.randint(1, ds.n_items + 1, (6, 4), generator=torch.Generator().manual_seed(2))
+    queries = torch.full_like(items, EMPTY_QUERY)
+    with torch.no_grad():
+        monkeypatch.setattr(ranker_module, "DENSE_ESU_RATIO", 100)
+        dense, _ = ranker.logits(batch, items, queries)
+        monkeypatch.setattr(ranker_module, "DENSE_ESU_RATIO", 1)
+        gathered, _ = ranker.logits(batch, items, queries)
+    torch.testing.assert_close(dense, gathered, rtol=1e-5, atol=1e-5)

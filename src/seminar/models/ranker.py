@@ -281,7 +281,7 @@ class Ranker(nn.Module):
         keys = inputs.history.sum_at(tables, kept).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
         logits = self.esu.logits(target.reshape(b * c, 1, -1), keys, flat_valid)
-        biased = logits + self._recency_bias(ends, kept).reshape(b * c, -1, k)
+        biased = logits + self._recency_bias(ends, kept).reshape(b * c, 1, -1, k)
         interest, _ = self.esu.attend(biased, keys, flat_valid)
         return interest.view(b, c, -1), logits.view(b, c, -1, k)
 

@@ -54,10 +54,12 @@ def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tenso
     length = relevance.shape[-1]
     k = min(k, length)
     mask = mask[:, None, :] if mask.dim() == 2 else mask
-    # A tiny recency bonus makes ties deterministic and prefers recent behaviours.
-    recency = torch.arange(length, device=relevance.device, dtype=torch.float32) / (length * 1e6)
-    scores = (relevance.float() + recency).masked_fill(~mask, NEG_INF)
-    indices = scores.topk(k, dim=-1).indices
+    scores = relevance.float().masked_fill(~mask, NEG_INF)
+    # Exact ties go to the later (more recent) behaviour: a stable descending sort of the reversed
+    # positions keeps tied ones latest first, whatever the scores' magnitude (a tiny additive
+    # bonus is lost to float32 rounding once scores reach the tens, as Hamming distances do).
+    order = torch.sort(scores.flip(-1), dim=-1, descending=True, stable=True).indices[..., :k]
+    indices = length - 1 - order
     valid = torch.gather(mask.expand(-1, relevance.shape[1], -1), 2, indices)
     return indices, valid
 
