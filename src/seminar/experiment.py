@@ -163,7 +163,7 @@ class DemoConfig:
     fusion_lambda: float = 0.0
     pretrain_epochs: int = 2
     pretrain_positions_per_user: int = 20
-    epochs: int = 10
+    epochs: int = 5
     lr: float = 3e-3
     train_negatives: int = 10
     targets_per_window: int = 32

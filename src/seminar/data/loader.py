@@ -88,6 +88,20 @@ NegativeSampling = Literal["uniform", "popularity"]
 NEGATIVE_SAMPLING: tuple[str, ...] = ("uniform", "popularity")
 
 
+def per_user_subset(users: np.ndarray, n_users: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a uniform random subset of at most ``cap`` entries per user.
+
+    ``users`` must be grouped by user (as the sample arrays are): each entry gets a random
+    priority and each user keeps its ``cap`` smallest.
+    """
+    priority = rng.random(users.size)
+    order = np.lexsort((priority, users))
+    counts = np.bincount(users, minlength=n_users)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(order.size) - np.repeat(first, counts)
+    return np.sort(order[rank < cap])
+
+
 @dataclass
 class WindowConfig:
     max_length: int = 200
@@ -169,13 +183,7 @@ class TrainSamples(Dataset):
         if cap is None:
             return
         rng = np.random.default_rng((self.config.seed, epoch, 1))
-        # Random priority per position; keep each user's `cap` smallest: a uniform subset.
-        priority = rng.random(self._all_users.size)
-        order = np.lexsort((priority, self._all_users))
-        counts = np.bincount(self._all_users, minlength=self.ds.n_users)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.arange(order.size) - np.repeat(first, counts)
-        keep = np.sort(order[rank < cap])
+        keep = per_user_subset(self._all_users, self.ds.n_users, cap, rng)
         self.users, self.positions = self._all_users[keep], self._all_positions[keep]
 
     def __len__(self) -> int:
@@ -260,12 +268,7 @@ class WindowSamples(Dataset):
             return
         chunks = -(-cap // self.config.targets_per_window)
         rng = np.random.default_rng((self.config.seed, epoch, 3))
-        priority = rng.random(self._all_users.size)
-        order = np.lexsort((priority, self._all_users))
-        counts = np.bincount(self._all_users, minlength=self.ds.n_users)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.arange(order.size) - np.repeat(first, counts)
-        keep = np.sort(order[rank < chunks])
+        keep = per_user_subset(self._all_users, self.ds.n_users, chunks, rng)
         self.users, self.ends = self._all_users[keep], self._all_ends[keep]
 
     def __len__(self) -> int:
