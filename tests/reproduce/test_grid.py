@@ -55,6 +55,7 @@ def tiny_config(cache: Path) -> dict[str, Any]:
             "epochs": 1,
             "pretrain_epochs": 1,
             "positions_per_user": 1,
+            "fusion_lambda": 0.5,
         },
         "sweeps": {
             "pretrain_epochs": [0, 1],  # both reuse grid runs
