@@ -236,7 +236,8 @@ class Ranker(nn.Module):
         )
         indices, valid = self._select(inputs, esu_tables if train_gsu else None)
         target = self.search.esu_target(inputs.target)
-        interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends)
+        distance = batch.get("hist_distance") if ends is None else None
+        interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends, distance)
         _b, c = items.shape
         user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
         parts = [interest, user, inputs.target_fused, self._context(batch, queries, ends, times)]
@@ -258,6 +259,7 @@ class Ranker(nn.Module):
         kept: Tensor,
         valid: Tensor,
         ends: Tensor | None,
+        distance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """ESU interest [B, C, d] over each target's kept behaviours, and its logits there [B, C, H, K].
 
@@ -274,26 +276,34 @@ class Ranker(nn.Module):
             selected.scatter_(2, kept, valid)
             logits = self.esu.logits(target, keys, selected)  # B C H W
             positions = torch.arange(length, device=kept.device).expand(b, c, -1)
-            biased = logits + self._recency_bias(ends, positions)
+            biased = logits + self._recency_bias(ends, positions, distance)
             interest, _ = self.esu.attend(biased, keys, selected)
             at_kept = kept[:, :, None, :].expand(-1, -1, logits.shape[2], -1)
             return interest, torch.gather(logits, 3, at_kept)
         keys = inputs.history.sum_at(tables, kept).reshape(b * c, k, -1)
         flat_valid = valid.reshape(b * c, k)
         logits = self.esu.logits(target.reshape(b * c, 1, -1), keys, flat_valid)
-        biased = logits + self._recency_bias(ends, kept).reshape(b * c, 1, -1, k)
+        biased = logits + self._recency_bias(ends, kept, distance).reshape(b * c, 1, -1, k)
         interest, _ = self.esu.attend(biased, keys, flat_valid)
         return interest.view(b, c, -1), logits.view(b, c, -1, k)
 
-    def _recency_bias(self, ends: Tensor, positions: Tensor) -> Tensor:
+    def _recency_bias(self, ends: Tensor, positions: Tensor, window_distance: Tensor | None = None) -> Tensor:
         """A learned per-head logit bias by log2 distance to the target, [B, C, H, P] (0 when off).
 
         The GSU picks behaviours by content wherever they lie; how recent a kept behaviour is, the
         ESU learns here (as SIM/TWIN deployments feed behaviour time), without changing selection.
+        ``window_distance`` [B, W] gives each window slot's distance to the target when the window
+        is not contiguous (serving passes only the kept behaviours); by default slot i of a window
+        ending at ``end`` is ``end - 1 - i`` behaviours back.
         """
         if self.recency is None:
             return torch.zeros((), device=ends.device)
-        distance = (ends[:, :, None] - 1 - positions).clamp_min(0).float()
+        if window_distance is not None:
+            b, c, _ = positions.shape
+            rows = window_distance[:, None, :].expand(b, c, -1)
+            distance = torch.gather(rows, 2, positions).clamp_min(0).float()
+        else:
+            distance = (ends[:, :, None] - 1 - positions).clamp_min(0).float()
         bucket = torch.log2(distance + 1).long().clamp(max=self.recency.shape[1] - 1)
         return self.recency[:, bucket].permute(1, 2, 0, 3)
 

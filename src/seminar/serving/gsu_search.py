@@ -149,8 +149,8 @@ class CodeSearch:
             scores = self.adc_at(u, history.codes, candidates)
         else:
             candidates, scores = self.shortlist(u, history.codes, 2 * k)
-        bonus = candidates.astype(np.float32) / np.float32(n * 1e6)  # the ranker's recency tie-break
-        order = np.argsort(-(scores + bonus), axis=1, kind="stable")[:, : min(k, n)]
+        # the ranker's tie rule (select_top_k): equal scores go to the later behaviour
+        order = np.lexsort((-candidates, -scores), axis=-1)[:, : min(k, n)]
         kept = np.sort(np.take_along_axis(candidates, order, axis=1), axis=1)
         exact = self.tables.exact_scores(u, history.queries[kept], history.items[kept])
         return Selection(

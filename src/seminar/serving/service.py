@@ -304,6 +304,8 @@ class ScoringService:
             "hist_timestamps": torch.from_numpy(stamps),
             "mask": torch.ones(kept.shape, dtype=torch.bool),
             "target_timestamps": torch.full((c,), now, dtype=torch.long),
+            # the kept behaviours are not contiguous: the ESU's recency bias needs their real distance
+            "hist_distance": torch.from_numpy((len(history.items) - 1 - kept).astype(np.int64)),
         }
         targets = torch.from_numpy(items.astype(np.int64))[:, None]
         target_queries = torch.from_numpy(queries.astype(np.int64))[:, None]
