@@ -108,7 +108,7 @@ class WindowConfig:
     train_negatives: int = 1
     positions_per_user: int | None = None  # cap per user and epoch, for very long sequences
     seed: int = 0
-    targets_per_window: int = 64  # many-target samples: consecutive targets scored on one window
+    targets_per_window: int = 32  # many-target samples: consecutive targets scored on one window
     negative_sampling: NegativeSampling = "uniform"
 
 

@@ -2,8 +2,8 @@
 
 Same scores and the same selection rule as the ranker's PQ GSU (:class:`seminar.retrieval.gsu.PQSearch`):
 ADC over the codes picks a shortlist of ``rerank_factor · K``, whose exact scores (from the per-id
-exact keys) pick the K; without re-rank the ADC scores pick them. Ties go to later behaviours (the
-ranker's recency bonus). ADC with unit channel weights is inner-product PQ over the concatenated
+exact keys) pick the K; without re-rank the ADC scores pick them. Exact ties go to the later
+behaviour, as in the ranker's ``select_top_k``. ADC with unit channel weights is inner-product PQ over the concatenated
 channels, so faiss's ``ProductQuantizer.search_ip`` scans the user's code array in place (no copy,
 no per-user index). A vectorised numpy scan is kept as the plain reference.
 """
@@ -73,7 +73,7 @@ class Selection:
 
 
 class CodeSearch:
-    """ADC shortlist over a user's codes (faiss or numpy), exact re-rank, recency-bonus tie-break."""
+    """ADC shortlist over a user's codes (faiss or numpy), exact re-rank, ties to later behaviours."""
 
     def __init__(
         self, pq: MultiModalPQ, tables: CodeTables, backend: str = "faiss", threads: int | None = None
