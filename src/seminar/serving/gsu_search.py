@@ -4,8 +4,8 @@ Same scores and the same selection rule as the ranker's PQ GSU (:class:`seminar.
 ADC over the codes picks a shortlist of ``rerank_factor · K``, whose exact scores (from the per-id
 exact keys) pick the K; without re-rank the ADC scores pick them. Exact ties go to the later
 behaviour, as in the ranker's ``select_top_k``. ADC with unit channel weights is inner-product PQ
-over the concatenated channels, so faiss's ``ProductQuantizer.search_ip`` scans the user's code array in place (no copy,
-no per-user index). A vectorised numpy scan is kept as the plain reference.
+over the concatenated channels, so faiss's ``ProductQuantizer.search_ip`` scans the user's code
+array in place (no copy, no per-user index). A vectorised numpy scan is kept as the plain reference.
 """
 
 from __future__ import annotations
