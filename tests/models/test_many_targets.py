@@ -82,9 +82,10 @@ def test_positions_cap_keeps_about_that_many_targets(ds: SeminarDataset) -> None
     samples = WindowSamples(ds, WindowConfig(max_length=8, targets_per_window=4, positions_per_user=5))
     per_user = np.bincount(samples.users, minlength=ds.n_users)
     assert per_user.max() <= 2  # ceil(5 / 4) chunks
-    first = samples.users.copy()
+    first = samples.ends.copy()
     samples.set_epoch(1)
-    assert len(samples) == first.size  # same count, redrawn
+    assert len(samples) == first.size  # the same number of chunks per user ...
+    assert not np.array_equal(samples.ends, first)  # ... drawn again for the new epoch
 
 
 def test_popularity_negatives_follow_training_counts(ds: SeminarDataset) -> None:

@@ -172,6 +172,7 @@ class TrainSamples(Dataset):
     def __init__(self, ds: SeminarDataset, config: WindowConfig | None = None) -> None:
         self.ds = ds
         self.config = config or WindowConfig()
+        self.sampler = NegativeSampler(ds, self.config.negative_sampling)
         self.epoch = 0
         self._all_users, self._all_positions = training_positions(ds)
         self.users, self.positions = self._all_users, self._all_positions
@@ -200,9 +201,7 @@ class TrainSamples(Dataset):
         target_items = self.ds.items[flat]
         target_queries = self.ds.queries[flat]
         rng = np.random.default_rng((self.config.seed, self.epoch, int(index[0]) if index.size else 0, 2))
-        neg = rng.integers(1, self.ds.n_items + 1, size=(index.size, self.config.train_negatives))
-        clash = neg == target_items[:, None]
-        neg[clash] = neg[clash] % self.ds.n_items + 1  # never the positive itself
+        neg = self.sampler.sample(rng, target_items, self.config.train_negatives)
         batch.update(
             user=users,
             target_items=target_items,
@@ -212,6 +211,8 @@ class TrainSamples(Dataset):
             neg_items=neg,
             neg_queries=np.repeat(target_queries[:, None], neg.shape[1], axis=1),
         )
+        if self.sampler.log_q is not None:
+            batch.update(target_log_q=self.sampler.log_q[target_items], neg_log_q=self.sampler.log_q[neg])
         return _to_torch(batch)
 
 
