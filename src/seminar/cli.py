@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from seminar.data.tables import DataError
+from seminar.models.psu import NoPretrainingTask
 from seminar.reproduce.errors import ConfigError
 from seminar.train.checkpoint import CheckpointError
 from seminar.train.trainer import StaleRun
@@ -143,7 +144,10 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user-col", default="user", help="user id column (default: %(default)s)")
     p.add_argument("--item-col", default="item", help="item id column, in both files (default: %(default)s)")
     p.add_argument(
-        "--time-col", default="timestamp", help="integers or ISO dates/datetimes (default: %(default)s)"
+        "--time-col",
+        default="timestamp",
+        help="integers or ISO dates/datetimes, or 'none': the rows are in time order and a behaviour's "
+        "timestamp is its position among its user's rows (default: %(default)s)",
     )
     p.add_argument("--query-col", default=None, help="query text column (empty = recommendation)")
     p.add_argument("--title-col", default=None, help="item title/description column of the items file")
@@ -166,6 +170,25 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
         help="comma list of user feature columns of the users file (default: every column but the user id)",
     )
     _add_build_options(p)
+    p.set_defaults(read=_source_from_options)
+
+    p = sources.add_parser(
+        "sequences",
+        help="one line per user: the user id, then its item ids in time order (S3-Rec's Beauty.txt, ...)",
+        description="Read a text file with one line per user: the user id followed by that user's item ids "
+        "in time order, separated by whitespace (e.g. `1 1 2 3 4 5`). A behaviour's timestamp is its "
+        "position in the line; there are no queries and no text.",
+    )
+    p.add_argument("file", type=Path, help="the sequences file (e.g. Beauty.txt)")
+    p.add_argument(
+        "--attributes",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help='JSON object mapping item ids to lists of attribute ids, e.g. {"1": [3, 7]} '
+        "(S3-Rec's *_item2attributes.json); items it does not list get no attributes",
+    )
+    _add_build_options(p, text_encoder="none")
     p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("kuaisar", help="KuaiSAR (src_inter.csv, rec_inter.csv, item/user features)")
@@ -367,8 +390,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     summary = pretrain(load_dataset(args.data), args.out, config, _train_config(args), resume=args.resume)
     if _is_main_process():
         console.print(
-            f"pretrained {summary['epochs_run']} epochs; best loss {summary['best_value']:.4f} "
-            f"at epoch {summary['best_epoch']}; weights in {args.out / 'best'}"
+            f"pretrained {summary['epochs_run']} epochs ({', '.join(summary['tasks'])}); "
+            f"best loss {summary['best_value']:.4f} at epoch {summary['best_epoch']}; "
+            f"weights in {args.out / 'best'}"
         )
     return 0
 
@@ -483,7 +507,12 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
         default=["exact"],
         help="GSU at inference: the trained one (exact), its product-quantized version (pq), or both",
     )
-    p.add_argument("--pq-sub", type=int, default=32, help="PQ sub-vectors per channel")
+    p.add_argument(
+        "--pq-sub",
+        type=int,
+        default=None,
+        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
+    )
     p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤256: 8 bit)")
     p.add_argument("--pq-rerank", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed of the PQ codebooks")
@@ -553,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " (add --resume to continue it)" if args.command in ("pretrain", "train") else ""
         errors.print(f"[bold red]error:[/] {exc}{hint}", highlight=False, soft_wrap=True)
         return 2
-    except (DataError, ConfigError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, FileNotFoundError, NoPretrainingTask) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except (StaleRun, CheckpointError) as exc:  # a run that cannot be resumed as asked

@@ -20,7 +20,7 @@ from torch import nn
 
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
-from seminar.models.psu import PretrainConfig, PretrainingSearchUnit
+from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, feasible_tasks
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.models.registry import REFERENCE_MODELS, build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
@@ -71,11 +71,19 @@ def pretrain(
     resume: bool = False,
     tables: FeatureTables | None = None,
 ) -> dict[str, Any]:
-    """Pretrain the PSU (monitors its loss: it has no ranking head)."""
+    """Pretrain the PSU (monitors its loss: it has no ranking head).
+
+    Tasks the dataset cannot support are switched off with a logged note (:func:`feasible_tasks`);
+    the summary's ``dropped_tasks`` says which and why.
+    """
     tables = tables or FeatureTables.from_dataset(ds)
+    model_config, dropped = feasible_tasks(model_config, tables)
+    for task, why in dropped.items():
+        logger.warning("PSU task %s switched off: %s", task, why)
     train.out_dir = str(out_dir)
     with Trainer(PretrainingSearchUnit(tables, model_config), ds, train) as trainer:
-        return trainer.fit(resume=resume)
+        summary = trainer.fit(resume=resume)
+    return {**summary, "tasks": model_config.tasks(), "dropped_tasks": dropped}
 
 
 def restore_pretrained(ranker: Ranker, psu_run: Path | str, tables: FeatureTables) -> None:

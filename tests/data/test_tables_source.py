@@ -186,3 +186,14 @@ def test_user_features_without_users_file_is_an_error(tmp_path: Path) -> None:
     cols = TableColumns(**{**vars(COLS), "user_features": ["age"]})
     with pytest.raises(DataError, match="no users file"):
         read_interaction_tables(inter, items, cols)
+
+
+def test_without_a_time_column_the_row_order_is_the_time_order(tmp_path: Path) -> None:
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user,item\nb,x\na,y\nb,z\na,x\nb,y\n")
+    tables = read_interaction_tables(inter, columns=TableColumns(timestamp=None))
+    rows = tables.interactions.select("user", "item", "timestamp").rows()
+    # each user's rows numbered in file order: position among that user's rows
+    assert rows == [("b", "x", 0), ("a", "y", 0), ("b", "z", 1), ("a", "x", 1), ("b", "y", 2)]
+    with pytest.raises(DataError, match="missing column"):
+        read_interaction_tables(inter)  # the default still asks for a timestamp column

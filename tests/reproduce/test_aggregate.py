@@ -67,8 +67,44 @@ def test_tables_hold_mean_and_std_per_variant() -> None:
         ("SEMINAR w. align only", "alignment only"),
     ]
     markdown = grid_table_markdown(collected["table2"], ["model", "seeds"], ["ndcg@10", "hr@10", "mrr"])
-    assert "| TWIN | 3 | 0.2333 ± 0.1247 | 0.1167 ± 0.0624 |" in markdown
+    assert "| TWIN | 3 | 100 | 0.2333 ± 0.1247 | 0.1167 ± 0.0624 |" in markdown
     assert "hr@10" not in markdown  # no cell has it
+    assert "Only" not in markdown  # 100 test users: not flagged
+
+
+def test_one_seed_shows_no_spread_and_few_users_are_flagged() -> None:
+    config = parse_config({**CONFIG, "seeds": [0]})
+    few = [
+        FinishedCell(f.cell, {"recommendation": {**f.metrics["recommendation"], "users": 8.0}})
+        for f in finished_cells()
+        if f.cell.seed == 0
+    ]
+    collected = collect(config, few)
+    markdown = grid_table_markdown(collected["table2"], ["model", "seeds"], ["ndcg@10", "mrr"])
+    assert "| TWIN | 1 | 8 (few) | 0.1000 | 0.0500 |" in markdown
+    assert "±" not in markdown
+    assert "**Only 8 test users in this mode**" in markdown
+
+
+def test_a_mode_without_test_users_says_so() -> None:
+    config = parse_config(CONFIG)
+    empty = [FinishedCell(f.cell, {"recommendation": {"users": 0}}) for f in finished_cells()]
+    markdown = grid_table_markdown(collect(config, empty)["table2"], ["model", "seeds"], ["ndcg@10"])
+    assert "no test user in this mode" in markdown
+
+
+def test_table3_says_which_pretraining_tasks_were_switched_off() -> None:
+    config = parse_config(CONFIG)
+    why = "needs two item channels; this dataset has one (attributes)"
+    cells = [
+        FinishedCell(f.cell, f.metrics, dropped_tasks={"align": why} if f.cell.variant == "SEMINAR" else {})
+        for f in finished_cells()
+    ]
+    ablation = collect(config, cells)["table3"]["d"]["recommendation"]
+    assert ablation[0]["pretraining"] == (
+        f"all (next pair + alignment + q-i relevance); alignment switched off: {why}"
+    )
+    assert ablation[1]["pretraining"] == "alignment only"
 
 
 def test_sweep_points_follow_values_and_reuse_grid_cells() -> None:
@@ -78,7 +114,7 @@ def test_sweep_points_follow_values_and_reuse_grid_cells() -> None:
     assert points[0]["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.31)
     assert points[1]["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.41)
     sweep = collect(config, finished_cells())["sweeps"]["fusion_lambda"]
-    assert "| 0.9 | 3 | 0.4100 ± 0.0082 |" in sweep_markdown(sweep, "λ", ["ndcg@10"])
+    assert "| 0.9 | 3 | 100 | 0.4100 ± 0.0082 |" in sweep_markdown(sweep, "λ", ["ndcg@10"])
 
 
 def test_missing_cells_show_as_fewer_seeds() -> None:

@@ -180,3 +180,12 @@ def test_rerank_scores_the_shortlist_exactly_and_drops_the_rest(
         dropped = ~kept[row] & inputs.mask[row[0]]
         if dropped.any():
             assert approx[row][kept[row]].min() >= approx[row][dropped].max()
+
+
+@pytest.mark.parametrize(
+    ("dim", "expected"), [(16, 16), (32, 32), (48, 24), (64, 32), (20, 20), (7, 7), (66, 22)]
+)
+def test_default_sub_vectors_divide_the_key_dimension(dim: int, expected: int) -> None:
+    assert PQGsuConfig().sub_vectors(dim) == expected
+    assert dim % expected == 0
+    assert PQGsuConfig(n_sub=4).sub_vectors(dim) == 4  # an explicit value is kept as given

@@ -23,6 +23,18 @@ Gate = Literal["behaviour", "global"]
 ID_INIT_STD = 0.05
 
 
+def item_channel_names(tables: FeatureTables) -> list[str]:
+    """The item channels built from these tables: text and image when present, attributes always
+    (the item id plus its attribute values)."""
+    names = []
+    has_tokens = tables.item_tokens is not None and tables.query_tokens is not None
+    if tables.item_text_vectors is not None or has_tokens:
+        names.append("text")
+    if tables.item_image_vectors is not None:
+        names.append("image")
+    return [*names, "attributes"]
+
+
 class BehaviourEmbedding(nn.Module):
     def __init__(
         self, tables: FeatureTables, dim: int = 64, gate: Gate = "behaviour", fusion_lambda: float = 0.5
@@ -45,11 +57,7 @@ class BehaviourEmbedding(nn.Module):
         self.W_q = self._content("query_content", tables.query_vectors)
         self.W_t = self._content("item_text_content", tables.item_text_vectors)
         self.W_i = self._content("item_image_content", tables.item_image_vectors)
-        if self.W_t is not None or self.token_bag is not None:
-            self.channels.append("text")
-        if self.W_i is not None:
-            self.channels.append("image")
-        self.channels.append("attributes")
+        self.channels += item_channel_names(tables)
         self.W_a = nn.Linear(2 * dim, dim)
         n_item = len(self.channels) - 1
         self.gate = (

@@ -9,22 +9,24 @@
 3. Query-item relevance: binary classification of true (query, item) pairs of search behaviours
    against random pairs.
 
-Each loss has a weight and an on/off switch (the paper's Table 3 ablations). The PSU shares the
-embedding module with the ranker, which restores it as its initialisation.
+Each loss has a weight and an on/off switch (the paper's Table 3 ablations). A task the dataset
+cannot support is switched off with a note (:func:`feasible_tasks`): alignment needs two item
+channels, relevance needs search behaviours. The PSU shares the embedding module with the ranker,
+which restores it as its initialisation.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seminar.data.schema import SEARCH
+from seminar.data.schema import EMPTY_QUERY, SEARCH
 from seminar.models.attention import TargetAttention
-from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding
+from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding, item_channel_names
 from seminar.models.features import FeatureTables
 
 
@@ -46,6 +48,36 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def tasks(self) -> list[str]:
+        return [name for name in TASKS if getattr(self, name)]
+
+
+TASKS = ("next_pair", "align", "relevance")
+
+
+class NoPretrainingTask(ValueError):
+    """None of the asked-for PSU tasks can run on this dataset."""
+
+
+def feasible_tasks(config: PretrainConfig, tables: FeatureTables) -> tuple[PretrainConfig, dict[str, str]]:
+    """The config with the tasks this dataset cannot support switched off, and why each was.
+
+    Alignment contrasts item channels with each other, so one item channel leaves nothing to align;
+    query-item relevance learns from search behaviours, so a dataset without queries gives it no
+    example. Raises :class:`NoPretrainingTask` when no asked-for task is left.
+    """
+    dropped: dict[str, str] = {}
+    channels = item_channel_names(tables)
+    if config.align and len(channels) < 2:
+        dropped["align"] = f"needs two item channels; this dataset has one ({channels[0]})"
+    if config.relevance and tables.n_queries <= EMPTY_QUERY:  # only the empty query: no search
+        dropped["relevance"] = "needs search behaviours; this dataset has no queries"
+    feasible = replace(config, **{name: False for name in dropped})
+    if not feasible.tasks():
+        reasons = "; ".join(f"{name} {why}" for name, why in dropped.items())
+        raise NoPretrainingTask(f"no PSU pretraining task can run on this dataset: {reasons}")
+    return feasible, dropped
 
 
 def clip_loss(
@@ -110,7 +142,10 @@ class PretrainingSearchUnit(nn.Module):
                 nn.Linear(3 * config.dim, config.dim), nn.ReLU(), nn.Linear(config.dim, 1)
             )
             if self.embedding.n_channels - 1 < 2 and config.align:
-                raise ValueError("alignment needs at least two item channels (text, image, attributes)")
+                raise NoPretrainingTask(
+                    "alignment needs at least two item channels (text, image, attributes); "
+                    "feasible_tasks() switches it off for such a dataset"
+                )
 
     @staticmethod
     def _interaction(a: Tensor, b: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ seen with one seed has std 0. Only metrics every seed reported are summarised.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ class FinishedCell:
     cell: Cell
     metrics: dict[str, dict[str, float]]
     seconds: float | None = None
+    dropped_tasks: dict[str, str] = field(default_factory=dict)  # PSU tasks the dataset could not run
 
 
 def summarise(values: Sequence[float]) -> Stat:
@@ -53,14 +54,18 @@ def metric_stats(per_seed: Sequence[dict[str, float]]) -> dict[str, Stat]:
     return {m: summarise([r[m] for r in per_seed]) for m in names}
 
 
-def pretraining_label(tasks: Sequence[str] | None) -> str:
-    """The Table 3 "pretraining" cell: none, one task "only", a few tasks, or all of them."""
+def pretraining_label(tasks: Sequence[str] | None, dropped: dict[str, str] | None = None) -> str:
+    """The Table 3 "pretraining" cell: none, one task "only", a few tasks, or all of them, and
+    which of them the dataset could not support (switched off, with why)."""
     if not tasks:
         return "none"
     names = " + ".join(TASK_LABELS[t] for t in tasks)
     if tuple(tasks) == PSU_TASKS:
-        return f"all ({names})"
-    return f"{names} only" if len(tasks) == 1 else f"{names} (no {_missing(tasks)})"
+        label = f"all ({names})"
+    else:
+        label = f"{names} only" if len(tasks) == 1 else f"{names} (no {_missing(tasks)})"
+    notes = [f"{TASK_LABELS[t]} switched off: {why}" for t, why in (dropped or {}).items()]
+    return "; ".join([label, *notes])
 
 
 def _missing(tasks: Sequence[str]) -> str:
@@ -70,10 +75,12 @@ def _missing(tasks: Sequence[str]) -> str:
 def _row(name: str, found: list[FinishedCell], mode: str, **extra: Any) -> dict[str, Any]:
     per_seed = [f.metrics[mode] for f in found if mode in f.metrics]
     stats = metric_stats(per_seed)
+    users = [int(r["users"]) for r in per_seed if "users" in r]
     return {
         "model": name,
         **extra,
         "seeds": len(per_seed),
+        "users": min(users) if users else None,  # test users of the mode (the same for every seed)
         "metrics": {k: v.as_dict() for k, v in stats.items()},
     }
 
@@ -93,7 +100,8 @@ def table_rows(
         ]
         extra: dict[str, Any] = {}
         if table == 3:
-            extra["pretraining"] = pretraining_label(variant.psu_tasks)
+            dropped = {t: why for f in found for t, why in f.dropped_tasks.items()}
+            extra["pretraining"] = pretraining_label(variant.psu_tasks, dropped)
         rows.append(_row(variant.name, found, mode, **extra))
     return rows
 

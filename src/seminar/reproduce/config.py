@@ -103,7 +103,7 @@ class DatasetConfig:
     """One dataset of the grid: a source, its reader options and build options."""
 
     name: str
-    source: Literal["ml-100k", "recbole", "tables", "kuaisar", "amazon", "synthetic"]
+    source: Literal["ml-100k", "recbole", "tables", "sequences", "kuaisar", "amazon", "synthetic"]
     options: Any = None  # parsed into the source's options dataclass (see sources.py)
     build: BuildOptions = field(default_factory=BuildOptions)
     data_dir: Path | None = None  # default OUT/data/NAME

@@ -24,7 +24,7 @@ from seminar.data.split import SplitConfig
 from seminar.experiment import evaluate_run, finetune, pretrain
 from seminar.io import write_json_atomic
 from seminar.models.features import FeatureTables
-from seminar.models.psu import PretrainConfig
+from seminar.models.psu import NoPretrainingTask, PretrainConfig, feasible_tasks
 from seminar.models.ranker import RankerConfig
 from seminar.reproduce.aggregate import FinishedCell
 from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_settings, unique_specs
@@ -166,31 +166,56 @@ class GridRunner:
             write_json_atomic(marker, settings)
         return (directory / LAST).exists()
 
-    def _pretrain(self, spec: RunSpec, settings: dict[str, Any]) -> Path | None:
+    def psu_config(self, spec: RunSpec) -> PretrainConfig:
+        """The PSU pretraining a run starts from, as its variant asks for it."""
+        t = self.config.training
+        tasks = spec.pretrain or ()
+        return PretrainConfig(
+            dim=t.dim,
+            heads=t.heads,
+            fusion_lambda=spec.fusion_lambda,
+            next_pair="next_pair" in tasks,
+            align="align" in tasks,
+            relevance="relevance" in tasks,
+            align_chunks=t.align_chunks,
+            temperature=t.temperature,
+            seed=spec.seed,
+        )
+
+    def check_pretraining(self, cells: Sequence[Cell]) -> None:
+        """Before any training: refuse a variant whose PSU tasks all need what its dataset lacks,
+        and say which tasks will be switched off (the report's Table 3 says so too)."""
+        seen: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        for cell in cells:
+            if cell.spec.pretrain is not None:
+                variants = seen.setdefault((cell.dataset, cell.spec.pretrain), [])
+                if cell.variant not in variants:
+                    variants.append(cell.variant)
+        for (name, tasks), variants in seen.items():
+            _ds, tables = self.dataset(name)
+            spec = next(c.spec for c in cells if c.dataset == name and c.spec.pretrain == tasks)
+            label = ", ".join(repr(v) for v in variants)
+            try:
+                _config, dropped = feasible_tasks(self.psu_config(spec), tables)
+            except NoPretrainingTask as exc:
+                raise ConfigError(f"variant {label} on dataset {name!r}: {exc}") from exc
+            for task, why in dropped.items():
+                tqdm.write(f"note: variant {label} on dataset {name!r}: PSU task {task} switched off ({why})")
+
+    def _pretrain(self, spec: RunSpec, settings: dict[str, Any]) -> tuple[Path | None, dict[str, str]]:
+        """Pretrain (or resume) the PSU a run starts from; its folder and the tasks switched off."""
         psu_dir = self.layout.psu_dir(spec)
         if psu_dir is None or spec.pretrain is None or spec.pretrain_epochs is None:
-            return None
-        t = self.config.training
+            return None, {}
         psu_settings = {
             **{k: v for k, v in settings.items() if k not in ("model", "user_features")},
             "training": {k: v for k, v in settings["training"].items() if k not in _RANKER_ONLY},
         }
         resume = self._guard(psu_dir, psu_settings)
         ds, tables = self.dataset(spec.dataset)
-        model = PretrainConfig(
-            dim=t.dim,
-            heads=t.heads,
-            fusion_lambda=spec.fusion_lambda,
-            next_pair="next_pair" in spec.pretrain,
-            align="align" in spec.pretrain,
-            relevance="relevance" in spec.pretrain,
-            align_chunks=t.align_chunks,
-            temperature=t.temperature,
-            seed=spec.seed,
-        )
         train = self.train_config(spec.seed, spec.pretrain_epochs, "loss", psu=True)
-        pretrain(ds, psu_dir, model, train, resume=resume, tables=tables)
-        return psu_dir
+        summary = pretrain(ds, psu_dir, self.psu_config(spec), train, resume=resume, tables=tables)
+        return psu_dir, summary["dropped_tasks"]
 
     def run_spec(self, spec: RunSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train (resuming) and evaluate one run; with ``previous``, only evaluate its missing modes."""
@@ -199,8 +224,9 @@ class GridRunner:
         run = self.layout.run_dir(spec)
         started = time.perf_counter()
         metrics: dict[str, Any] = dict(previous["metrics"]) if previous else {}
+        dropped: dict[str, str] = dict(previous.get("dropped_tasks", {})) if previous else {}
         if previous is None:
-            psu_dir = self._pretrain(spec, settings)
+            psu_dir, dropped = self._pretrain(spec, settings)
             resume = self._guard(run, settings)
             ds, tables = self.dataset(spec.dataset)
             ranker = RankerConfig(
@@ -225,7 +251,8 @@ class GridRunner:
             evaluation = self.train_config(spec.seed, t.epochs, t.monitor)
             metrics.update(evaluate_run(ds, run, evaluation, todo, tables=tables))
         seconds = round(time.perf_counter() - started, 1) + (previous or {}).get("seconds", 0.0)
-        return {"settings": settings, "metrics": metrics, "seconds": seconds}
+        record = {"settings": settings, "metrics": metrics, "seconds": seconds}
+        return {**record, "dropped_tasks": dropped} if dropped else record
 
     def _line(self, index: int, total: int, cell: Cell, record: dict[str, Any]) -> str:
         metric = self.config.training.monitor
@@ -253,6 +280,7 @@ class GridRunner:
             first_cell.setdefault(cell.spec, cell)
         records = {spec: self.existing(spec) for spec in specs}  # settings checked before any work
         todo = [s for s in specs if records[s] is None or set(self.config.modes) - set(records[s]["metrics"])]
+        self.check_pretraining([first_cell[s] for s in todo if records[s] is None])
         if specs:
             tqdm.write(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to run")
         bar = tqdm(total=len(todo), desc="reproduce", unit="run", disable=not self.progress)
@@ -293,7 +321,8 @@ class GridRunner:
         for cell in cells:
             record = self.existing(cell.spec)
             if record is not None:
-                out.append(FinishedCell(cell, record["metrics"], record.get("seconds")))
+                dropped = record.get("dropped_tasks", {})
+                out.append(FinishedCell(cell, record["metrics"], record.get("seconds"), dropped))
         return out
 
 

@@ -242,7 +242,9 @@ def _settings_markdown(config: ReproduceConfig) -> str:
         f"(patience {t.patience}, best by validation {t.monitor} in {t.eval_mode} mode), "
         f"PSU pretrained {_count(t.pretrain_epochs, 'epoch')}, λ={t.fusion_lambda:g}, "
         f"{t.positions_per_user or 'all'} training positions per user per epoch",
-        "- numbers are mean ± std over seeds (population std); the full settings are in results.json",
+        "- numbers are mean ± std over seeds (population std; one seed shows its value alone); "
+        "`users` is the number of test users a mode ranks, flagged `(few)` under 100; "
+        "the full settings are in results.json",
     ]
     return "\n".join(lines)
 

@@ -75,7 +75,7 @@ class TablesOptions:
     items: Path | None = None
     user_col: str = "user"
     item_col: str = "item"
-    time_col: str = "timestamp"
+    time_col: str | None = "timestamp"  # None or "none": rows in time order, timestamp = position
     query_col: str | None = None
     title_col: str | None = None
     image_col: str | None = None
@@ -91,7 +91,7 @@ class TablesOptions:
         columns = TableColumns(
             user=self.user_col,
             item=self.item_col,
-            timestamp=self.time_col,
+            timestamp=None if self.time_col in (None, "none") else self.time_col,
             query=self.query_col,
             title=self.title_col,
             image_path=self.image_col,
@@ -102,6 +102,19 @@ class TablesOptions:
         return read_interaction_tables(
             self.interactions, self.items, columns, image_root=self.image_root, users=self.users
         )
+
+
+@dataclass
+class SequencesOptions:
+    """One line per user (user id, then item ids in time order) and an optional item-attributes JSON."""
+
+    file: Path
+    attributes: Path | None = None  # JSON object: item id -> list of attribute ids
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.sequences import read_sequence_file
+
+        return read_sequence_file(self.file, self.attributes)
 
 
 @dataclass
@@ -167,12 +180,14 @@ SOURCE_OPTIONS: dict[str, type] = {
     "ml-100k": Ml100kOptions,
     "recbole": RecboleOptions,
     "tables": TablesOptions,
+    "sequences": SequencesOptions,
     "kuaisar": KuaisarOptions,
     "amazon": AmazonOptions,
     "synthetic": SyntheticOptions,
 }
-# Sources whose text is token ids or vectors: no text encoder unless asked (as in `seminar prepare`).
-NO_TEXT_ENCODER_SOURCES = frozenset({"kuaisar", "synthetic"})
+# Sources whose text is token ids or vectors, or that have no text: no text encoder unless asked
+# (as in `seminar prepare`).
+NO_TEXT_ENCODER_SOURCES = frozenset({"kuaisar", "sequences", "synthetic"})
 
 
 def _check_fraction(name: str, value: float) -> None:

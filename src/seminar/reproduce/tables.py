@@ -8,6 +8,7 @@ from typing import Any
 from seminar.report import markdown_table
 
 MISSING = "–"
+FEW_USERS = 100  # a mode ranked over fewer test users is flagged: its differences are mostly noise
 
 
 def present_columns(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
@@ -16,17 +17,40 @@ def present_columns(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> l
 
 
 def _cells(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """Metric cells: mean ± std over seeds, or the one value when a single seed finished."""
     out: dict[str, Any] = {}
     for c in columns:
         stat = row["metrics"].get(c)
-        out[c] = (stat["mean"], stat["std"]) if stat else MISSING
+        if not stat:
+            out[c] = MISSING
+        else:
+            out[c] = stat["mean"] if stat.get("n", 2) == 1 else (stat["mean"], stat["std"])
     return out
 
 
+def _users(row: dict[str, Any]) -> str:
+    users = row.get("users")
+    if users is None:
+        return MISSING
+    return f"{users} (few)" if users < FEW_USERS else str(users)
+
+
 def stats_table(rows: Sequence[dict[str, Any]], leading: Sequence[str], columns: Sequence[str]) -> str:
-    """One Markdown table: ``leading`` columns as they are, metric columns as mean ± std."""
-    flat = [{**{k: r[k] for k in leading}, **_cells(r, columns)} for r in rows]
-    return markdown_table(flat, [*leading, *columns])
+    """One Markdown table: ``leading`` columns as they are, the test users of each row, and metric
+    columns as mean ± std over seeds (a single seed shows its value alone)."""
+    flat = [{**{k: r[k] for k in leading}, "users": _users(r), **_cells(r, columns)} for r in rows]
+    return markdown_table(flat, [*leading, "users", *columns])
+
+
+def few_users_note(rows: Sequence[dict[str, Any]]) -> str:
+    """A warning line for a block ranked over fewer than FEW_USERS test users (else empty)."""
+    counts = [r["users"] for r in rows if r.get("users") is not None]
+    if not counts or min(counts) >= FEW_USERS:
+        return ""
+    return (
+        f"**Only {min(counts)} test users in this mode** (fewer than {FEW_USERS}): differences between "
+        "rows here are within noise; read them with care.\n\n"
+    )
 
 
 def grid_table_markdown(
@@ -37,7 +61,11 @@ def grid_table_markdown(
     for dataset, modes in table.items():
         for mode, rows in modes.items():
             cols = present_columns(rows, columns)
-            body = stats_table(rows, leading, cols) if cols else "_no finished cells yet_"
+            body = "_no finished cells yet_"
+            if cols:
+                body = few_users_note(rows) + stats_table(rows, leading, cols)
+            elif rows and all(r.get("users") == 0 for r in rows):
+                body = "_no test user in this mode (no user's test behaviour is of this kind)_"
             blocks.append(f"#### {dataset}, {mode} mode\n\n{body}")
     return "\n\n".join(blocks)
 
@@ -49,6 +77,8 @@ def sweep_markdown(sweep: dict[str, Any], value_name: str, metrics: Sequence[str
         for mode, points in modes.items():
             rows = [{value_name: f"{p['value']:g}", **p} for p in points]
             cols = present_columns(rows, metrics)
-            body = stats_table(rows, [value_name, "seeds"], cols) if cols else "_no finished cells yet_"
+            body = "_no finished cells yet_"
+            if cols:
+                body = few_users_note(rows) + stats_table(rows, [value_name, "seeds"], cols)
             blocks.append(f"#### {dataset}, {mode} mode ({sweep['variant']})\n\n{body}")
     return "\n\n".join(blocks)

@@ -28,11 +28,18 @@ from seminar.retrieval.pq import MultiModalPQ, PQConfig
 PQ_FILE = "gsu_pq.safetensors"
 
 
+MAX_DEFAULT_SUB = 32  # the default n_sub: the largest divisor of the key dimension up to this
+
+
 @dataclass(frozen=True)
 class PQGsuConfig:
-    """Codes of the GSU keys: 8-bit codes, 32 sub-vectors per channel and a 4·K exact re-rank by default."""
+    """Codes of the GSU keys: 8-bit codes and a 4·K exact re-rank by default.
 
-    n_sub: int = 32
+    ``n_sub`` (sub-vectors per channel) defaults to the largest divisor of the key dimension that
+    is at most 32, so any model dimension can be quantized without choosing it by hand.
+    """
+
+    n_sub: int | None = None
     n_centroids: int = 256
     rerank_factor: int = 4  # shortlist R = factor·K re-scored exactly; 0 turns re-rank off
     n_iter: int = 20
@@ -42,8 +49,14 @@ class PQGsuConfig:
         if self.rerank_factor < 0:
             raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
+
+    def sub_vectors(self, dim: int) -> int:
+        """``n_sub``, or the default for keys of dimension ``dim``."""
+        if self.n_sub is not None:
+            return self.n_sub
+        return max(n for n in range(1, min(dim, MAX_DEFAULT_SUB) + 1) if dim % n == 0)
 
 
 @dataclass
@@ -120,7 +133,12 @@ def fit_gsu_pq(keys: GsuKeyTables, config: PQGsuConfig | None = None) -> MultiMo
     """
     config = config or PQGsuConfig()
     pq_config = PQConfig(
-        keys.n_channels, keys.dim, config.n_sub, config.n_centroids, n_iter=config.n_iter, seed=config.seed
+        keys.n_channels,
+        keys.dim,
+        config.sub_vectors(keys.dim),
+        config.n_centroids,
+        n_iter=config.n_iter,
+        seed=config.seed,
     )
     tables = [pad_table_rows(t, config.n_centroids) for t in keys.channel_tables()]
     return MultiModalPQ.train(tables, pq_config)

@@ -91,7 +91,12 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, required=True, help="a `seminar train` run directory")
     p.add_argument("--out", type=Path, required=True, help="export directory to write")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--pq-sub", type=int, default=32, help="PQ sub-vectors per channel")
+    p.add_argument(
+        "--pq-sub",
+        type=int,
+        default=None,
+        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
+    )
     p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤ 256)")
     p.add_argument("--pq-iter", type=int, default=20, help="k-means iterations")
     p.add_argument("--rerank-factor", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")

@@ -82,6 +82,7 @@ def export_run(
             "features": sizes,
             "gsu": {
                 **pq_config.to_dict(),
+                "n_sub": pq.config.n_sub,
                 "n_channels": keys.n_channels,
                 "dim": keys.dim,
                 "bytes_per_behaviour": pq.bytes_per_behaviour,

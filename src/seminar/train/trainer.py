@@ -45,6 +45,7 @@ from seminar.data.loader import (
     make_loader,
 )
 from seminar.data.schema import SeminarDataset, manifest_digest
+from seminar.data.tables import DataError
 from seminar.io import write_bytes_atomic
 from seminar.train import distributed as ddp
 from seminar.train.checkpoint import (
@@ -280,6 +281,7 @@ class Trainer:
         ``out_dir`` must not already hold a run. Returns a summary with the best validation record
         and the test metrics (empty for models without ``score_candidates``).
         """
+        self._check_validation_users()
         with deterministic_algorithms(self.config.deterministic):
             if resume:
                 self._resume()
@@ -312,6 +314,17 @@ class Trainer:
             "best": self.progress.best_record,
             "test": test,
         }
+
+    def _check_validation_users(self) -> None:
+        """Refuse, before any work, to early-stop on a validation mode that has no user."""
+        if not self.can_score or self.monitor == LOSS_MONITOR:
+            return
+        mode = self.config.eval_mode
+        if len(EvalSamples(self.dataset, "valid", mode, self.config.max_length)) == 0:
+            raise DataError(
+                f"no validation user in {mode} mode (no user's validation behaviour is a search); "
+                "train with --eval-mode recommendation"
+            )
 
     def _keep_fitted(self) -> None:
         """A model fitted without gradient steps (popularity, item-kNN): validate it once and keep it."""
@@ -554,6 +567,8 @@ class Trainer:
             raise TypeError(f"{type(self.model).__name__} has no score_candidates; it cannot be evaluated")
         mode = mode or self.config.eval_mode
         samples = EvalSamples(self.dataset, stage, mode, self.config.max_length)
+        if len(samples) == 0:  # e.g. search mode on a dataset without queries: nothing to rank
+            return {"users": 0}
         loader = make_loader(  # under DDP: disjoint shards, no padding duplicates, so sums stay exact
             samples,
             self.config.eval_batch_size,

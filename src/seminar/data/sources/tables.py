@@ -1,12 +1,13 @@
 """A user's own data as plain tables (CSV or Parquet): the format most people start from.
 
-Interactions need user, item and timestamp columns and may have a query text column (an empty
-or missing query means a recommendation behaviour). Items may have a title, an image path and
-any attribute columns; a multi-valued attribute like ``Adventure|Comedy`` is split on a
-configurable separator. An optional users file has the interactions' user column and profile
-columns (age band, country, ...): each becomes a categorical user feature with one value per user
-(every column but the user id, or those named in ``user_features``). Column names are options,
-so no file needs renaming.
+Interactions need user and item columns, a timestamp column unless the rows are already in time
+order (``timestamp=None``: each behaviour's timestamp is then its position in its user's rows),
+and may have a query text column (an empty or missing query means a recommendation behaviour).
+Items may have a title, an image path and any attribute columns; a multi-valued attribute like
+``Adventure|Comedy`` is split on a configurable separator. An optional users file has the
+interactions' user column and profile columns (age band, country, ...): each becomes a categorical
+user feature with one value per user (every column but the user id, or those named in
+``user_features``). Column names are options, so no file needs renaming.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class TableColumns:
 
     user: str = "user"
     item: str = "item"
-    timestamp: str = "timestamp"
+    timestamp: str | None = "timestamp"  # None: rows in time order, timestamp = position per user
     query: str | None = None
     title: str | None = None
     image_path: str | None = None
@@ -137,7 +138,7 @@ def read_interaction_tables(
     cols = columns or TableColumns()
     interactions = Path(interactions)
     raw = read_table(interactions)
-    wanted = [cols.user, cols.item, cols.timestamp] + ([cols.query] if cols.query else [])
+    wanted = [cols.user, cols.item] + [c for c in (cols.timestamp, cols.query) if c]
     _require(raw, wanted, interactions)
     for name in (cols.user, cols.item):
         empty = raw[name].is_null() | (raw[name].str.strip_chars().str.len_chars() == 0)
@@ -146,11 +147,16 @@ def read_interaction_tables(
     query = (
         raw[cols.query].str.strip_chars() if cols.query else pl.Series([None] * raw.height, dtype=pl.String)
     )
+    user = raw[cols.user].str.strip_chars()
+    if cols.timestamp:
+        stamps = parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp)
+    else:  # the file's order is the time order: a behaviour's timestamp is its position per user
+        stamps = pl.DataFrame({"u": user}).select(pl.int_range(pl.len()).over("u").cast(pl.Int64)).to_series()
     frame = pl.DataFrame(
         {
-            USER: raw[cols.user].str.strip_chars(),
+            USER: user,
             ITEM: raw[cols.item].str.strip_chars(),
-            TIMESTAMP: parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp),
+            TIMESTAMP: stamps,
             QUERY: query.replace("", None),
         }
     )
