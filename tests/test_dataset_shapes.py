@@ -2,21 +2,24 @@
 no queries at all, and no timestamps (the file's order is the time order).
 
 Each test generates a tiny CSV dataset of its shape and runs the whole pipeline on it: `prepare`,
-`pretrain`, `train`, `evaluate`, `export`, the scoring service `serve` runs on, and `reproduce`.
+`pretrain`, `train`, `evaluate`, `export`, the HTTP app `serve` runs, and `reproduce`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from seminar.cli import main
 from seminar.reproduce import run_reproduce
 from seminar.serving import ScoringService
+from seminar.serving.app import create_app
 
 WORDS = ("red", "blue", "boots", "shirt", "lamp", "desk", "green", "cup")
 N_USERS, N_ITEMS, PER_USER = 40, 60, 12
@@ -116,10 +119,14 @@ def test_every_command_runs_on_the_shape(
         assert rows["search"] == {"model": "run", "gsu": "exact", "mode": "search", "users": 0}
 
     assert main(["export", "--data", str(data), "--run", str(run), "--out", str(export)]) == 0
-    service = ScoringService.load(export)
-    service.append("u3", [{"item": "i1", "timestamp": 10_000}, {"item": "i2", "timestamp": 10_001}])
-    scores = service.score_many("u3", [f"i{i}" for i in range(5)])
-    assert len(scores) == 5 and all(s == s for s in scores)  # finite, no NaN
+    client = TestClient(create_app(ScoringService.load(export)), raise_server_exceptions=True)
+    appended = [{"item": "i1", "timestamp": 10_000}, {"item": "i2", "timestamp": 10_001}]
+    assert client.post("/users/u3/behaviours", json={"behaviours": appended}).status_code == 200
+    query = "red" if shape.queries else None
+    scored = client.post("/score", json={"user": "u3", "items": [f"i{i}" for i in range(5)], "query": query})
+    assert scored.status_code == 200, scored.text
+    scores = [r["probability"] for r in scored.json()["results"]]
+    assert len(scores) == 5 and all(math.isfinite(s) and 0 <= s <= 1 for s in scores)
 
     config = {
         "name": "shape",
