@@ -126,6 +126,37 @@ def test_bad_prepare_options_are_clear_errors(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "d").exists()
 
 
+def test_prepare_never_replaces_a_folder_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    inter = inputs / "clicks.csv"
+    inter.write_text(
+        "user,item,timestamp\n" + "".join(f"u{u},i{(u + k) % 9},{k}\n" for u in range(6) for k in range(6))
+    )
+    prepare = [
+        "prepare",
+        "tables",
+        "--interactions",
+        str(inter),
+        "--text-encoder",
+        "none",
+        "--negatives",
+        "2",
+    ]
+    for force in ([], ["--force"]):  # the inputs' own folder as --out: refused, nothing deleted
+        assert main([*prepare, "--out", str(inputs), "--quiet", *force]) == 2
+        assert "is not empty and holds no dataset" in capsys.readouterr().err
+        assert sorted(p.name for p in inputs.iterdir()) == ["clicks.csv"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*prepare, "--out", str(empty), "--quiet"]) == 0  # an empty folder is fine
+    assert main([*prepare, "--out", str(empty), "--quiet", "--force"]) == 0  # so is its own dataset
+    assert (empty / "manifest.json").is_file()
+    assert not list(tmp_path.glob(".*.old-*")) and not list(tmp_path.glob(".*.partial-*"))
+
+
 def test_info_on_a_non_dataset(tmp_path: Path) -> None:
     out = run("data", "info", str(tmp_path))
     assert out.returncode == 2 and "not a prepared dataset" in out.stderr
@@ -136,3 +167,32 @@ def test_demo_runs(tmp_path: Path) -> None:
     out = run("demo", "--out", str(tmp_path / "run"), "--quiet")
     assert out.returncode == 0, out.stderr
     assert "ml-100k" in out.stdout and "100,000" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "bad", "message"),
+    [
+        ("train", ["--top-k", "0"], "argument --top-k: must be ≥ 1, got 0"),
+        ("train", ["--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
+        ("train", ["--device", "tpu"], "argument --device: 'tpu'"),
+        ("train", ["--batch-size", "0"], "argument --batch-size: must be ≥ 1"),
+        ("train", ["--dropout", "1"], "argument --dropout: must lie in [0, 1)"),
+        ("pretrain", ["--fusion-lambda", "-0.5"], "argument --fusion-lambda: must lie in [0, 1]"),
+        ("pretrain", ["--temperature", "inf"], "argument --temperature: 'inf' is not a finite number"),
+        ("prepare", ["--negatives", "-1"], "argument --negatives: must be ≥ 1, got -1"),
+        ("prepare", ["--text-encoder", "bogus"], "argument --text-encoder: 'bogus'"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, bad: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    if command == "prepare":
+        args = ["prepare", "synthetic", "--users", "5", "--out", str(out), *bad]
+    else:
+        args = [command, "--data", str(tmp_path / "missing"), "--out", str(out), *bad]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from seminar import cli_types as types
 from seminar.data.tables import DataError
 from seminar.models.psu import NoPretrainingTask
 from seminar.reproduce.errors import ConfigError
@@ -31,22 +32,30 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     parser.add_argument(
         "--text-encoder",
+        type=types.text_encoder,
         default=text_encoder,
         help="minilm | hashing[:DIM] | clip:CHECKPOINT_DIR | none (default: %(default)s)",
     )
     parser.add_argument(
-        "--image-encoder", default="none", help="clip:CHECKPOINT_DIR to encode item images, or none (default)"
+        "--image-encoder",
+        type=types.image_encoder,
+        default="none",
+        help="clip:CHECKPOINT_DIR to encode item images, or none (default)",
     )
-    parser.add_argument("--negatives", type=int, default=99, help="sampled negatives per test/valid user")
+    parser.add_argument(
+        "--negatives", type=types.positive_int, default=99, help="sampled negatives per test/valid user"
+    )
     parser.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform")
-    parser.add_argument("--seed", type=int, default=0, help="split and sampling seed")
+    parser.add_argument("--seed", type=types.non_negative_int, default=0, help="split and sampling seed")
     parser.add_argument(
         "--min-behaviours",
-        type=int,
+        type=types.positive_int,
         default=3,
         help="users with fewer behaviours are dropped (counted in the manifest)",
     )
-    parser.add_argument("--max-behaviours", type=int, default=None, help="keep only each user's latest N")
+    parser.add_argument(
+        "--max-behaviours", type=types.positive_int, default=None, help="keep only each user's latest N"
+    )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="content vector cache (default ~/.cache/seminar)"
     )
@@ -193,26 +202,26 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
 
     p = sources.add_parser("kuaisar", help="KuaiSAR (src_inter.csv, rec_inter.csv, item/user features)")
     p.add_argument("directory", type=Path)
-    p.add_argument("--max-users", type=int, default=None)
+    p.add_argument("--max-users", type=types.positive_int, default=None)
     _add_build_options(p, text_encoder="none")
     p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("amazon", help="Amazon Reviews 2018 (*_5.json.gz + meta_*.json.gz)")
     p.add_argument("--reviews", type=Path, required=True)
     p.add_argument("--meta", type=Path, required=True)
-    p.add_argument("--core", type=int, default=5)
+    p.add_argument("--core", type=types.positive_int, default=5)
     p.add_argument("--image-dir", type=Path, default=None, help="folder with <asin>.jpg thumbnails")
     _add_build_options(p)
     p.set_defaults(read=_source_from_options)
 
     p = sources.add_parser("synthetic", help="synthetic lifelong data with controllable channel norms")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--items", type=int, default=5000)
-    p.add_argument("--mean-length", type=float, default=200.0)
-    p.add_argument("--max-length", type=int, default=10_000)
-    p.add_argument("--topics", type=int, default=32)
-    p.add_argument("--search-fraction", type=float, default=0.3)
-    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--users", type=types.positive_int, default=1000)
+    p.add_argument("--items", type=types.positive_int, default=5000)
+    p.add_argument("--mean-length", type=types.positive_float, default=200.0)
+    p.add_argument("--max-length", type=types.positive_int, default=10_000)
+    p.add_argument("--topics", type=types.positive_int, default=32)
+    p.add_argument("--search-fraction", type=types.unit_interval, default=0.3)
+    p.add_argument("--dim", type=types.positive_int, default=64)
     p.add_argument("--query-norm", type=float, default=0.5)
     p.add_argument("--text-norm", type=float, default=1.0)
     p.add_argument("--image-norm", type=float, default=2.0)
@@ -296,24 +305,30 @@ def _add_train_options(parser: argparse.ArgumentParser, *, ranker: bool) -> None
     (docs/results.md), the PSU's keep one target and one negative per sample."""
     parser.add_argument("--data", type=Path, required=True, help="a prepared dataset directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics.jsonl)")
-    parser.add_argument("--epochs", type=int, default=15 if ranker else 10)
-    parser.add_argument("--lr", type=float, default=3e-3 if ranker else 1e-3)
+    parser.add_argument("--epochs", type=types.positive_int, default=15 if ranker else 10)
+    parser.add_argument("--lr", type=types.positive_float, default=3e-3 if ranker else 1e-3)
     parser.add_argument(
-        "--batch-size", type=int, default=512 if ranker else 256, help="training targets per step"
+        "--batch-size",
+        type=types.positive_int,
+        default=512 if ranker else 256,
+        help="training targets per step",
     )
-    parser.add_argument("--max-length", type=int, default=200, help="history window L")
+    parser.add_argument("--max-length", type=types.positive_int, default=200, help="history window L")
     parser.add_argument(
-        "--train-negatives", type=int, default=10 if ranker else 1, help="sampled negatives per target"
+        "--train-negatives",
+        type=types.positive_int,
+        default=10 if ranker else 1,
+        help="sampled negatives per target",
     )
     parser.add_argument(
         "--positions-per-user",
-        type=int,
+        type=types.positive_int,
         default=None,
         help="cap training targets per user and epoch (default: every position is a target)",
     )
     parser.add_argument(
         "--targets-per-window",
-        type=int,
+        type=types.positive_int,
         default=32,
         help="rankers: consecutive targets scored on one shared history window",
     )
@@ -323,25 +338,31 @@ def _add_train_options(parser: argparse.ArgumentParser, *, ranker: bool) -> None
         default="uniform",
         help="training negatives (popularity: with the log-Q correction in the softmax loss)",
     )
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs")
+    parser.add_argument("--weight-decay", type=types.non_negative_float, default=0.0)
+    parser.add_argument(
+        "--patience", type=types.positive_int, default=3, help="early-stopping patience in epochs"
+    )
     parser.add_argument(
         "--monitor",
         default="ndcg@10" if ranker else "loss",
         help="validation metric to keep the best checkpoint by",
     )
     parser.add_argument("--eval-mode", choices=["recommendation", "search", "pair"], default="recommendation")
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--dim", type=types.positive_int, default=64)
+    parser.add_argument("--heads", type=types.positive_int, default=4)
     parser.add_argument(
         "--fusion-lambda",
-        type=float,
+        type=types.unit_interval,
         default=0.0,
         help="λ of the query/item fusion (0.0: chosen by validation on MovieLens-100k, see docs/results.md)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=types.non_negative_int, default=0)
+    parser.add_argument(
+        "--device", type=types.device, default="auto", help="auto | cpu | mps | cuda | cuda:N"
+    )
+    parser.add_argument(
+        "--workers", type=types.non_negative_int, default=0, help="DataLoader worker processes"
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
@@ -467,19 +488,29 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-next-pair", action="store_true", help="switch off next-pair prediction")
     p.add_argument("--no-align", action="store_true", help="switch off multi-modal alignment")
     p.add_argument("--no-relevance", action="store_true", help="switch off query-item relevance")
-    p.add_argument("--align-chunks", type=int, default=4, help="N_ch chunks for the alignment loss")
-    p.add_argument("--temperature", type=float, default=0.07, help="InfoNCE temperature")
+    p.add_argument(
+        "--align-chunks", type=types.positive_int, default=4, help="N_ch chunks for the alignment loss"
+    )
+    p.add_argument("--temperature", type=types.positive_float, default=0.07, help="InfoNCE temperature")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train SEMINAR or a baseline ranker and report test metrics")
     _add_train_options(p, ranker=True)
     p.add_argument("--model", choices=ALL_MODELS, default="seminar")
-    p.add_argument("--top-k", type=int, default=50, help="behaviours the GSU keeps for the ESU")
+    p.add_argument(
+        "--top-k", type=types.positive_int, default=50, help="behaviours the GSU keeps for the ESU"
+    )
     p.add_argument("--loss", choices=["softmax", "bce"], default="softmax", help="ranking loss")
-    p.add_argument("--dropout", type=float, default=0.2, help="dropout (ranker head, SASRec blocks)")
-    p.add_argument("--knn-history", type=int, default=20, help="itemknn: the user's last N items")
-    p.add_argument("--knn-neighbours", type=int, default=1000, help="itemknn: neighbours kept per item")
-    p.add_argument("--layers", type=int, default=2, help="sasrec: transformer blocks")
+    p.add_argument(
+        "--dropout", type=types.dropout_rate, default=0.2, help="dropout (ranker head, SASRec blocks)"
+    )
+    p.add_argument(
+        "--knn-history", type=types.positive_int, default=20, help="itemknn: the user's last N items"
+    )
+    p.add_argument(
+        "--knn-neighbours", type=types.positive_int, default=1000, help="itemknn: neighbours kept per item"
+    )
+    p.add_argument("--layers", type=types.positive_int, default=2, help="sasrec: transformer blocks")
     p.add_argument(
         "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"
     )
@@ -509,14 +540,29 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pq-sub",
-        type=int,
+        type=types.positive_int,
         default=None,
         help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
     )
-    p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤256: 8 bit)")
-    p.add_argument("--pq-rerank", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="k-means seed of the PQ codebooks")
-    p.add_argument("--max-length", type=int, default=None, help="history window L (default: the run's own)")
+    p.add_argument(
+        "--pq-centroids",
+        type=types.positive_int,
+        default=256,
+        help="PQ centroids per sub-vector (≤256: 8 bit)",
+    )
+    p.add_argument(
+        "--pq-rerank",
+        type=types.non_negative_int,
+        default=4,
+        help="exact re-rank of the top factor·K (0: none)",
+    )
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="k-means seed of the PQ codebooks")
+    p.add_argument(
+        "--max-length",
+        type=types.positive_int,
+        default=None,
+        help="history window L (default: the run's own)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -546,8 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/ml-100k"))
     defaults = DemoConfig()
-    demo.add_argument("--epochs", type=int, default=defaults.epochs)
-    demo.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)
+    demo.add_argument("--epochs", type=types.positive_int, default=defaults.epochs)
+    demo.add_argument("--pretrain-epochs", type=types.positive_int, default=defaults.pretrain_epochs)
     demo.add_argument(
         "--baselines",
         nargs="*",

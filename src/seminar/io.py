@@ -66,12 +66,17 @@ def atomic_directory(target: Path | str, *, overwrite: bool = False) -> Iterator
     """Build a directory under a temporary name and swap it in only when the block succeeds.
 
     Leftovers of an earlier interrupted build (``.<name>.partial-*``) are removed first: they are
-    never resumed from, because nothing guarantees their files are complete.
+    never resumed from, because nothing guarantees their files are complete. A previous version
+    moved aside (``.<name>.old-*``) is removed only when the target is in place (that swap
+    finished); without a target it is the last complete copy, and it is left for the user.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    stale = list(target.parent.glob(f".{target.name}.partial-*"))
+    if target.exists():
+        stale += target.parent.glob(f".{target.name}.old-*")
+    for leftover in stale:
+        shutil.rmtree(leftover, ignore_errors=True)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite to replace it")
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))

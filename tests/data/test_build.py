@@ -303,3 +303,20 @@ def test_exclusive_lock_is_released_after_an_error(tmp_path: Path) -> None:
         raise RuntimeError("failed build")
     with exclusive_lock(tmp_path / "x.lock", on_wait=lambda: pytest.fail("the lock was not released")):
         pass
+
+
+def test_leftovers_of_a_killed_swap_are_cleared_only_when_the_dataset_is_in_place(tmp_path: Path) -> None:
+    """A kill between the two renames of a rebuild leaves ``.d.old-PID`` (and maybe ``.d.partial-*``)."""
+    build_dataset(tiny_tables(), tmp_path / "d", quiet_config())
+    old = tmp_path / ".d.old-12345"
+    old.mkdir()
+    (tmp_path / ".d.partial-x").mkdir()
+    build_dataset(tiny_tables(), tmp_path / "d", quiet_config(), overwrite=True)
+    assert not old.exists() and not list(tmp_path.glob(".d.partial-*"))
+
+    # killed after the old copy moved aside and before the new one moved in: keep the only copy
+    (tmp_path / "d").rename(old)
+    build_dataset(tiny_tables(), tmp_path / "e", quiet_config())  # another target: untouched
+    assert old.is_dir()
+    build_dataset(tiny_tables(), tmp_path / "d", quiet_config())
+    assert old.is_dir() and (tmp_path / "d" / "manifest.json").is_file()

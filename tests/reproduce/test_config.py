@@ -143,6 +143,15 @@ def test_value_ranges() -> None:
     assert "models[0].pretrain: unknown PSU task(s) ['contrast']" in error_of(bad_task)
     assert "models: 'TWIN' is listed twice" in error_of(config_with(models=[BASE["models"][0]] * 2))
     assert "datasets[0].name" in error_of(config_with(datasets=[{"name": "../x", "source": "ml-100k"}]))
+    assert "training.lr: expected a finite number, got nan" in error_of(
+        config_with(training={"lr": float("nan")})
+    )
+    assert "training.temperature: expected a finite number" in error_of(
+        config_with(training={"temperature": "inf"})
+    )
+    assert "training.device: use auto, cpu, mps, cuda or cuda:N, got 'tpu'" in error_of(
+        config_with(training={"device": "tpu"})
+    )
 
 
 def test_sweeps_refer_to_known_variants() -> None:
@@ -180,6 +189,14 @@ def test_files_yaml_errors_and_no_evaluation(tmp_path: Path) -> None:
     evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):  # safe_load refuses Python tags
         load_config(evil)
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text("datasets: [{name: d, source: ml-100k}]\ntraining:\n  epochs: 1\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match="key 'epochs' on line 4 repeats the one on line 3"):
+        load_config(repeated)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("datasets: []\nname: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="line 2: not UTF-8 text"):
+        load_config(latin)
     named = tmp_path / "my-grid.yaml"
     named.write_text("datasets: [{name: d, source: ml-100k}]\nmodels: [{name: r, model: recency}]\n")
     assert load_config(named).name == "my-grid"

@@ -424,3 +424,22 @@ def test_ddp_two_processes_on_gloo(data_dir: Path, ds: SeminarDataset, tmp_path:
     assert [r["stage"] for r in records(run)] == ["epoch", "epoch", "test"]  # rank 0 alone wrote
     best = weights_of(run / "best")
     assert {k: v.sum().item() for k, v in best.items()} == reports[0]["weights"]
+
+
+def test_a_run_killed_while_writing_its_first_checkpoints_restarts_on_resume(
+    ds: SeminarDataset, tmp_path: Path
+) -> None:
+    """metrics.jsonl and best/ of epoch 1 written, last/ not: --resume starts the run again."""
+    reference = TinyModel(ds.n_items)
+    expected = Trainer(reference, ds, make_config(tmp_path / "a")).fit()
+
+    b = tmp_path / "b"
+    Trainer(TinyModel(ds.n_items), ds, make_config(b, epochs=1)).fit()
+    __import__("shutil").rmtree(b / "last")  # killed after best/ and the metrics line, before last/
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Trainer(TinyModel(ds.n_items), ds, make_config(b)).fit()
+    resumed = TinyModel(ds.n_items)
+    got = Trainer(resumed, ds, make_config(b)).fit(resume=True)
+    assert same_tensors(resumed.state_dict(), reference.state_dict())
+    assert records(b) == records(tmp_path / "a")
+    assert got == expected

@@ -9,6 +9,7 @@ temporary name and swapped in at the end, so an interrupted run leaves nothing a
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -195,15 +196,38 @@ def prepare(
     """Build ``out_dir`` unless it already holds a valid dataset of the same inputs and options.
 
     Returns True when it built. An existing dataset that fails validation is rebuilt, never trusted.
+    A folder that holds anything but a dataset is never replaced, ``force`` or not: it may hold
+    the very inputs being read.
     """
     config = config or BuildConfig()
     fingerprint = source_fingerprint(tables, config)
+    _refuse_foreign_folder(Path(out_dir))
     with build_lock(Path(out_dir), config.progress):
         # checked under the lock: a build that finished while this one waited is reused, not redone
         if not force and _matches(Path(out_dir), fingerprint):
             return False
         _build_dataset(tables, Path(out_dir), config, overwrite=True, fingerprint=fingerprint)
     return True
+
+
+def is_dataset_folder(path: Path) -> bool:
+    """Whether ``path`` holds a dataset this project wrote (a manifest with a schema version),
+    valid or not: only such a folder may be replaced by a new build."""
+    try:
+        manifest = json.loads((path / schema.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "schema_version" in manifest and "counts" in manifest
+
+
+def _refuse_foreign_folder(out_dir: Path) -> None:
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_dataset_folder(out_dir):
+        raise DataError(
+            f"{out_dir} is not empty and holds no dataset; prepare writes to a new or empty folder "
+            "(or replaces a dataset it wrote), so choose another --out"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} is a file; choose a folder for --out")
 
 
 def build_lock(out_dir: Path, progress: bool) -> contextlib.AbstractContextManager[None]:

@@ -9,6 +9,7 @@ silently ignored. Strings are never evaluated. docs/reproduce.md describes every
 from __future__ import annotations
 
 import difflib
+import math
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -20,6 +21,7 @@ import yaml
 from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
 from seminar.reproduce.errors import ConfigError, InvalidValue
 from seminar.reproduce.sources import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
+from seminar.train.distributed import DEVICE_SPEC
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 
 __all__ = [
@@ -233,6 +235,8 @@ class TrainingConfig:
             raise InvalidValue("workers", "must be >= 0")
         if not 0.0 <= self.fusion_lambda <= 1.0:
             raise InvalidValue("fusion_lambda", f"must lie in [0, 1], got {self.fusion_lambda}")
+        if not DEVICE_SPEC.match(self.device):
+            raise InvalidValue("device", f"use auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if self.monitor not in ranking_metric_names(DEFAULT_KS):
             raise InvalidValue(
                 "monitor",
@@ -584,11 +588,13 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint in (str, Path):
         if not isinstance(value, str) or not value.strip():
@@ -626,6 +632,26 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(_join(where, text) if where else text) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (YAML would keep the last
+    silently, so a setting written twice would be half-ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} on line {line} repeats the one on line {seen[key]}",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(data: Any, source: str = "config") -> ReproduceConfig:
     """A :class:`ReproduceConfig` from an already-loaded mapping; errors are prefixed by ``source``."""
     try:
@@ -644,7 +670,12 @@ def load_config(config: ReproduceConfig | Mapping[str, Any] | Path | str) -> Rep
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes().count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {err.start})") from None
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:

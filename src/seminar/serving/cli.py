@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from seminar import cli_types as types
 from seminar.serving.ids import UNKNOWN_QUERY_POLICIES
 
 
@@ -93,14 +94,21 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument(
         "--pq-sub",
-        type=int,
+        type=types.positive_int,
         default=None,
         help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
     )
-    p.add_argument("--pq-centroids", type=int, default=256, help="PQ centroids per sub-vector (≤ 256)")
-    p.add_argument("--pq-iter", type=int, default=20, help="k-means iterations")
-    p.add_argument("--rerank-factor", type=int, default=4, help="exact re-rank of the top factor·K (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument(
+        "--pq-centroids", type=types.positive_int, default=256, help="PQ centroids per sub-vector (≤ 256)"
+    )
+    p.add_argument("--pq-iter", type=types.positive_int, default=20, help="k-means iterations")
+    p.add_argument(
+        "--rerank-factor",
+        type=types.non_negative_int,
+        default=4,
+        help="exact re-rank of the top factor·K (0: none)",
+    )
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="k-means seed")
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.set_defaults(func=_export)
 
@@ -118,8 +126,18 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         default="reject",
         help="a query string the model has never seen: reject it (422) or treat it as the empty query",
     )
-    p.add_argument("--rerank-factor", type=int, default=None, help="override the export's re-rank factor")
-    p.add_argument("--threads", type=int, default=1, help="torch and faiss threads per process (0: leave)")
+    p.add_argument(
+        "--rerank-factor",
+        type=types.non_negative_int,
+        default=None,
+        help="override the export's re-rank factor",
+    )
+    p.add_argument(
+        "--threads",
+        type=types.non_negative_int,
+        default=1,
+        help="torch and faiss threads per process (0: leave)",
+    )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )

@@ -7,6 +7,7 @@ environment). The process group uses NCCL on CUDA and Gloo on CPU.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,9 @@ def env_dist_info() -> DistInfo:
     return DistInfo(
         rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0"))
     )
+
+
+DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # what resolve_device understands
 
 
 def resolve_device(preference: str, info: DistInfo) -> torch.device:

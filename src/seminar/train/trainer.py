@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -350,6 +351,17 @@ class Trainer:
         self.progress = Progress()
 
     def _resume(self) -> None:
+        partial = self.metrics_path.exists() or (self.out_dir / BEST).exists()
+        if not (self.out_dir / LAST).exists() and partial:
+            # stopped before its first checkpoint was complete: there is nothing to resume, and the
+            # first epoch's partial files (its metrics line, a best/ checkpoint) are not trusted
+            logger.warning("%s has no complete checkpoint yet: starting it again", self.out_dir)
+            ddp.barrier()
+            if self.dist.is_main:
+                self.metrics_path.unlink(missing_ok=True)
+                shutil.rmtree(self.out_dir / BEST, ignore_errors=True)
+            self._start_fresh()
+            return
         self._check_resumable(read_checkpoint_config(self.out_dir / LAST))
         state, _ = load_checkpoint(self.out_dir / LAST, self.model)
         if self.optimizer is not None:

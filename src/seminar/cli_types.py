@@ -1,0 +1,88 @@
+"""Argument types of the command line: a bad value is a usage error (exit 2) before any work.
+
+Each function is an ``argparse`` ``type=``: it parses the text and raises ``ArgumentTypeError``
+with what was expected, so ``--lr nan`` or ``--top-k 0`` never reaches a model or a trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+
+from seminar.train.distributed import DEVICE_SPEC
+
+TEXT_ENCODER = re.compile(r"^(minilm|none|hashing(:[1-9]\d*)?|clip:.+)$", re.IGNORECASE)
+IMAGE_ENCODER = re.compile(r"^(none|clip:.+)$", re.IGNORECASE)
+
+
+def _number(text: str, kind: Callable[[str], float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value:g}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A share or weight in [0, 1]."""
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value:g}")
+    return value
+
+
+def dropout_rate(text: str) -> float:
+    value = _number(text, float)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {value:g}")
+    return value
+
+
+def device(text: str) -> str:
+    if not DEVICE_SPEC.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, mps, cuda or cuda:N")
+    return text
+
+
+def text_encoder(text: str) -> str:
+    if not TEXT_ENCODER.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use minilm, hashing[:DIM], clip:CHECKPOINT_DIR or none")
+    return text
+
+
+def image_encoder(text: str) -> str:
+    if not IMAGE_ENCODER.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use clip:CHECKPOINT_DIR or none")
+    return text
