@@ -13,7 +13,7 @@ from seminar.data import schema
 from seminar.data.build import build_dataset, prepare
 from seminar.data.schema import EMPTY_QUERY, SEARCH, load_dataset
 from seminar.data.tables import DataError
-from tests.data.helpers import quiet_config, synthetic_dataset, tiny_tables
+from tests.data.helpers import quiet_config, synthetic_dataset, tiny_tables, without_digests
 
 
 def test_sequences_are_chronological_per_user_and_ids_dense(tmp_path: Path) -> None:
@@ -217,9 +217,12 @@ def test_content_vectors_follow_item_ids(tmp_path: Path) -> None:
 
 
 class TestValidationOnLoad:
+    """The invariant checks behind the per-file digests (a dataset written before digests existed
+    has only these): the fixture's manifest lists no digests, so each edit meets the invariants."""
+
     @pytest.fixture
     def built(self, tmp_path: Path) -> Path:
-        return build_dataset(tiny_tables(), tmp_path / "d", quiet_config())
+        return without_digests(build_dataset(tiny_tables(), tmp_path / "d", quiet_config()))
 
     def test_missing_manifest(self, built: Path) -> None:
         (built / schema.MANIFEST).unlink()
@@ -320,3 +323,22 @@ def test_leftovers_of_a_killed_swap_are_cleared_only_when_the_dataset_is_in_plac
     assert old.is_dir()
     build_dataset(tiny_tables(), tmp_path / "d", quiet_config())
     assert old.is_dir() and (tmp_path / "d" / "manifest.json").is_file()
+
+
+def test_a_file_edited_after_the_build_is_refused_on_load(tmp_path: Path) -> None:
+    """In-range edits pass every invariant check; the manifest's sha256 still catches them."""
+    out = build_dataset(tiny_tables(), tmp_path / "d", quiet_config())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "sequences/items.npy" in manifest["files"] and "manifest.json" not in manifest["files"]
+    load_dataset(out)  # verified once, then cached by size and modification time
+    assert (out / ".verified.json").is_file()
+    items = np.load(out / "sequences" / "items.npy")
+    edited = items.copy()
+    edited[[0, 1]] = edited[[1, 0]] if edited[0] != edited[1] else edited[[0, 1]] % items.max() + 1
+    assert not np.array_equal(edited, items) and edited.min() >= 1 and edited.max() <= items.max()
+    np.save(out / "sequences" / "items.npy", edited)  # same size, valid ids: only the digest differs
+    with pytest.raises(DataError, match=r"items.npy: contents differ from what the build wrote"):
+        load_dataset(out)
+    (out / "sequences" / "items.npy").unlink()
+    with pytest.raises(DataError, match=r"dataset file sequences/items\.npy is missing"):
+        load_dataset(out)

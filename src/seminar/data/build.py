@@ -27,6 +27,7 @@ from seminar.io import (
     atomic_directory,
     atomic_path,
     exclusive_lock,
+    file_digests,
     save_npy_atomic,
     sha256_file,
     write_json_atomic,
@@ -374,6 +375,8 @@ def _build_dataset(
             "split": {**asdict(config.split), "scheme": "leave-one-out"},
             "build_seconds": round(time.perf_counter() - started, 3),
         }
+        written = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+        manifest["files"] = file_digests(work, written)  # checked on every load (schema.verify_files)
         write_json_atomic(work / schema.MANIFEST, manifest)  # written last: marks a finished build
     steps.update()
     steps.close()

@@ -8,6 +8,7 @@ Large arrays are memory-mapped on load so that a 25M-behaviour dataset opens ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ import numpy as np
 import polars as pl
 
 from seminar.data.tables import DataError
-from seminar.io import json_digest
+from seminar.io import json_digest, sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+VERIFIED = ".verified.json"  # size and mtime of each file when its sha256 last matched the manifest
 PAD = 0
 EMPTY_QUERY = 1
 RECOMMENDATION = 0
@@ -201,10 +203,57 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Check every dataset file against the size and sha256 the build recorded.
+
+    Hashing is skipped for a file whose size and modification time equal those cached in
+    ``.verified.json`` at its last successful check, so an unchanged dataset loads at the cost of
+    a ``stat`` per file; a file edited in place gets a new modification time and is hashed again.
+    (A write that restores the old modification time on purpose is not detected.)
+    """
+    cache_path = root / VERIFIED
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    stamps: dict[str, list[int]] = {MANIFEST: _stamp(root / MANIFEST)}
+    for rel, info in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise DataError(f"{root}: dataset file {rel} is missing; re-run `seminar prepare --force`")
+        stamps[rel] = _stamp(path)
+        if stamps[rel][0] != info["bytes"]:
+            raise DataError(
+                f"{path}: {stamps[rel][0]} bytes, the build wrote {info['bytes']}; "
+                "the file changed since: re-run `seminar prepare --force`"
+            )
+        fresh = cache.get(MANIFEST) == stamps[MANIFEST] and cache.get(rel) == stamps[rel]
+        if not fresh and sha256_file(path) != info["sha256"]:
+            raise DataError(
+                f"{path}: contents differ from what the build wrote (sha256); "
+                "the file was edited: re-run `seminar prepare --force`"
+            )
+    if stamps != cache:
+        with contextlib.suppress(OSError):  # a read-only dataset is verified again on its next load
+            write_json_atomic(cache_path, stamps)
+
+
 def load_dataset(root: Path | str, *, mmap: bool = True, check_vectors: bool = True) -> SeminarDataset:
-    """Open a prepared dataset and validate it; every problem is reported with the file it is in."""
+    """Open a prepared dataset and validate it; every problem is reported with the file it is in.
+
+    Each file is checked against the size and sha256 in the manifest (:func:`verify_files`), so a
+    dataset edited after its build is refused, not silently reused.
+    """
     root = Path(root)
     manifest = read_manifest(root)
+    if "files" in manifest:  # datasets built before per-file digests were recorded have none
+        verify_files(root, manifest["files"])
     arrays = {
         name: _load_array(root, rel, dt, mmap)
         for name, (rel, dt) in {**SEQUENCE_FILES, **ITEM_FILES, **SPLIT_FILES}.items()
