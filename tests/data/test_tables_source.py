@@ -197,3 +197,34 @@ def test_without_a_time_column_the_row_order_is_the_time_order(tmp_path: Path) -
     assert rows == [("b", "x", 0), ("a", "y", 0), ("b", "z", 1), ("a", "x", 1), ("b", "y", 2)]
     with pytest.raises(DataError, match="missing column"):
         read_interaction_tables(inter)  # the default still asks for a timestamp column
+
+
+def test_ragged_rows_and_bad_bytes_name_their_line_without_echoing_the_input(tmp_path: Path) -> None:
+    rows = [f"u{u},i{k},{k}" for u in range(3) for k in range(4)]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text(
+        "user,item,timestamp\n" + "\n".join([*rows[:5], "u9,i1,3,extra," + "x" * 300000, *rows[5:]])
+    )
+    with pytest.raises(DataError) as error:
+        read_interaction_tables(ragged)
+    assert "ragged.csv: line 7:" in str(error.value) and len(str(error.value)) < 500
+    short = tmp_path / "short.csv"
+    short.write_text("user,item,timestamp\n" + "\n".join([*rows[:2], "u9,i1", *rows[2:]]))
+    with pytest.raises(DataError, match=r"short\.csv: row 3 \(line 4\)"):  # missing fields read as empty
+        read_interaction_tables(short)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(("user,item,timestamp\n" + "\n".join([*rows[:3], "u9,café,3"])).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.csv: line 5: not UTF-8 text"):
+        read_interaction_tables(latin)
+
+
+def test_fractional_times_and_repeated_rows_are_kept_and_counted(tmp_path: Path) -> None:
+    inter = tmp_path / "inter.csv"
+    rows = [f"u{u},i{(u + k) % 12},{k}.5" for u in range(4) for k in range(6)] + ["u1,i2,1.5"]
+    inter.write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    tables = read_interaction_tables(inter)
+    assert tables.skipped["timestamps with a fraction (truncated to whole units; kept)"] == 25
+    ds = load_dataset(build_dataset(tables, tmp_path / "d", quiet_config(negatives=2)))
+    skipped = ds.manifest["skipped"]
+    assert skipped["rows repeating an earlier row exactly (same user, item, time and query; kept)"] == 1
+    assert int(ds.manifest["counts"]["behaviours"]) == 25  # nothing dropped

@@ -77,7 +77,14 @@ def _map(values: pl.Series, vocab: pl.Series, start: int) -> np.ndarray:
 def order_behaviours(
     frame: pl.DataFrame, split: SplitConfig, max_behaviours: int | None, skipped: dict[str, int]
 ) -> pl.DataFrame:
-    """Sort by (user, timestamp, file order), keep the latest ``max_behaviours``, drop short users."""
+    """Sort by (user, timestamp, file order), keep the latest ``max_behaviours``, drop short users.
+
+    Rows repeated exactly (user, item, time and query) are kept, as a repeated click is a real
+    signal in many logs, and counted in the manifest so that a duplicated export is noticed.
+    """
+    repeats = frame.height - frame.unique().height
+    if repeats:
+        skipped["rows repeating an earlier row exactly (same user, item, time and query; kept)"] = repeats
     frame = frame.with_row_index("_row").sort([USER, TIMESTAMP, "_row"])
     if max_behaviours is not None:
         before = frame.height

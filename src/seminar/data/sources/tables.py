@@ -12,6 +12,7 @@ user feature with one value per user (every column but the user id, or those nam
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +50,38 @@ def read_table(path: Path) -> pl.DataFrame:
             sep = "\t" if suffix == ".tsv" else ","
             return pl.read_csv(path, separator=sep, infer_schema=False, quote_char='"')
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({exc})") from exc
+        where = _first_bad_line(path, "\t" if suffix == ".tsv" else ",") if suffix != ".parquet" else None
+        reason = _shorten(str(exc).split("\n")[0])
+        raise DataError(f"{path}: {where or f'cannot be read as {suffix[1:]}'} ({reason})") from exc
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """An error message cut to a readable length (a malformed file must not flood the terminal)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_bad_line(path: Path, separator: str) -> str | None:
+    """Where a delimited file stops being readable: the first line that is not UTF-8 or whose
+    number of fields differs from the header's ("line N: ..."); None if no such line is found."""
+    with open(path, "rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: not UTF-8 text (byte {exc.start} of the line)"
+    with open(path, newline="", encoding="utf-8") as text:
+        reader = csv.reader(text, delimiter=separator, quotechar='"')
+        header = next(reader, None)
+        if header is None:
+            return None
+        try:
+            for row in reader:
+                if row and len(row) != len(header):
+                    return f"line {reader.line_num}: {len(row)} fields, the header has {len(header)}"
+        except csv.Error as exc:  # e.g. a field beyond the csv module's size limit
+            return f"line {reader.line_num}: {exc}"
+    return None
 
 
 def _require(frame: pl.DataFrame, columns: list[str], path: Path) -> None:
@@ -148,8 +179,11 @@ def read_interaction_tables(
         raw[cols.query].str.strip_chars() if cols.query else pl.Series([None] * raw.height, dtype=pl.String)
     )
     user = raw[cols.user].str.strip_chars()
+    fractional = 0
     if cols.timestamp:
         stamps = parse_timestamps(raw[cols.timestamp], interactions, cols.timestamp)
+        numbers = raw[cols.timestamp].str.strip_chars().cast(pl.Float64, strict=False)
+        fractional = int((numbers.is_not_null() & (numbers != numbers.floor())).sum())
     else:  # the file's order is the time order: a behaviour's timestamp is its position per user
         stamps = pl.DataFrame({"u": user}).select(pl.int_range(pl.len()).over("u").cast(pl.Int64)).to_series()
     frame = pl.DataFrame(
@@ -201,7 +235,7 @@ def read_interaction_tables(
         raw_files.append(users)
     elif cols.user_features:
         raise DataError(f"user feature columns {cols.user_features} are named but no users file is given")
-    return SourceTables(
+    tables = SourceTables(
         name=f"tables:{interactions.stem}",
         interactions=frame,
         items=item_frame,
@@ -212,3 +246,6 @@ def read_interaction_tables(
         users=user_frame,
         user_fields=user_fields,
     )
+    # kept, and said so: a time unit finer than the stored integer ties behaviours (file order breaks ties)
+    tables.count_skip("timestamps with a fraction (truncated to whole units; kept)", fractional)
+    return tables
