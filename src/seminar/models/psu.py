@@ -18,6 +18,7 @@ which restores it as its initialisation.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -45,6 +46,19 @@ class PretrainConfig:
     relevance: bool = True
     relevance_weight: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.heads < 1 or self.align_chunks < 1:
+            raise ValueError(
+                f"dim, heads and align_chunks must be >= 1, got {self.dim}, {self.heads}, {self.align_chunks}"
+            )
+        if not 0.0 <= self.fusion_lambda <= 1.0:
+            raise ValueError(f"fusion_lambda must lie in [0, 1], got {self.fusion_lambda}")
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+        weights = (self.next_pair_weight, self.align_weight, self.relevance_weight)
+        if not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise ValueError(f"task weights must be finite and >= 0, got {weights}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
