@@ -257,6 +257,19 @@ def test_services_sharing_one_export_keep_the_trained_k(trained: Trained) -> Non
     assert first.default_k == second.default_k == TOP_K
 
 
+def test_scoring_leaves_the_loaded_ranker_unchanged(trained: Trained) -> None:
+    """Serving skips the ranker's own GSU by an argument, not by rewriting the model it was given."""
+    export = load_export(trained.export)
+    config = export.ranker.config
+    saved = dataclasses.replace(config)
+    service = ScoringService(export)
+    append_ids(service, trained, 0, *synthetic_history(trained, 60, seed=5))
+    k = TOP_K + 3  # more than the ranker's own K: its ESU must still attend over all of them
+    [result] = service.score_many(trained.ids.users[0], [trained.ids.items[1]], None, k)
+    assert len(result.behaviours) == k
+    assert export.ranker.config is config and config == saved and config.top_k == TOP_K
+
+
 @pytest.mark.parametrize("model", ["twin", "sim_soft"])
 def test_other_inner_product_gsus_equal_the_reference(trained: Trained, tmp_path, model: str) -> None:
     config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, seed=1)

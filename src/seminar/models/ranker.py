@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -49,7 +50,6 @@ from seminar.train.losses import LOSSES, LossKind, ranking_loss
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("recency", "sim_hard", "sim_soft", "eta", "twin", "qin", "seminar")
 TIME_BUCKETS = 40
 RECENCY_BUCKETS = 16  # log2 distance buckets of the ESU's recency bias (up to 2^15 behaviours back)
 DENSE_ESU_RATIO = 8  # the ESU attends over the masked window when it is at most this many times K
@@ -111,25 +111,37 @@ class RankerConfig:
         return cls(**{**legacy, **{k: v for k, v in values.items() if k in known}})
 
 
+@dataclass(frozen=True)
+class SearchParts:
+    """What a GSU is built from: the ranker's config and tables, its ESU and the embedding's channels."""
+
+    config: RankerConfig
+    tables: FeatureTables
+    esu: TargetAttention
+    n_channels: int
+
+
+# Every two-stage model by name: its GSU is the only thing that differs, so adding one is an entry here
+# (``MODELS``, ``make_search`` and :mod:`seminar.models.registry` follow).
+SEARCHES: dict[str, Callable[[SearchParts], GeneralSearch]] = {
+    "recency": lambda _: RecencySearch(),
+    "sim_hard": lambda p: SimHardSearch(p.tables.item_category),
+    "sim_soft": lambda _: SimSoftSearch(),
+    "eta": lambda p: EtaSearch(p.config.dim, p.config.eta_bits, seed=p.config.seed),
+    "twin": lambda p: TwinSearch(p.esu),
+    "qin": lambda p: QinSearch(p.config.qin_first_stage or 2 * p.config.top_k),
+    "seminar": lambda p: SeminarSearch(p.config.dim, p.n_channels, p.config.heads),
+}
+MODELS: tuple[str, ...] = tuple(SEARCHES)
+
+
 def make_search(
     config: RankerConfig, tables: FeatureTables, esu: TargetAttention, n_channels: int
 ) -> GeneralSearch:
     """The GSU strategy named by ``config.model``."""
-    if config.model == "recency":
-        return RecencySearch()
-    if config.model == "sim_hard":
-        return SimHardSearch(tables.item_category)
-    if config.model == "sim_soft":
-        return SimSoftSearch()
-    if config.model == "eta":
-        return EtaSearch(config.dim, config.eta_bits, seed=config.seed)
-    if config.model == "twin":
-        return TwinSearch(esu)
-    if config.model == "qin":
-        return QinSearch(config.qin_first_stage or 2 * config.top_k)
-    if config.model == "seminar":
-        return SeminarSearch(config.dim, n_channels, config.heads)
-    raise ValueError(f"unknown model {config.model!r}; choose one of {MODELS}")
+    if config.model not in SEARCHES:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {MODELS}")
+    return SEARCHES[config.model](SearchParts(config, tables, esu, n_channels))
 
 
 def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -169,9 +181,10 @@ class Ranker(nn.Module):
                     tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
                 )
                 self.register_buffer("user_attributes", tables.user_attributes, persistent=False)
-        if config.model == "seminar" and config.gsu_consistency <= 0:
+        if self.search.trains_selection and config.gsu_consistency <= 0:
             logger.warning(
-                "SEMINAR with gsu_consistency=0: its GSU attention (W^GSU) gets no training signal"
+                "%s with gsu_consistency=0: its GSU's own weights (SEMINAR: W^GSU) get no training signal",
+                config.model,
             )
 
     def load_pretrained(self, embedding_state: dict[str, Tensor]) -> None:
@@ -219,6 +232,8 @@ class Ranker(nn.Module):
         queries: Tensor,
         ends: Tensor | None = None,
         times: Tensor | None = None,
+        *,
+        keep_all: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss.
 
@@ -226,15 +241,15 @@ class Ranker(nn.Module):
         [B, C] candidate c sees the L behaviours before window position ``ends[b, c]`` (training
         on many targets, :class:`~seminar.data.loader.WindowSamples`). ``times`` [B, C] are the
         candidates' timestamps (default: ``batch["target_timestamps"]`` for every candidate).
+        ``keep_all`` skips the GSU: the ESU attends over every behaviour the batch holds, as when
+        ``top_k`` covers the window (serving passes the K its own GSU picked, whatever its K).
         """
         inputs = self._search_inputs(batch, items, queries, ends)
         if times is None:
             times = batch["target_timestamps"][:, None].expand_as(items)
         esu_tables = self.search.esu_tables(inputs.history)
-        train_gsu = (
-            isinstance(self.search, SeminarSearch) and self.training and self.config.gsu_consistency > 0
-        )
-        indices, valid = self._select(inputs, esu_tables if train_gsu else None)
+        train_gsu = self.search.trains_selection and self.training and self.config.gsu_consistency > 0
+        indices, valid = self._select(inputs, esu_tables if train_gsu else None, keep_all)
         target = self.search.esu_target(inputs.target)
         distance = batch.get("hist_distance") if ends is None else None
         interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends, distance)
@@ -316,11 +331,12 @@ class Ranker(nn.Module):
         kept_valid: Tensor,
         kept_logits: Tensor,
     ) -> Tensor:
-        """SEMINAR's GSU-ESU consistency loss over the kept behaviours and a sample of dropped ones.
+        """The GSU-ESU consistency loss over the kept behaviours and a sample of dropped ones.
 
         The ESU's (detached) attention over kept ∪ sampled-dropped is the target distribution for the
         GSU's softmax over the same behaviours; without the dropped sample the GSU could only
-        reorder what it already keeps.
+        reorder what it already keeps. It trains a GSU that ``trains_selection`` (SEMINAR's W^GSU),
+        through that GSU's ``logits_at``.
         """
         b, c, _k = kept.shape
         positions = [kept]
@@ -347,17 +363,23 @@ class Ranker(nn.Module):
         gsu = self.search.logits_at(inputs, all_positions, tables, DENSE_ESU_RATIO)
         return consistency_loss(gsu, weights, all_valid)
 
-    def _select(self, inputs: SearchInputs, gsu_tables: KeyTables | None) -> tuple[Tensor, Tensor]:
-        """The GSU's top-K positions [B, C, K] for every target, and which of them are real."""
+    def _select(
+        self, inputs: SearchInputs, gsu_tables: KeyTables | None, keep_all: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The GSU's top-K positions [B, C, K] for every target, and which of them are real.
+
+        ``gsu_tables``: the ESU's key tables of the history, given when the GSU trains its selection
+        (it scores with them, so the history is not projected twice); ``keep_all``: keep every behaviour.
+        """
         length = inputs.mask.shape[1]
         target_mask = inputs.target_mask
-        if self.config.top_k >= length:
+        if keep_all or self.config.top_k >= length:
             # every behaviour is kept (a short history, or serving's pre-selected K): the GSU's
             # scores would only reorder them, and the ESU's attention does not depend on order
             positions = torch.arange(length, device=inputs.mask.device)
             indices = positions.expand(*inputs.target_items.shape, length)
             return indices, target_mask.expand_as(indices)
-        with torch.no_grad():  # selection has no gradient; SEMINAR's GSU is trained by the consistency loss
+        with torch.no_grad():  # selection has no gradient; a GSU's own weights get the consistency loss
             if gsu_tables is None:
                 relevance = self.search.relevance(inputs)  # B C L
             else:

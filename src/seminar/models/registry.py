@@ -1,10 +1,14 @@
 """Every ranker by name: the two-stage GSU/ESU models and the reference rankers they are measured against.
 
-One map, used by the CLI's ``--model`` choices, the reproduce grid, training and evaluation, so that
-adding a model is one entry here.
+One map, ``RANKERS`` (name -> how it is built), used by the CLI's ``--model`` choices, the reproduce
+grid, training and evaluation. It is derived, not written twice: a two-stage model is one entry of
+:data:`~seminar.models.ranker.SEARCHES` (its GSU: ``Ranker`` builds that from the config alone, so
+saved runs rebuild without this module), a reference ranker one entry of ``REFERENCE_MODELS``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import nn
 
@@ -18,17 +22,19 @@ REFERENCE_MODELS: dict[str, type[nn.Module]] = {
     "itemknn": ItemKnnRanker,
     "sasrec": SasRec,
 }
-ALL_MODELS: tuple[str, ...] = (*REFERENCE_MODELS, *MODELS)
+RANKERS: dict[str, Callable[[FeatureTables, RankerConfig], nn.Module]] = {
+    **REFERENCE_MODELS,
+    **dict.fromkeys(MODELS, Ranker),
+}
+ALL_MODELS: tuple[str, ...] = tuple(RANKERS)
 
 
 def build_ranker(tables: FeatureTables, config: RankerConfig, ds: SeminarDataset | None = None) -> nn.Module:
     """The ranker named by ``config.model``; models fitted by counting (popularity, item-kNN) are
     fitted on ``ds``'s training histories when it is given."""
-    if config.model in MODELS:
-        return Ranker(tables, config)
-    if config.model not in REFERENCE_MODELS:
+    if config.model not in RANKERS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {ALL_MODELS}")
-    model = REFERENCE_MODELS[config.model](tables, config)
+    model = RANKERS[config.model](tables, config)
     fit = getattr(model, "fit", None)
     if ds is not None and callable(fit):
         fit(ds)

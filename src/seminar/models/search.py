@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,16 @@ from seminar.models.embedding import PairEmbedding
 
 NEG_INF = float("-inf")
 KeyTables = tuple[Tensor, Tensor]  # per distinct id: query keys [Uq, d], item keys [Ui, M-1, d]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class Borrowed(Generic[ModuleT]):
+    """A module used but not owned: ``nn.Module`` registers only Module and tensor attributes, so one
+    held through this wrapper stays out of the borrower's submodules, parameters and state dict. Its
+    owner registers, trains, moves and saves it; both see the very same weights (copies share too)."""
+
+    module: ModuleT
 
 
 @dataclass
@@ -82,8 +93,24 @@ class GeneralSearch(nn.Module):
     GSU feeds its G_j-projected ones instead (paper: x^ESU = x^GSU).
     """
 
+    trains_selection: ClassVar[bool] = False
+    """Whether the GSU has weights of its own that top-K selection gives no gradient. If so, the ranker
+    trains them by its GSU-ESU consistency loss (weight ``gsu_consistency``): such a GSU scores with
+    the ESU's key tables (x^ESU = x^GSU), takes them as ``relevance(inputs, history_tables)`` so the
+    history is projected once, and gives its trainable logits through :meth:`logits_at`."""
+
     def relevance(self, inputs: SearchInputs) -> Tensor:
         raise NotImplementedError
+
+    def logits_at(
+        self,
+        inputs: SearchInputs,
+        positions: Tensor,
+        history_tables: KeyTables | None = None,
+        dense_ratio: int = 8,
+    ) -> Tensor:
+        """Trainable GSU logits [B, C, P] at ``positions`` [B, C, P] (only if :attr:`trains_selection`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no trainable selection")
 
     def esu_tables(self, pair: PairEmbedding) -> KeyTables:
         """Per distinct id, the γ-weighted channels the ESU's keys are summed from."""
@@ -195,9 +222,12 @@ class TwinSearch(BilinearSearch):
 
     def __init__(self, esu: TargetAttention) -> None:
         super().__init__()
-        # The ranker owns (registers, trains, saves) the ESU; this unit only borrows the very same
-        # object, so the parameters are shared, not copied, and appear once in the state dict.
-        object.__setattr__(self, "esu", esu)
+        self._esu = Borrowed(esu)  # the ranker owns it: its weights appear once in the state dict
+
+    @property
+    def esu(self) -> TargetAttention:
+        """The ranker's ESU, whose attention parameters this GSU scores all L behaviours with."""
+        return self._esu.module
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         return self.esu.relevance(inputs.target_fused, inputs.hist_fused, inputs.mask)
@@ -230,8 +260,11 @@ class SeminarSearch(BilinearSearch):
     """SEMINAR GSU: per-channel projections G_j of the (PSU-initialised) embeddings, then its own MHTA.
 
     ``x^GSU(j) = x(j) G_j``; relevance = head-averaged ``(q W^Q)(K W^K)^T / sqrt(d)`` over all L.
-    G_j start as identity so restored PSU embeddings are meaningful from the first step.
+    G_j start as identity so restored PSU embeddings are meaningful from the first step. Top-K has no
+    gradient, so W^GSU is trained by the ranker's GSU-ESU consistency loss (:attr:`trains_selection`).
     """
+
+    trains_selection = True
 
     def __init__(self, dim: int, n_channels: int, heads: int) -> None:
         super().__init__()

@@ -3,9 +3,10 @@
 ``append`` stores each new behaviour as its M × n_sub codes (looked up from the per-id code tables)
 plus item id, query id and timestamp. ``score`` runs the serving GSU (ADC shortlist, exact
 re-rank) over the whole history, then the ranker's own ESU and head over exactly the K kept
-behaviours: a batch of those K in chronological order goes through ``Ranker.logits``, whose GSU
-then keeps all of them. Tests hold the result equal to ``Ranker.score_candidates`` with the PQ GSU
-attached (``attach_pq_gsu``) on the full history.
+behaviours: a batch of those K in chronological order goes through ``Ranker.logits`` with
+``keep_all``, so the ranker's own GSU and K are not used (and the loaded ranker is never changed).
+Tests hold the result equal to ``Ranker.score_candidates`` with the PQ GSU attached
+(``attach_pq_gsu``) on the full history.
 
 The time-gap context feature is the gap between the target's timestamp (default: the user's
 latest behaviour) and the user's latest behaviour, as in training; the batch's last timestamp is
@@ -14,7 +15,6 @@ set to the latest behaviour for that reason, whether or not the GSU kept it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +33,6 @@ from seminar.serving.store import History, SequenceStore
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_BATCH_ROWS = 1 << 16  # candidates × K behaviours per ranker call (bounds memory of score_many)
-UNBOUNDED_TOP_K = 1 << 30  # the scoring ranker keeps every behaviour of the batch it is given
 
 
 @dataclass(frozen=True)
@@ -131,8 +130,6 @@ class ScoringService:
         self.ranker = export.ranker.eval()
         self.tables = CodeTables.build(self.ranker, export.pq)
         self.search = CodeSearch(export.pq, self.tables, backend, threads)
-        # The GSU's work is done by the time the ranker runs: it must keep every behaviour it is given.
-        self.ranker.config = dataclasses.replace(self.ranker.config, top_k=UNBOUNDED_TOP_K)
         self.store = SequenceStore(self.tables.code_width)
 
     @classmethod
@@ -309,7 +306,8 @@ class ScoringService:
         }
         targets = torch.from_numpy(items.astype(np.int64))[:, None]
         target_queries = torch.from_numpy(queries.astype(np.int64))[:, None]
-        logits, _ = self.ranker.logits(batch, targets, target_queries)
+        # the serving GSU has picked these behaviours already: the ranker keeps every one it is given
+        logits, _ = self.ranker.logits(batch, targets, target_queries, keep_all=True)
         return logits[:, 0].float().numpy()
 
     def _results(
