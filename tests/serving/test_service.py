@@ -21,7 +21,6 @@ from seminar.serving import (
     TimestampOrderError,
     UnknownItemError,
     UnknownQueryError,
-    UnknownUserError,
     load_export,
 )
 from seminar.serving.export import export_run
@@ -186,10 +185,9 @@ def test_bad_input_is_refused_and_nothing_is_stored(trained: Trained) -> None:
     with pytest.raises(ServingError, match="string or None"):
         service.append_columns(user, [item], [7], [30])  # type: ignore[list-item]
     assert len(service.history(user)) == 2  # every refused request left the history as it was
-    with pytest.raises(UnknownUserError, match="unknown user"):
-        service.append("not-a-user", [Behaviour(item, 1)])
-    with pytest.raises(UnknownUserError):
+    with pytest.raises(EmptyHistoryError, match="no behaviours yet"):  # a user seen nowhere yet
         service.score("not-a-user", item)
+    assert len(service.history("not-a-user")) == 0 and service.user_info("not-a-user").length == 0
     with pytest.raises(EmptyHistoryError, match="no behaviours yet"):
         service.score(ids.users[1], item)
     for k in (0, -3, True):

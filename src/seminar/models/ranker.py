@@ -387,13 +387,19 @@ class Ranker(nn.Module):
         return select_top_k(relevance, target_mask, self.config.top_k)
 
     def user_vector(self, users: Tensor) -> Tensor:
-        """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes."""
-        vector = self.users(users)
+        """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes.
+
+        A negative index is a user the model was not trained on (serving's new users): it has neither
+        an id embedding nor a profile, so its user vector is zero and only its history speaks for it.
+        """
+        known = users >= 0
+        rows = users.clamp_min(0)
+        vector = self.users(rows)
         if not self.config.user_id:
             vector = torch.zeros_like(vector)
         if self.user_features is not None:
-            vector = vector + self.user_features(self.user_attributes[users])
-        return vector
+            vector = vector + self.user_features(self.user_attributes[rows])
+        return torch.where(known[:, None], vector, torch.zeros_like(vector))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the ranking loss of each target against its sampled negatives.

@@ -2,7 +2,8 @@
 
 Internal conventions follow the dataset: users are rows 0..U-1, items 1..I, query id 1 is the empty
 query and real queries are 2..Q. Raw ids are strings (as in the dataset's tables); numbers sent by
-a client are compared by their decimal text.
+a client are compared by their decimal text. A user the model was not trained on gets a history row
+after the training users' when its first behaviour arrives, and is scored as :data:`NEW_USER`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from seminar.serving.errors import (
     ServingError,
     UnknownItemError,
     UnknownQueryError,
-    UnknownUserError,
 )
 
 UnknownQueries = Literal["reject", "empty"]
 UNKNOWN_QUERY_POLICIES: tuple[str, ...] = ("reject", "empty")
 ID_FILES = {"users": "ids/users.parquet", "items": "ids/items.parquet", "queries": "ids/queries.parquet"}
 MAX_LISTED = 5  # unknown ids named in one error message
+NEW_USER = -1  # the ranker's user index for a user it was not trained on: no id embedding, no profile
 
 
 def _is_empty_query(query: str | None) -> bool:
@@ -57,11 +58,14 @@ class IdMaps:
     user_index: dict[str, int] = field(init=False, repr=False)
     item_index: dict[str, int] = field(init=False, repr=False)
     query_index: dict[str, int] = field(init=False, repr=False)
+    new_users: list[str] = field(default_factory=list)  # row len(users) + i: first seen in serving
+    new_user_index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.user_index = {raw: i for i, raw in enumerate(self.users)}
         self.item_index = {raw: i for i, raw in enumerate(self.items) if raw is not None}
         self.query_index = {raw: i for i, raw in enumerate(self.queries) if raw is not None}
+        self.new_user_index = {raw: len(self.users) + i for i, raw in enumerate(self.new_users)}
         if len(self.user_index) != len(self.users) or len(self.item_index) != len(self.items) - 1:
             raise ExportError("id maps hold duplicate raw user or item ids")
 
@@ -116,14 +120,31 @@ class IdMaps:
         )
 
     # ------------------------------------------------------------------ look-ups
-    def user(self, raw: str) -> int:
-        index = self.user_index.get(str(raw))
-        if index is None:
-            raise UnknownUserError(
-                f"unknown user {raw!r}: the exported model has an embedding only for the "
-                f"{len(self.users)} users it was trained on"
-            )
-        return index
+    def user_row(self, raw: str, *, create: bool = False) -> int | None:
+        """The history row of a raw user id: a training user's own row, or one after them for a user
+        first seen in serving (made by ``create``; the caller holds the store's lock). None for a
+        user seen nowhere yet."""
+        raw = str(raw)
+        row = self.user_index.get(raw, self.new_user_index.get(raw))
+        if row is None and create:
+            row = len(self.users) + len(self.new_users)
+            self.new_users.append(raw)
+            self.new_user_index[raw] = row
+        return row
+
+    def model_user(self, row: int) -> int:
+        """The ranker's user index of a history row: the row itself for a training user, else NEW_USER."""
+        return row if row < len(self.users) else NEW_USER
+
+    def restore_new_users(self, raws: Sequence[str]) -> None:
+        """Re-register serving's new users in their saved order (rows must come back the same)."""
+        if self.new_users:
+            raise ServingError("new users are already registered; restore into a fresh service")
+        clash = [raw for raw in raws if raw in self.user_index]
+        if clash or len(set(raws)) != len(raws):
+            raise ServingError(f"saved new users repeat or shadow training users: {clash[:MAX_LISTED]}")
+        for raw in raws:
+            self.user_row(raw, create=True)
 
     def item_ids(self, raws: Sequence[str]) -> np.ndarray:
         """Internal ids (int32) of raw item ids; every unknown one is named in the error."""

@@ -168,7 +168,6 @@ class ScoringService:
         timestamps: Sequence[int] | np.ndarray,
     ) -> int:
         """:meth:`append` with behaviours given as three equally long columns."""
-        row = self.ids.user(user)
         if not len(items) == len(queries) == len(timestamps):
             raise ServingError(f"{len(items)} items, {len(queries)} queries, {len(timestamps)} timestamps")
         if not len(items):
@@ -184,7 +183,9 @@ class ScoringService:
                 f"({stamps[i - 1]})"
             )
         codes = self.tables.codes_of(query_ids, item_ids)
-        with self.store.lock:
+        with self.store.lock:  # a user seen for the first time gets its row only once the append is valid
+            row = self.ids.user_row(user, create=True)
+            assert row is not None
             sequence = self.store.get_or_create(row)
             last = sequence.last_timestamp
             if last is not None and stamps[0] < last:
@@ -199,9 +200,9 @@ class ScoringService:
     # ------------------------------------------------------------------ reading
     def history(self, user: str) -> History:
         """A consistent snapshot of a user's stored behaviours (empty if none)."""
-        row = self.ids.user(user)
         with self.store.lock:
-            sequence = self.store.get(row)
+            row = self.ids.user_row(user)
+            sequence = None if row is None else self.store.get(row)
             if sequence is None:
                 empty = np.empty(0, dtype=np.int32)
                 return History(
@@ -210,9 +211,9 @@ class ScoringService:
             return sequence.snapshot()
 
     def user_info(self, user: str) -> UserInfo:
-        row = self.ids.user(user)
         with self.store.lock:
-            sequence = self.store.get(row)
+            row = self.ids.user_row(user)
+            sequence = None if row is None else self.store.get(row)
             if sequence is None or sequence.length == 0:
                 return UserInfo(
                     str(user), 0, None, None, 0, 0 if sequence is None else sequence.allocated_bytes
@@ -267,12 +268,15 @@ class ScoringService:
         k = self.default_k if k is None else _check_int("k", k, low=1)
         if not len(items):
             raise ServingError("no candidate items to score")
-        row = self.ids.user(user)
         item_ids = self.ids.item_ids([str(i) for i in items])
         query_ids = np.repeat(self.ids.query_ids([query], self.unknown_queries), len(items))
         history = self.history(user)
         if len(history) == 0:
             raise EmptyHistoryError(f"user {user!r} has no behaviours yet; append some before scoring")
+        with self.store.lock:
+            row = self.ids.user_row(user)
+        assert row is not None  # it has a history
+        model_user = self.ids.model_user(row)  # a user first seen in serving: NEW_USER
         now = int(history.timestamps[-1]) if timestamp is None else _check_int("timestamp", timestamp)
         chunk = max(1, MAX_BATCH_ROWS // min(k, len(history)))
         results: list[ScoreResult] = []
@@ -280,7 +284,8 @@ class ScoringService:
             part = slice(start, start + chunk)
             u = target_query_vectors(self.ranker, query_ids[part], item_ids[part])
             selection = self.search.select(history, u, k, self.rerank_factor)
-            logits = self._logits(row, history, selection.positions, item_ids[part], query_ids[part], now)
+            positions = selection.positions
+            logits = self._logits(model_user, history, positions, item_ids[part], query_ids[part], now)
             results += self._results(
                 history, selection, item_ids[part], query_ids[part], logits, include_behaviours
             )
@@ -288,14 +293,15 @@ class ScoringService:
 
     @torch.no_grad()
     def _logits(
-        self, row: int, history: History, kept: np.ndarray, items: np.ndarray, queries: np.ndarray, now: int
+        self, user: int, history: History, kept: np.ndarray, items: np.ndarray, queries: np.ndarray, now: int
     ) -> np.ndarray:
-        """The ranker's ESU and head over each target's kept behaviours [C, m] (chronological)."""
+        """The ranker's ESU and head over each target's kept behaviours [C, m] (chronological);
+        ``user`` is the ranker's user index (NEW_USER for a user it was not trained on)."""
         stamps = history.timestamps[kept]
         stamps[:, -1] = history.timestamps[-1]  # the context feature's "latest behaviour"
         c = kept.shape[0]
         batch = {
-            "user": torch.full((c,), row, dtype=torch.long),
+            "user": torch.full((c,), user, dtype=torch.long),
             "hist_items": torch.from_numpy(history.items[kept].astype(np.int64)),
             "hist_queries": torch.from_numpy(history.queries[kept].astype(np.int64)),
             "hist_timestamps": torch.from_numpy(stamps),

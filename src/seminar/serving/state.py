@@ -5,11 +5,13 @@ A snapshot holds every user's behaviours as internal ids and timestamps (CSR: on
 them back exactly. The file is one safetensors file written atomically, tagged with a digest of the
 export's manifest (which lists every file's sha256): restoring into a service built from another
 export (other ids, other codes) is refused, as is a damaged file, and nothing is stored unless the
-whole snapshot is valid.
+whole snapshot is valid. Users first seen in serving are saved by raw id, in the order that gave
+them their rows, so a restart gives every one of them back its history.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,7 @@ def save_histories(service: ScoringService, path: Path | str) -> int:
     """Write every stored history to ``path`` (atomically); returns the number of users."""
     with service.store.lock:  # snapshots stay valid after the lock: appends write past them
         views = {user: sequence.snapshot() for user, sequence in service.store.items()}
+        new_users = list(service.ids.new_users)
     users = np.array(sorted(views), dtype=np.int64)
     lengths = np.array([len(views[int(u)]) for u in users], dtype=np.int64)
     arrays = {
@@ -53,13 +56,17 @@ def save_histories(service: ScoringService, path: Path | str) -> int:
             for name in ("items", "queries", "timestamps")
         },
     }
-    metadata = {"format": FORMAT, "export": json_digest(service.export.manifest)}
+    metadata = {
+        "format": FORMAT,
+        "export": json_digest(service.export.manifest),
+        "new_users": json.dumps(new_users),
+    }
     with atomic_path(Path(path)) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
     return int(users.size)
 
 
-def _read(path: Path, digest: str) -> dict[str, np.ndarray]:
+def _read(path: Path, digest: str) -> tuple[dict[str, np.ndarray], list[str]]:
     try:
         with safe_open(str(path), "numpy") as handle:
             metadata = handle.metadata() or {}
@@ -73,7 +80,13 @@ def _read(path: Path, digest: str) -> dict[str, np.ndarray]:
     for name, dtype in ARRAYS.items():
         if name not in arrays or arrays[name].dtype != dtype or arrays[name].ndim != 1:
             raise StateError(f"{path}: array {name!r} missing or not a 1-d {np.dtype(dtype).name} array")
-    return arrays
+    try:  # snapshots written before new users were served have none
+        new_users = json.loads(metadata.get("new_users", "[]"))
+    except ValueError:
+        new_users = None
+    if not isinstance(new_users, list) or not all(isinstance(u, str) for u in new_users):
+        raise StateError(f"{path}: its list of new users is damaged")
+    return arrays, new_users
 
 
 def load_histories(service: ScoringService, path: Path | str) -> int:
@@ -83,7 +96,7 @@ def load_histories(service: ScoringService, path: Path | str) -> int:
     first behaviour is stored.
     """
     path = Path(path)
-    arrays = _read(path, json_digest(service.export.manifest))
+    arrays, new_users = _read(path, json_digest(service.export.manifest))
     users, offsets = arrays["users"], arrays["offsets"]
     items, queries, stamps = arrays["items"], arrays["queries"], arrays["timestamps"]
     n = items.size
@@ -92,7 +105,8 @@ def load_histories(service: ScoringService, path: Path | str) -> int:
     if queries.size != n or stamps.size != n:
         raise StateError(f"{path}: {n} items but {queries.size} queries and {stamps.size} timestamps")
     ids = service.ids
-    n_users, n_items, n_queries = len(ids.users), len(ids.items) - 1, len(ids.queries) - 1
+    n_users = len(ids.users) + len(new_users)
+    n_items, n_queries = len(ids.items) - 1, len(ids.queries) - 1
     if users.size and (users.min() < 0 or users.max() >= n_users or np.unique(users).size != users.size):
         raise StateError(f"{path}: user rows must be distinct and within [0, {n_users})")
     if n and (items.min() < 1 or items.max() > n_items or queries.min() < 1 or queries.max() > n_queries):
@@ -103,8 +117,12 @@ def load_histories(service: ScoringService, path: Path | str) -> int:
     width = service.store.code_width
     codes = service.tables.codes_of(queries, items) if n else np.empty((0, width), dtype=np.uint8)
     with service.store.lock:
-        if len(service.store):
+        if len(service.store) or ids.new_users:
             raise StateError(f"{path}: the service already holds histories; restore into a fresh one")
+        try:
+            ids.restore_new_users(new_users)
+        except ServingError as exc:
+            raise StateError(f"{path}: {exc}") from exc
         for row, user in enumerate(users):
             start, stop = offsets[row], offsets[row + 1]
             service.store.get_or_create(int(user)).extend(
