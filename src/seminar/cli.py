@@ -14,8 +14,8 @@ from rich.console import Console
 
 from seminar import cli_types as types
 from seminar.data.tables import DataError
+from seminar.errors import ConfigError
 from seminar.models.psu import NoPretrainingTask
-from seminar.reproduce.errors import ConfigError
 from seminar.train.checkpoint import CheckpointError
 from seminar.train.trainer import StaleRun
 
@@ -72,10 +72,10 @@ def _source_from_options(args: argparse.Namespace):
     """Read a source through the option dataclass a reproduce config uses for it.
 
     Every option of ``seminar prepare SOURCE`` is named after a field of that dataclass, so the
-    mapping from options to the reader's arguments is written once (in seminar.reproduce.sources).
+    mapping from options to the reader's arguments is written once (in seminar.data.sources.options).
     """
-    from seminar.reproduce.errors import InvalidValue
-    from seminar.reproduce.sources import SOURCE_OPTIONS, read_source
+    from seminar.data.sources.options import SOURCE_OPTIONS, read_source
+    from seminar.errors import InvalidValue
 
     cls = SOURCE_OPTIONS[args.source]
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
@@ -431,6 +431,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         fusion_lambda=args.fusion_lambda,
         user_features=not args.no_user_features,
+        user_id=not args.no_user_id,
         loss=args.loss,
         dropout=args.dropout,
         knn_history=args.knn_history,
@@ -518,6 +519,12 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
         "--no-user-features",
         action="store_true",
         help="leave the dataset's user profile attributes out of the user vector (id embedding only)",
+    )
+    p.add_argument(
+        "--no-user-id",
+        action="store_true",
+        help="no per-user id embedding: the user vector is the profile alone, so a user absent from "
+        "training is scored like any other (serving)",
     )
     p.set_defaults(func=cmd_train)
 

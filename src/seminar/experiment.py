@@ -2,7 +2,8 @@
 
 A run directory holds what the trainer writes (``best/``, ``last/``, ``metrics.jsonl``); the
 checkpoint's config names the model class and its config, so a run can be rebuilt for
-evaluation. Classes come from an explicit registry, never from importing a stored string.
+evaluation by :func:`load_run_model`, which lives in :mod:`seminar.train.runs` (so retrieval and
+serving can load a run without this module) and is re-exported here with its registry.
 """
 
 from __future__ import annotations
@@ -11,55 +12,25 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
 from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, feasible_tasks
 from seminar.models.ranker import Ranker, RankerConfig
-from seminar.models.registry import REFERENCE_MODELS, build_ranker
+from seminar.models.registry import build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
-from seminar.train.checkpoint import load_weights, read_checkpoint_config
-from seminar.train.trainer import BEST, LAST, StaleRun, TrainConfig, Trainer
+from seminar.train.runs import MODEL_REGISTRY as MODEL_REGISTRY
+from seminar.train.runs import _config_from_dict as _config_from_dict
+from seminar.train.runs import load_run_model as load_run_model
+from seminar.train.runs import run_max_length as run_max_length
+from seminar.train.trainer import LAST, StaleRun, TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
-
-MODEL_REGISTRY: dict[str, tuple[type[nn.Module], type]] = {
-    "seminar.models.ranker.Ranker": (Ranker, RankerConfig),
-    "seminar.models.psu.PretrainingSearchUnit": (PretrainingSearchUnit, PretrainConfig),
-    **{f"{cls.__module__}.{cls.__qualname__}": (cls, RankerConfig) for cls in REFERENCE_MODELS.values()},
-}
-
-
-def _config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """A saved model config; a config class with its own ``from_dict`` (legacy keys) decides itself."""
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(values)
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def load_run_model(run_dir: Path | str, tables: FeatureTables, checkpoint: str = BEST) -> nn.Module:
-    """Rebuild the model of a finished run from its checkpoint config and load its weights."""
-    directory = Path(run_dir) / checkpoint
-    config = read_checkpoint_config(directory)
-    name = config.get("model_class")
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"{directory}: unknown model class {name!r}; known: {sorted(MODEL_REGISTRY)}")
-    model_cls, config_cls = MODEL_REGISTRY[name]
-    model = model_cls(tables, _config_from_dict(config_cls, config.get("model_config") or {}))
-    load_weights(directory, model)
-    return model
-
-
-def run_max_length(run_dir: Path | str, checkpoint: str = BEST) -> int:
-    """The history window L a run was trained with (read from its checkpoint)."""
-    return int(read_checkpoint_config(Path(run_dir) / checkpoint)["train"]["max_length"])
 
 
 def pretrain(

@@ -10,10 +10,10 @@ import pytest
 
 from seminar.cli import main
 from seminar.data.schema import load_dataset
+from seminar.data.sources.options import SequencesOptions
 from seminar.data.sources.sequences import read_sequence_file
 from seminar.data.tables import ITEM, QUERY, TIMESTAMP, USER, DataError
 from seminar.reproduce.config import DatasetConfig
-from seminar.reproduce.sources import SequencesOptions
 
 LINES = "1 10 11 12\n\n2 11 13\n  3\t12 10 14 11  \n"
 

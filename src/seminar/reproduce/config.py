@@ -18,9 +18,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
+from seminar.errors import InvalidValue
 from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
-from seminar.reproduce.errors import ConfigError, InvalidValue
-from seminar.reproduce.sources import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
+from seminar.reproduce.errors import ConfigError
 from seminar.train.distributed import DEVICE_SPEC
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 

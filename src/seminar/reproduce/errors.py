@@ -1,15 +1,12 @@
-"""Errors of a reproduce config, kept apart so the CLI can catch them without importing the runner."""
+"""Errors of a reproduce config.
+
+Both live in :mod:`seminar.errors` (a module that imports nothing, so the CLI and the dataset
+sources can raise and catch them without importing the grid); they are re-exported here so existing
+imports keep working.
+"""
 
 from __future__ import annotations
 
+from seminar.errors import ConfigError, InvalidValue
 
-class ConfigError(ValueError):
-    """A reproduce config that cannot run; the message names the file and the key."""
-
-
-class InvalidValue(ValueError):
-    """A value a config dataclass rejects; the parser adds where in the file it sits."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key, self.message = key, message
+__all__ = ["ConfigError", "InvalidValue"]

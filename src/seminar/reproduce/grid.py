@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from seminar.data.build import BuildConfig, prepare
 from seminar.data.schema import SeminarDataset, load_dataset
+from seminar.data.sources.options import missing_inputs, read_source
 from seminar.data.split import SplitConfig
 from seminar.experiment import evaluate_run, finetune, pretrain
 from seminar.io import write_json_atomic
@@ -30,7 +31,6 @@ from seminar.reproduce.aggregate import FinishedCell
 from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_settings, unique_specs
 from seminar.reproduce.config import ConfigError, ReproduceConfig, load_config
 from seminar.reproduce.report import SECTIONS, ReportContext, SectionBuilder, write_report
-from seminar.reproduce.sources import missing_inputs, read_source
 from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
 
 SETTINGS_FILE = "reproduce-settings.json"

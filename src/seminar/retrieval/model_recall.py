@@ -21,13 +21,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seminar.data.schema import SeminarDataset
-from seminar.experiment import load_run_model
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker
 from seminar.retrieval.baselines import RQVAEConfig
 from seminar.retrieval.bench import METHODS, PQ_METHODS, RecallConfig, TrainedMethods, evaluate_methods
 from seminar.retrieval.gsu import GsuKeyTables, gsu_key_tables, pad_table_rows, target_query_vectors
 from seminar.retrieval.report import write_outputs
+from seminar.train.runs import load_run_model
 
 DEFAULT_METHODS = (
     "hnsw",

@@ -16,7 +16,6 @@ from safetensors.torch import save_model
 
 from seminar import __version__
 from seminar.data.schema import SeminarDataset
-from seminar.experiment import load_run_model
 from seminar.io import atomic_directory, file_digests, write_json_atomic
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker
@@ -32,6 +31,7 @@ from seminar.serving.bundle import (
 from seminar.serving.errors import ExportError
 from seminar.serving.ids import IdMaps
 from seminar.serving.tables_io import save_feature_tables
+from seminar.train.runs import load_run_model
 from seminar.train.trainer import BEST
 
 

@@ -1,0 +1,214 @@
+"""Typed options of each dataset source (`seminar prepare`, reproduce configs) and how each is read.
+
+One dataclass per source; ``seminar prepare SOURCE`` builds the same dataclass from its options
+(each option is named after a field), and a reproduce config names the same keys, so both reach
+the reader through one mapping. It lives with the readers so the data command does not depend on
+the experiment grid. ``read`` returns the :class:`~seminar.data.tables.SourceTables` that
+:func:`seminar.data.build.prepare` turns into a dataset. Readers are imported when called, so
+parsing a config never loads data code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
+from seminar.data.tables import DataError, SourceTables
+from seminar.errors import InvalidValue
+
+
+@dataclass
+class Ml100kOptions:
+    """The embedded MovieLens-100k; ``query_fraction`` of behaviours get a generated genre query."""
+
+    query_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_fraction("query_fraction", self.query_fraction)
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.recbole import read_ml100k
+
+        return read_ml100k(query_fraction=self.query_fraction, seed=seed)
+
+
+@dataclass
+class RecboleOptions:
+    """RecBole atomic files (``.inter``/``.item``/``.user``) in ``directory``."""
+
+    directory: Path
+    name: str | None = None
+    user_field: str = "user_id"
+    item_field: str = "item_id"
+    time_field: str = "timestamp"
+    title_field: str | None = None
+    query_fields: list[str] | None = None
+    query_fraction: float = 1.0
+    user_feature_fields: list[str] | None = None  # token fields of the .user file; default: all
+
+    def __post_init__(self) -> None:
+        _check_fraction("query_fraction", self.query_fraction)
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.recbole import read_recbole
+
+        return read_recbole(
+            self.directory,
+            self.name,
+            user_field=self.user_field,
+            item_field=self.item_field,
+            time_field=self.time_field,
+            title_field=self.title_field,
+            query_fields=self.query_fields,
+            query_fraction=self.query_fraction,
+            seed=seed,
+            user_feature_fields=self.user_feature_fields,
+        )
+
+
+@dataclass
+class TablesOptions:
+    """The user's own CSV/Parquet interactions and optional items and users files (as `prepare tables`)."""
+
+    interactions: Path
+    items: Path | None = None
+    user_col: str = "user"
+    item_col: str = "item"
+    time_col: str | None = "timestamp"  # None or "none": rows in time order, timestamp = position
+    query_col: str | None = None
+    title_col: str | None = None
+    image_col: str | None = None
+    image_root: Path | None = None
+    attribute_cols: list[str] = field(default_factory=list)
+    multi_value_sep: str = "|"
+    users: Path | None = None
+    user_features: list[str] | None = None  # columns of the users file; default: all but the user id
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.tables import TableColumns, read_interaction_tables
+
+        columns = TableColumns(
+            user=self.user_col,
+            item=self.item_col,
+            timestamp=None if self.time_col in (None, "none") else self.time_col,
+            query=self.query_col,
+            title=self.title_col,
+            image_path=self.image_col,
+            attributes=list(self.attribute_cols),
+            multi_value_separator=self.multi_value_sep,
+            user_features=self.user_features,
+        )
+        return read_interaction_tables(
+            self.interactions, self.items, columns, image_root=self.image_root, users=self.users
+        )
+
+
+@dataclass
+class SequencesOptions:
+    """One line per user (user id, then item ids in time order) and an optional item-attributes JSON."""
+
+    file: Path
+    attributes: Path | None = None  # JSON object: item id -> list of attribute ids
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.sequences import read_sequence_file
+
+        return read_sequence_file(self.file, self.attributes)
+
+
+@dataclass
+class KuaisarOptions:
+    """A KuaiSAR (or KuaiSAR-small) folder with src_inter.csv, rec_inter.csv and the feature files."""
+
+    directory: Path
+    max_users: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_users is not None and self.max_users < 1:
+            raise InvalidValue("max_users", f"must be >= 1 or null, got {self.max_users}")
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.kuaisar import read_kuaisar
+
+        return read_kuaisar(self.directory, max_users=self.max_users)
+
+
+@dataclass
+class AmazonOptions:
+    """Amazon Reviews 2018: a ``*_5.json.gz`` reviews file and its ``meta_*.json.gz``."""
+
+    reviews: Path
+    meta: Path
+    core: int = 5
+    image_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.core < 1:
+            raise InvalidValue("core", f"must be >= 1, got {self.core}")
+
+    def read(self, seed: int) -> SourceTables:
+        from seminar.data.sources.amazon import read_amazon
+
+        return read_amazon(self.reviews, self.meta, core=self.core, image_dir=self.image_dir)
+
+
+@dataclass
+class SyntheticOptions(SyntheticConfig):
+    """Generated lifelong data: the keys of :class:`seminar.data.sources.synthetic.SyntheticConfig`.
+
+    Its ``seed`` is not a key: each of the grid's seeds generates its own data.
+    """
+
+    def __post_init__(self) -> None:
+        if self.seed != 0:
+            raise InvalidValue("seed", "the grid's `seeds` set the generator's seed; remove this key")
+        for name in ("users", "items", "max_length", "min_length", "topics", "dim"):
+            if getattr(self, name) < 1:
+                raise InvalidValue(name, f"must be >= 1, got {getattr(self, name)}")
+        _check_fraction("search_fraction", self.search_fraction)
+        unknown = sorted(set(self.norms) - {"query", "text", "image"})
+        if unknown:
+            raise InvalidValue("norms", f"unknown channel(s) {unknown}; use query, text, image")
+
+    def read(self, seed: int) -> SourceTables:
+        values = {f.name: getattr(self, f.name) for f in fields(SyntheticConfig)}
+        return generate_synthetic(SyntheticConfig(**{**values, "seed": seed}))
+
+
+SOURCE_OPTIONS: dict[str, type] = {
+    "ml-100k": Ml100kOptions,
+    "recbole": RecboleOptions,
+    "tables": TablesOptions,
+    "sequences": SequencesOptions,
+    "kuaisar": KuaisarOptions,
+    "amazon": AmazonOptions,
+    "synthetic": SyntheticOptions,
+}
+# Sources whose text is token ids or vectors, or that have no text: no text encoder unless asked
+# (as in `seminar prepare`).
+NO_TEXT_ENCODER_SOURCES = frozenset({"kuaisar", "sequences", "synthetic"})
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidValue(name, f"must lie in [0, 1], got {value}")
+
+
+def missing_inputs(options: Any) -> list[str]:
+    """Every path option that names nothing on disk, as ``key: path`` lines (empty when all exist)."""
+    problems = []
+    for f in fields(options):
+        value = getattr(options, f.name)
+        if isinstance(value, Path) and not value.exists():
+            problems.append(f"{f.name}: {value} does not exist")
+    return problems
+
+
+def read_source(source: str, options: Any, seed: int) -> SourceTables:
+    """Read a configured source; missing inputs fail here with every bad path named."""
+    problems = missing_inputs(options)
+    if problems:
+        raise DataError(f"source {source!r}: " + "; ".join(problems))
+    return options.read(seed)

@@ -1,0 +1,15 @@
+"""Errors shared across layers, kept in a module that imports nothing so any layer may raise them."""
+
+from __future__ import annotations
+
+
+class InvalidValue(ValueError):
+    """A value a config dataclass rejects; the parser adds where in the file it sits."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+class ConfigError(ValueError):
+    """A reproduce config that cannot run; the message names the file and the key."""
