@@ -196,3 +196,26 @@ def test_bad_values_are_usage_errors_before_any_work(
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_flags_valid_alone_but_not_together_are_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d"
+    assert main([*PREPARE_SYNTHETIC, str(out), "--quiet"]) == 0
+    run_dir = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        str(out),
+        "--out",
+        str(run_dir),
+        "--model",
+        "sasrec",
+        "--heads",
+        "3",
+        "--quiet",
+    ]
+    assert main(args) == 2
+    assert "SASRec needs dim divisible by heads" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -369,6 +370,15 @@ def _add_train_options(parser: argparse.ArgumentParser, *, ranker: bool) -> None
     parser.add_argument("--quiet", action="store_true")
 
 
+def _checked(config_class: Callable[..., Any], **values: Any) -> Any:
+    """A model config from the flags; what the flags pass one by one but not together (SASRec's heads
+    must divide d) is a usage error, exit 2, before any work."""
+    try:
+        return config_class(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _train_config(args: argparse.Namespace):
     from seminar.train.trainer import TrainConfig
 
@@ -397,7 +407,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from seminar.experiment import pretrain
     from seminar.models.psu import PretrainConfig
 
-    config = PretrainConfig(
+    config = _checked(
+        PretrainConfig,
         dim=args.dim,
         heads=args.heads,
         fusion_lambda=args.fusion_lambda,
@@ -424,7 +435,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seminar.models.ranker import RankerConfig
     from seminar.report import results_table
 
-    config = RankerConfig(
+    config = _checked(
+        RankerConfig,
         model=args.model,
         dim=args.dim,
         heads=args.heads,

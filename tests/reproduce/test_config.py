@@ -135,9 +135,11 @@ def test_value_ranges() -> None:
     assert "training.fusion_lambda: must lie in [0, 1]" in error_of(
         config_with(training={"fusion_lambda": 1.5})
     )
-    assert "training.heads: dim 64 is not divisible by 3 heads" in error_of(
-        config_with(training={"heads": 3})
+    with_sasrec = [*BASE["models"], {"name": "SASRec", "model": "sasrec"}]
+    assert "training.heads: dim 64 is not divisible by 3 heads, which SASRec ('SASRec') needs" in error_of(
+        config_with(training={"heads": 3}, models=with_sasrec)
     )
+    assert parse_config(config_with(training={"heads": 3})).training.heads == 3  # MHTA heads are d wide
     assert "training.monitor: unknown metric" in error_of(config_with(training={"monitor": "auc@10"}))
     bad_task = config_with(models=[{"name": "S", "model": "seminar", "pretrain": ["align", "contrast"]}])
     assert "models[0].pretrain: unknown PSU task(s) ['contrast']" in error_of(bad_task)

@@ -88,6 +88,8 @@ class RankerConfig:
             raise ValueError(f"top_k, dim and heads must be >= 1, got {self.top_k}, {self.dim}, {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.model == "sasrec" and self.dim % self.heads:  # SASRec's heads split d; MHTA heads do not
+            raise ValueError(f"SASRec needs dim divisible by heads, got dim {self.dim}, {self.heads} heads")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

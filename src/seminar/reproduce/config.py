@@ -228,8 +228,6 @@ class TrainingConfig:
             raise InvalidValue("dropout" if self.weight_decay >= 0 else "weight_decay", "out of range")
         if self.pretrain_epochs < 0:
             raise InvalidValue("pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
-        if self.dim % self.heads:
-            raise InvalidValue("heads", f"dim {self.dim} is not divisible by {self.heads} heads")
         if self.lr <= 0 or self.temperature <= 0:
             raise InvalidValue("lr" if self.lr <= 0 else "temperature", "must be positive")
         if self.workers < 0:
@@ -434,6 +432,13 @@ class ReproduceConfig:
         if not self.modes:
             raise InvalidValue("modes", "give at least one test mode")
         _unique("modes", list(self.modes))
+        sasrec = [m.name for m in self.models if m.model == "sasrec"]
+        if sasrec and self.training.dim % self.training.heads:  # its heads split d; the MHTA's do not
+            raise InvalidValue(
+                "training.heads",
+                f"dim {self.training.dim} is not divisible by {self.training.heads} heads, "
+                f"which SASRec ({sasrec[0]!r}) needs",
+            )
         self._resolve_sweeps()
 
     def _resolve_sweeps(self) -> None:
