@@ -3,7 +3,6 @@ state dict round trip, and SASRec is causal, ignores padding, never yields NaN a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,6 @@ def config(**knobs: object) -> RankerConfig:
     for name, value in knobs.items():
         setattr(cfg, name, value)
     return cfg
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tensors are tiny: intra-op threads only add synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

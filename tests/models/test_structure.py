@@ -21,15 +21,6 @@ from seminar.models.search import BilinearSearch, KeyTables, SearchInputs, SimSo
 from tests.data.helpers import synthetic_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """The tensors are tiny: intra-op threads only add synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory: pytest.TempPathFactory) -> SeminarDataset:
     return synthetic_dataset(tmp_path_factory.mktemp("structure") / "d", users=24, items=120, mean_length=30)
