@@ -47,6 +47,13 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
         "--negatives", type=types.positive_int, default=99, help="sampled negatives per test/valid user"
     )
     parser.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform")
+    parser.add_argument(
+        "--eval-negatives",
+        choices=["uniform", "category"],
+        default="uniform",
+        help="test/validation negatives from all items, or from the held-out positive's own category "
+        "(so a query naming the category does not single the positive out)",
+    )
     parser.add_argument("--seed", type=types.non_negative_int, default=0, help="split and sampling seed")
     parser.add_argument(
         "--min-behaviours",
@@ -228,6 +235,49 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-norm", type=float, default=2.0)
     _add_build_options(p, text_encoder="none")
     p.set_defaults(read=_source_synthetic)
+
+    from seminar.data.sources.lifelong import LifelongConfig
+
+    p = sources.add_parser(
+        "lifelong",
+        help="generated lifelong query-item sequences with a planted, known structure (see docs/lifelong.md)",
+        description="Generate users whose long-term interests (fine topics) recur in bursts hundreds of "
+        "behaviours apart, among short-lived interests and random behaviours; items are mostly rare; "
+        "search queries name the topic. The generator's parameters go into the manifest, from which the "
+        "`oracle` reference ranker recovers the ground truth. --seed also seeds the generator.",
+    )
+    defaults = LifelongConfig()
+    for name, kind, text in (
+        ("users", types.positive_int, "users"),
+        ("items", types.positive_int, "items (spread evenly over the fine topics)"),
+        ("mean_length", types.positive_float, "mean behaviours per user (log-normal)"),
+        ("max_length", types.positive_int, "longest sequence"),
+        ("min_length", types.positive_int, "shortest sequence"),
+        ("fine_topics", types.positive_int, "fine topics (the hidden structure)"),
+        ("categories", types.positive_int, "coarse categories (the only item attribute)"),
+        ("interests_per_user", types.positive_int, "long-term interests (fine topics) per user"),
+        ("long_term_share", types.unit_interval, "share of bursts that follow a long-term interest"),
+        ("burst_length", types.positive_float, "mean behaviours per burst (geometric, >= 1)"),
+        ("random_share", types.unit_interval, "share of behaviours of a uniformly random topic"),
+        ("zipf", types.non_negative_float, "exponent of the item popularity within a topic"),
+        ("search_fraction", types.unit_interval, "share of behaviours that are searches"),
+        ("broad_query_share", types.unit_interval, "share of queries naming only the coarse category"),
+        ("queries_per_topic", types.positive_int, "distinct query strings per topic (and per category)"),
+        ("dim", types.positive_int, "dimension of the item and query vectors"),
+        ("noise", types.non_negative_float, "noise of a vector around its topic centre"),
+        ("topic_spread", types.non_negative_float, "how far fine-topic centres lie from their category's"),
+        ("query_norm", types.positive_float, "norm of the query vectors"),
+        ("text_norm", types.positive_float, "norm of the item text vectors"),
+        ("image_norm", types.positive_float, "norm of the item image vectors"),
+    ):
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, name),
+            help=f"{text} (default: %(default)s)",
+        )
+    _add_build_options(p, text_encoder="none")
+    p.set_defaults(read=_source_from_options)
     prepare.set_defaults(func=cmd_prepare)
 
 
@@ -242,6 +292,7 @@ def prepare_from_args(args: argparse.Namespace) -> Path:
         split=SplitConfig(
             negatives=args.negatives,
             sampling=args.sampling,
+            eval_negatives=args.eval_negatives,
             seed=args.seed,
             min_behaviours=args.min_behaviours,
         ),

@@ -39,7 +39,12 @@ def test_append_score_and_inspect(client: TestClient, trained: Trained) -> None:
     user = ids.users[3]
     assert client.get("/health").json()["users"] == 0
     response = client.post(f"/users/{user}/behaviours", json={"behaviours": behaviours(trained, 40)})
-    assert response.status_code == 200 and response.json() == {"user": user, "appended": 40, "length": 40}
+    assert response.status_code == 200 and response.json() == {
+        "user": user,
+        "appended": 40,
+        "length": 40,
+        "dropped": 0,
+    }
     more = client.post(f"/users/{user}/behaviours", json={"behaviours": behaviours(trained, 5, start=500)})
     assert more.json()["length"] == 45
     info = client.get(f"/users/{user}").json()
@@ -140,6 +145,6 @@ def test_openapi_documents_the_endpoints(client: TestClient) -> None:
     assert {"AppendRequest", "BehaviourIn", "ScoreRequest", "ScoreResponse", "UserOut", "ErrorOut"} <= set(
         components
     )
-    assert "404" in paths["/score"]["post"]["responses"]
+    assert {"409", "413", "422"} <= set(paths["/score"]["post"]["responses"])
     assert components["ScoreRequest"]["properties"]["k"]["anyOf"][0]["minimum"] == 1
     assert client.get("/docs").status_code == 200

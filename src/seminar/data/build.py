@@ -21,7 +21,8 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from seminar.data import schema
-from seminar.data.split import SplitConfig, sample_negatives
+from seminar.data.categories import category_per_item
+from seminar.data.split import SplitConfig, sample_category_negatives, sample_negatives
 from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
 from seminar.io import (
     atomic_directory,
@@ -183,7 +184,7 @@ def source_fingerprint(tables: SourceTables, config: BuildConfig) -> dict[str, A
     ``user_fields`` is part of it so that a dataset prepared before user features were stored
     (its manifest has no such key) never matches and is rebuilt rather than trusted.
     """
-    split = asdict(config.split)
+    split = config.split.identity()
     return {
         "source": tables.name,
         "params": {k: str(v) for k, v in sorted(tables.params.items())},
@@ -236,6 +237,39 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} is a file; choose a folder for --out")
+
+
+def _category_negatives(
+    offsets: np.ndarray,
+    item_ids: np.ndarray,
+    n_items: int,
+    split: SplitConfig,
+    rng: np.random.Generator,
+    tables: SourceTables,
+    attributes: tuple[np.ndarray, np.ndarray, pl.DataFrame],
+    skipped: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test and validation negatives from each held-out positive's own category (counted shortfalls)."""
+    attr_offsets, attr_ids, vocab = attributes
+    category = category_per_item(
+        list(tables.attribute_fields), vocab, attr_offsets, attr_ids, n_items, vocab.height
+    )
+    if not category.any():
+        raise DataError(
+            "--eval-negatives category needs an item attribute to take the category from; "
+            "this dataset has none"
+        )
+    out = []
+    for stage, back in (("test", 1), ("validation", 2)):
+        positives = item_ids[offsets[1:] - back]
+        negatives, short = sample_category_negatives(
+            offsets, item_ids, n_items, split.negatives, rng, category, positives
+        )
+        if short:
+            reason = f"{stage} users whose positive's category had too few unseen items (rest uniform)"
+            skipped[reason] = short
+        out.append(negatives)
+    return out[0], out[1]
 
 
 def build_lock(out_dir: Path, progress: bool) -> contextlib.AbstractContextManager[None]:
@@ -314,12 +348,18 @@ def _build_dataset(
     steps.update()
 
     rng = np.random.default_rng(config.split.seed)
-    test_neg = sample_negatives(
-        offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
-    )
-    valid_neg = sample_negatives(
-        offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
-    )
+    if config.split.eval_negatives == "category":
+        attributes = (attr_offsets, attr_ids, attr_vocab)
+        test_neg, valid_neg = _category_negatives(
+            offsets, item_ids, n_items, config.split, rng, tables, attributes, skipped
+        )
+    else:
+        test_neg = sample_negatives(
+            offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
+        )
+        valid_neg = sample_negatives(
+            offsets, item_ids, n_items, config.split.negatives, rng, config.split.sampling
+        )
     rep_query = _representative_queries(item_ids, query_ids, n_items, rng)
     steps.update()
 

@@ -3,12 +3,14 @@
 Per user with N behaviours (chronological index 0..N-1): index N-1 is the test positive,
 N-2 the validation positive, and 1..N-3 are training targets (each predicted from the
 behaviours before it). Test and validation each get their own negatives, drawn without
-replacement from items the user never interacted with.
+replacement from items the user never interacted with: from all items (``uniform``, by default),
+or from the held-out positive's own category (``category``), so that knowing the category, which a
+generated query may name, does not single out the positive.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -16,6 +18,8 @@ import numpy as np
 from seminar.data.tables import DataError
 
 Sampling = Literal["uniform", "popularity"]
+EvalNegatives = Literal["uniform", "category"]
+EVAL_NEGATIVES: tuple[str, ...] = ("uniform", "category")
 MIN_BEHAVIOURS = 3
 
 
@@ -25,6 +29,57 @@ class SplitConfig:
     sampling: Sampling = "uniform"
     seed: int = 0
     min_behaviours: int = MIN_BEHAVIOURS
+    eval_negatives: EvalNegatives = "uniform"  # which items a negative may be (see the module doc)
+
+    def __post_init__(self) -> None:
+        if self.eval_negatives not in EVAL_NEGATIVES:
+            raise ValueError(f"eval_negatives must be one of {EVAL_NEGATIVES}, got {self.eval_negatives!r}")
+
+    def identity(self) -> dict[str, object]:
+        """What decides the split, for a dataset's fingerprint. ``eval_negatives`` appears only when
+        it is not the default, so datasets built before it existed keep their identity."""
+        out = asdict(self)
+        if out["eval_negatives"] == "uniform":
+            del out["eval_negatives"]
+        return out
+
+
+def sample_category_negatives(
+    offsets: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+    category: np.ndarray,
+    positives: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """``n_negatives`` distinct items per user, outside the user's history, from the category of the
+    user's held-out positive (``category`` [n_items + 1], ``positives`` [n_users] item ids).
+
+    A user whose category has too few unseen items gets all of them, then uniform items outside its
+    history for the rest; how many users needed that is returned with the negatives. Items without
+    a category (0) form no category: their users get uniform negatives.
+    """
+    n_users = offsets.size - 1
+    user_of = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(offsets))
+    stride = np.int64(n_items + 1)
+    history = np.unique(user_of * stride + items.astype(np.int64))
+    wanted = category[positives]
+    out = sample_negatives(offsets, items, n_items, n_negatives, rng)  # uniform: the fallback
+    short = 0
+    for value in np.unique(wanted[wanted != 0]):
+        pool = np.flatnonzero(category[1:] == value) + 1
+        for user in np.flatnonzero(wanted == value):  # one pool per category, less each history
+            keys = user * stride + pool
+            pos = np.searchsorted(history, keys)
+            unseen = pool[history[np.minimum(pos, history.size - 1)] != keys]
+            if unseen.size >= n_negatives:
+                out[user] = rng.choice(unseen, size=n_negatives, replace=False)
+            else:
+                short += 1
+                rest = out[user][~np.isin(out[user], unseen)][: n_negatives - unseen.size]
+                out[user] = np.concatenate([unseen, rest])
+    return out, short
 
 
 def sample_negatives(

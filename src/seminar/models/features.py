@@ -12,46 +12,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seminar.data.categories import category_per_item
 from seminar.data.schema import SeminarDataset, padded_rows
 
 MAX_ATTRIBUTES = 16
 MAX_TOKENS = 32
-CATEGORY_FIELDS = ("category", "class", "categories", "fst_cate", "first_level_category", "genre", "genres")
-# Fields holding a category path, root first (Amazon's): the last value is the most specific one.
-PATH_FIELDS = ("categories",)
-
-
 def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
-    """One category attribute id per item id (0 = none): SIM hard search's notion of "same category".
-
-    ``field`` defaults to the first of CATEGORY_FIELDS the dataset has, else its first attribute
-    field. An item's category is its first value of that field, or the most specific level of a
-    root-first category path (PATH_FIELDS), where "Movies & TV" would put every item in one category.
-    """
-    fields = list(ds.manifest.get("attribute_fields", []))
-    out = np.zeros(ds.n_items + 1, dtype=np.int64)
-    if field is None:
-        field = next((f for f in CATEGORY_FIELDS if f in fields), fields[0] if fields else None)
-    if field is None:
-        return out
-    vocab = ds.table("attributes")
-    in_field = np.zeros(max(ds.n_attributes, 1) + 1, dtype=bool)
-    in_field[vocab.filter(vocab["field"] == field)["attribute_id"].to_numpy()] = True
-    counts = np.diff(ds.attr_offsets)
-    item_of = np.repeat(np.arange(counts.size), counts)
-    selected = in_field[ds.attr_ids]
-    if field in PATH_FIELDS:
-        # The most specific level of a path is its rarest value (a sub-category never has more
-        # items than its parent); the stored order of an item's values need not be the path's.
-        items, values = item_of[selected], ds.attr_ids[selected]
-        frequency = np.bincount(values)[values]
-        order = np.lexsort((-values, frequency, items))  # by item, then rarest, then larger id
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = items[order][1:] != items[order][:-1]
-        out[items[order][first]] = values[order][first]
-    else:
-        out[item_of[selected][::-1]] = ds.attr_ids[selected][::-1]  # reversed: the first value wins
-    return out
+    """One category attribute id per item id (0 = none): SIM hard search's notion of "same category"
+    (see :func:`seminar.data.categories.category_per_item`)."""
+    return category_per_item(
+        list(ds.manifest.get("attribute_fields", [])),
+        ds.table("attributes"),
+        ds.attr_offsets,
+        ds.attr_ids,
+        ds.n_items,
+        ds.n_attributes,
+        field,
+    )
 
 
 @dataclass

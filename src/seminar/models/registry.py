@@ -14,6 +14,7 @@ from torch import nn
 
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
+from seminar.models.oracle import OracleRanker
 from seminar.models.ranker import MODELS, Ranker, RankerConfig
 from seminar.models.reference import ItemKnnRanker, PopularityRanker, SasRec
 
@@ -21,6 +22,7 @@ REFERENCE_MODELS: dict[str, type[nn.Module]] = {
     "popularity": PopularityRanker,
     "itemknn": ItemKnnRanker,
     "sasrec": SasRec,
+    "oracle": OracleRanker,  # lifelong data only: the ceiling, from the generator's ground truth
 }
 RANKERS: dict[str, Callable[[FeatureTables, RankerConfig], nn.Module]] = {
     **REFERENCE_MODELS,
@@ -31,7 +33,7 @@ ALL_MODELS: tuple[str, ...] = tuple(RANKERS)
 
 def build_ranker(tables: FeatureTables, config: RankerConfig, ds: SeminarDataset | None = None) -> nn.Module:
     """The ranker named by ``config.model``; models fitted by counting (popularity, item-kNN) are
-    fitted on ``ds``'s training histories when it is given."""
+    fitted on ``ds``'s training histories when it is given, the oracle on its generator's truth."""
     if config.model not in RANKERS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {ALL_MODELS}")
     model = RANKERS[config.model](tables, config)

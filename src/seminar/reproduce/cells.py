@@ -182,6 +182,8 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
     dataset = next(d for d in plain["datasets"] if d["name"] == spec.dataset)
     dataset.pop("data_dir", None)
     dataset["build"].pop("cache_dir", None)
+    if dataset["build"].get("eval_negatives") == "uniform":  # at its default: cells from before it match
+        del dataset["build"]["eval_negatives"]
     return {
         "dataset": dataset,
         "model": spec.model,

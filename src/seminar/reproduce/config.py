@@ -75,6 +75,7 @@ class BuildOptions:
     image_encoder: str = "none"
     negatives: int = 99
     sampling: Literal["uniform", "popularity"] = "uniform"
+    eval_negatives: Literal["uniform", "category"] = "uniform"
     seed: int = 0
     min_behaviours: int = 3
     max_behaviours: int | None = None
@@ -106,7 +107,7 @@ class DatasetConfig:
     """One dataset of the grid: a source, its reader options and build options."""
 
     name: str
-    source: Literal["ml-100k", "recbole", "tables", "sequences", "kuaisar", "amazon", "synthetic"]
+    source: Literal["ml-100k", "recbole", "tables", "sequences", "kuaisar", "amazon", "synthetic", "lifelong"]
     options: Any = None  # parsed into the source's options dataclass (see sources.py)
     build: BuildOptions = field(default_factory=BuildOptions)
     data_dir: Path | None = None  # default OUT/data/NAME

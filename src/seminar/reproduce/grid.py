@@ -113,7 +113,11 @@ class GridRunner:
             text_encoder=b.text_encoder or "none",
             image_encoder=b.image_encoder,
             split=SplitConfig(
-                negatives=b.negatives, sampling=b.sampling, seed=b.seed, min_behaviours=b.min_behaviours
+                negatives=b.negatives,
+                sampling=b.sampling,
+                seed=b.seed,
+                min_behaviours=b.min_behaviours,
+                eval_negatives=b.eval_negatives,
             ),
             max_behaviours=b.max_behaviours,
             cache_dir=b.cache_dir,

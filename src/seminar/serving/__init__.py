@@ -12,7 +12,6 @@ from seminar.serving.errors import (
     TimestampOrderError,
     UnknownItemError,
     UnknownQueryError,
-    UnknownUserError,
 )
 from seminar.serving.export import export_run
 from seminar.serving.service import Behaviour, KeptBehaviour, ScoreResult, ScoringService, UserInfo
@@ -31,7 +30,6 @@ __all__ = [
     "TimestampOrderError",
     "UnknownItemError",
     "UnknownQueryError",
-    "UnknownUserError",
     "UserInfo",
     "export_run",
     "load_export",

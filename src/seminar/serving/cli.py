@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from seminar import cli_types as types
 from seminar.serving.ids import UNKNOWN_QUERY_POLICIES
+from seminar.serving.schemas import MAX_BODY_BYTES, MAX_HISTORY, MAX_LISTED_BEHAVIOURS, MAX_SCORE_ROWS
 
 
 def _fail(message: str) -> int:
@@ -45,22 +47,52 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_problem(path: Path) -> str | None:
+    """Why histories could not be saved to ``path`` (None: they can).
+
+    Checked before serving: otherwise a typo or a read-only folder is only found at the first
+    save, and at shutdown every history is lost. Probed by creating a file there, as the save does.
+    """
+    folder = path.parent
+    if path.is_dir():
+        return f"--state {path} is a folder; give the path of a file"
+    if folder.exists() and not folder.is_dir():
+        return f"--state {path}: {folder} is not a folder"
+    if not folder.is_dir():
+        return f"--state {path}: the folder {folder} does not exist; create it first"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        return f"--state {path}: cannot write in {folder} ({exc.strerror or exc})"
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if args.state is not None and (problem := _state_problem(args.state)) is not None:
+        return _fail(problem)
+
     import faiss
     import torch
     import uvicorn
 
-    from seminar.serving.app import create_app
+    from seminar.serving.app import Limits, create_app
     from seminar.serving.service import ScoringService
     from seminar.serving.state import load_histories, save_histories
 
     threads = args.threads if args.threads > 0 else None
+    limits = Limits(
+        max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
+        max_score_rows=args.max_score_rows,
+        max_listed_behaviours=args.max_listed_behaviours,
+    )
     try:
         service = ScoringService.load(
             args.export,
             unknown_queries=args.unknown_queries,
             rerank_factor=args.rerank_factor,
             threads=threads,
+            max_history=args.max_history or None,  # before restoring: a longer history keeps its newest
         )
         if args.state is not None and args.state.exists():
             users = load_histories(service, args.state)
@@ -75,7 +107,17 @@ def _serve(args: argparse.Namespace) -> int:
         users = save_histories(service, args.state)
         print(f"saved the histories of {users} users to {args.state}", file=sys.stderr)
 
-    app = create_app(service, on_shutdown=save_state if args.state is not None else None)
+    def save_periodically() -> None:  # quiet: a failure is logged by the app, which retries
+        save_histories(service, args.state)
+
+    stateful = args.state is not None
+    app = create_app(
+        service,
+        on_shutdown=save_state if stateful else None,
+        limits=limits,
+        periodic=save_periodically if stateful else None,
+        every_s=args.save_every,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -145,6 +187,37 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         "--state",
         type=Path,
         default=None,
-        help="history snapshot: restored at start when it exists, written (atomically) at a graceful stop",
+        help="history snapshot: restored at start when it exists, written (atomically) every "
+        "--save-every seconds and at a graceful stop; its folder must exist and be writable",
+    )
+    p.add_argument(
+        "--save-every",
+        type=types.non_negative_float,
+        default=300.0,
+        help="seconds between background saves of --state (0: only at a graceful stop)",
+    )
+    p.add_argument(
+        "--max-body-mb",
+        type=types.positive_float,
+        default=MAX_BODY_BYTES / 2**20,
+        help="request bodies over this many MiB are refused (413) before they are parsed",
+    )
+    p.add_argument(
+        "--max-score-rows",
+        type=types.positive_int,
+        default=MAX_SCORE_ROWS,
+        help="most items × k one /score may ask for (422 beyond)",
+    )
+    p.add_argument(
+        "--max-listed-behaviours",
+        type=types.positive_int,
+        default=MAX_LISTED_BEHAVIOURS,
+        help="most items × k one /score may list with include_behaviours (422 beyond: set it to false)",
+    )
+    p.add_argument(
+        "--max-history",
+        type=types.non_negative_int,
+        default=MAX_HISTORY,
+        help="behaviours kept per user; an append beyond drops the oldest (0: no cap)",
     )
     p.set_defaults(func=_serve)

@@ -22,12 +22,6 @@ class ExportError(ServingError):
     """An export directory that is missing, unfinished, tampered with or for an unsupported model."""
 
 
-class UnknownUserError(ServingError):
-    """A user the exported model has no embedding for."""
-
-    status = 404
-
-
 class UnknownItemError(ServingError):
     """An item id absent from the export's item map."""
 

@@ -14,6 +14,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_APPEND = 100_000
 MAX_CANDIDATES = 1_000
 MAX_K = 10_000
+# Defaults of the configurable limits (`seminar serve` flags, ``app.Limits``); docs/serving.md explains.
+MAX_BODY_BYTES = 16 * 2**20  # a full MAX_APPEND request with ~100-character queries still fits
+MAX_SCORE_ROWS = 1_000_000  # items × k per /score: the ESU and head run over that many behaviours
+MAX_LISTED_BEHAVIOURS = 100_000  # items × k per /score when behaviours are listed (~15 MB of JSON)
+MAX_HISTORY = 100_000  # behaviours kept per user by `seminar serve`; the oldest are dropped
 
 
 def _id_text(value: Any) -> Any:
@@ -51,6 +56,9 @@ class AppendResponse(BaseModel):
     user: str
     appended: int
     length: int
+    dropped: int = Field(
+        default=0, description="oldest behaviours dropped by this append to stay within the history cap"
+    )
 
 
 class ScoreRequest(Request):

@@ -106,7 +106,8 @@ class ScoringService:
 
     ``unknown_queries``: "reject" an unseen query string (default) or score it as the empty query.
     ``rerank_factor`` overrides the export's; ``backend`` is "faiss" or the plain "numpy" scan;
-    ``threads`` sets faiss's OpenMP threads for the scan in each calling thread (None: leave).
+    ``threads`` sets faiss's OpenMP threads for the scan in each calling thread (None: leave);
+    ``max_history`` keeps each user's newest behaviours only (None: no cap; see the store).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class ScoringService:
         rerank_factor: int | None = None,
         backend: str = "faiss",
         threads: int | None = None,
+        max_history: int | None = None,
     ) -> None:
         if unknown_queries not in UNKNOWN_QUERY_POLICIES:
             raise ValueError(
@@ -130,7 +132,7 @@ class ScoringService:
         self.ranker = export.ranker.eval()
         self.tables = CodeTables.build(self.ranker, export.pq)
         self.search = CodeSearch(export.pq, self.tables, backend, threads)
-        self.store = SequenceStore(self.tables.code_width)
+        self.store = SequenceStore(self.tables.code_width, max_history)
 
     @classmethod
     def load(cls, export_dir: Path | str, **options: Any) -> ScoringService:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from seminar.data.sources.lifelong import LifelongConfig, generate_lifelong
 from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.tables import DataError, SourceTables
 from seminar.errors import InvalidValue
@@ -177,6 +178,19 @@ class SyntheticOptions(SyntheticConfig):
         return generate_synthetic(SyntheticConfig(**{**values, "seed": seed}))
 
 
+@dataclass
+class LifelongOptions(LifelongConfig):
+    """The planted-structure lifelong benchmark: the keys of
+    :class:`seminar.data.sources.lifelong.LifelongConfig` (checked there).
+
+    It has no ``seed`` key: the seed (the grid's, or ``--seed``) generates the data.
+    """
+
+    def read(self, seed: int) -> SourceTables:
+        values = {f.name: getattr(self, f.name) for f in fields(LifelongConfig)}
+        return generate_lifelong(LifelongConfig(**values), seed)
+
+
 SOURCE_OPTIONS: dict[str, type] = {
     "ml-100k": Ml100kOptions,
     "recbole": RecboleOptions,
@@ -185,10 +199,11 @@ SOURCE_OPTIONS: dict[str, type] = {
     "kuaisar": KuaisarOptions,
     "amazon": AmazonOptions,
     "synthetic": SyntheticOptions,
+    "lifelong": LifelongOptions,
 }
 # Sources whose text is token ids or vectors, or that have no text: no text encoder unless asked
 # (as in `seminar prepare`).
-NO_TEXT_ENCODER_SOURCES = frozenset({"kuaisar", "sequences", "synthetic"})
+NO_TEXT_ENCODER_SOURCES = frozenset({"kuaisar", "sequences", "synthetic", "lifelong"})
 
 
 def _check_fraction(name: str, value: float) -> None:
