@@ -20,8 +20,11 @@ MAX_TOKENS = 32
 def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
     """One category attribute id per item id (0 = none): SIM hard search's notion of "same category"
     (see :func:`seminar.data.categories.category_per_item`)."""
+    fields = list(ds.manifest.get("attribute_fields", []))
+    if field is None and not fields:  # no attribute at all: nothing to read (in-memory datasets too)
+        return np.zeros(ds.n_items + 1, dtype=np.int64)
     return category_per_item(
-        list(ds.manifest.get("attribute_fields", [])),
+        fields,
         ds.table("attributes"),
         ds.attr_offsets,
         ds.attr_ids,
