@@ -668,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--baselines",
         nargs="*",
         default=defaults.baselines,
-        choices=[m for m in ALL_MODELS if m != "seminar"],
+        choices=[m for m in ALL_MODELS if m not in ("seminar", "oracle")],  # the oracle: lifelong data only
         help="models to train beside SEMINAR (reference rankers first)",
     )
     demo.add_argument("--quiet", action="store_true")
