@@ -9,7 +9,7 @@ import pytest
 from seminar.reproduce.aggregate import FinishedCell, collect, summarise
 from seminar.reproduce.cells import make_spec, plan_cells
 from seminar.reproduce.config import PSU_TASKS, parse_config
-from seminar.reproduce.tables import grid_table_markdown, sweep_markdown
+from seminar.reproduce.tables import generated_query_note, grid_table_markdown, sweep_markdown
 
 CONFIG = {
     "datasets": [{"name": "d", "source": "ml-100k"}],
@@ -139,3 +139,20 @@ def test_pretraining_labels_name_the_tasks_left_out() -> None:
     assert pretraining_label(["relevance"]) == "q-i relevance only"
     assert pretraining_label(["next_pair", "relevance"]) == "next pair + q-i relevance (no alignment)"
     assert pretraining_label(list(PSU_TASKS)) == "all (next pair + alignment + q-i relevance)"
+
+
+def test_search_mode_on_generated_queries_is_marked() -> None:
+    config = parse_config({**CONFIG, "modes": ["recommendation", "search"]})
+    cells = [
+        FinishedCell(f.cell, {**f.metrics, "search": f.metrics["recommendation"]}) for f in finished_cells()
+    ]
+    table = collect(config, cells)["table2"]
+    note = generated_query_note({"synthetic_queries": True, "split": {"negatives": 99}})
+    assert note is not None and "drawn from all items" in note
+    markdown = grid_table_markdown(table, ["model", "seeds"], ["ndcg@10"], {("d", "search"): note})
+    search = markdown.split("#### d, search mode")[1]
+    recommendation = markdown.split("#### d, search mode")[0]
+    assert note in search and note not in recommendation
+    category = generated_query_note({"synthetic_queries": True, "split": {"eval_negatives": "category"}})
+    assert category is not None and "own category" in category
+    assert generated_query_note({"synthetic_queries": False}) is None

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seminar.data.schema import MANIFEST
 from seminar.io import atomic_path, write_json_atomic
 from seminar.reproduce.aggregate import FinishedCell, collect
 from seminar.reproduce.cells import Cell, Layout
 from seminar.reproduce.config import ReproduceConfig
 from seminar.reproduce.plots import plot_sweep
-from seminar.reproduce.tables import grid_table_markdown, sweep_markdown
+from seminar.reproduce.tables import generated_query_note, grid_table_markdown, sweep_markdown
 
 README = "README.md"
 RESULTS = "results.json"
@@ -84,7 +85,14 @@ def _grid_table_section(ctx: ReportContext, table: int, title: str, leading: Seq
     if not data:
         return None
     name = f"table{table}.md"
-    body = grid_table_markdown(data, leading, ctx.config.report.columns)
+    notes = {}
+    for dataset in data:
+        manifest_path = ctx.data_dir(dataset) / MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        note = generated_query_note(manifest)
+        if note:
+            notes[(dataset, "search")] = note
+    body = grid_table_markdown(data, leading, ctx.config.report.columns, notes)
     _write_text(ctx.root / name, f"## {title}\n\n{body}\n")
     return Section(title, body, (name,), f"table{table}", data)
 

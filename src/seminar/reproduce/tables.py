@@ -54,16 +54,22 @@ def few_users_note(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def grid_table_markdown(
-    table: dict[str, dict[str, list[dict[str, Any]]]], leading: Sequence[str], columns: Sequence[str]
+    table: dict[str, dict[str, list[dict[str, Any]]]],
+    leading: Sequence[str],
+    columns: Sequence[str],
+    notes: dict[tuple[str, str], str] | None = None,
 ) -> str:
-    """Every (dataset, mode) block of Table 2 or 3, one Markdown table each."""
+    """Every (dataset, mode) block of Table 2 or 3, one Markdown table each; ``notes`` holds a line
+    to print above a (dataset, mode) block (e.g. that its queries were generated)."""
     blocks = []
     for dataset, modes in table.items():
         for mode, rows in modes.items():
             cols = present_columns(rows, columns)
             body = "_no finished cells yet_"
             if cols:
-                body = few_users_note(rows) + stats_table(rows, leading, cols)
+                note = (notes or {}).get((dataset, mode))
+                table = few_users_note(rows) + stats_table(rows, leading, cols)
+                body = f"{note}\n\n{table}" if note else table
             elif rows and all(r.get("users") == 0 for r in rows):
                 body = "_no test user in this mode (no user's test behaviour is of this kind)_"
             blocks.append(f"#### {dataset}, {mode} mode\n\n{body}")
@@ -82,3 +88,25 @@ def sweep_markdown(sweep: dict[str, Any], value_name: str, metrics: Sequence[str
                 body = few_users_note(rows) + stats_table(rows, [value_name, "seeds"], cols)
             blocks.append(f"#### {dataset}, {mode} mode ({sweep['variant']})\n\n{body}")
     return "\n\n".join(blocks)
+
+
+def generated_query_note(manifest: dict[str, Any]) -> str | None:
+    """The warning a search-mode block of a dataset with generated queries carries, or None.
+
+    A generated query names attributes of the positive itself; against negatives drawn from all
+    items, matching those attributes finds the positive, so such numbers flatter any model that
+    reads the query. Category-matched negatives (``eval_negatives: category``) take most of that away.
+    """
+    if not manifest.get("synthetic_queries"):
+        return None
+    negatives = (manifest.get("split") or {}).get("eval_negatives", "uniform")
+    if negatives == "category":
+        return (
+            "_Queries here are generated from the positive's attributes; negatives are drawn from the "
+            "positive's own category, so the query's category does not single the positive out._"
+        )
+    return (
+        "**Queries here are generated from the positive's own attributes, and negatives are drawn from "
+        "all items:** a model that matches the query's category to the candidates finds the positive "
+        "without knowing the user. Compare with a build using `eval_negatives: category`."
+    )
