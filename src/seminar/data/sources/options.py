@@ -183,7 +183,8 @@ class LifelongOptions(LifelongConfig):
     """The planted-structure lifelong benchmark: the keys of
     :class:`seminar.data.sources.lifelong.LifelongConfig` (checked there).
 
-    It has no ``seed`` key: the seed (the grid's, or ``--seed``) generates the data.
+    It has no ``seed`` key: the build seed (``build.seed`` in a reproduce config, or ``--seed``)
+    generates the data.
     """
 
     def read(self, seed: int) -> SourceTables:
