@@ -65,20 +65,28 @@ def sample_category_negatives(
     stride = np.int64(n_items + 1)
     history = np.unique(user_of * stride + items.astype(np.int64))
     wanted = category[positives]
-    out = sample_negatives(offsets, items, n_items, n_negatives, rng)  # uniform: the fallback
-    short = 0
+    out = np.zeros((n_users, n_negatives), dtype=np.int32)
+    kept = np.zeros(n_users, dtype=np.int64)  # in-category negatives already placed per user
     for value in np.unique(wanted[wanted != 0]):
         pool = np.flatnonzero(category[1:] == value) + 1
         for user in np.flatnonzero(wanted == value):  # one pool per category, less each history
             keys = user * stride + pool
             pos = np.searchsorted(history, keys)
             unseen = pool[history[np.minimum(pos, history.size - 1)] != keys]
-            if unseen.size >= n_negatives:
-                out[user] = rng.choice(unseen, size=n_negatives, replace=False)
-            else:
-                short += 1
-                rest = out[user][~np.isin(out[user], unseen)][: n_negatives - unseen.size]
-                out[user] = np.concatenate([unseen, rest])
+            take = min(unseen.size, n_negatives)
+            out[user, :take] = rng.choice(unseen, size=take, replace=False) if take == n_negatives else unseen
+            kept[user] = take
+    short_users = np.flatnonzero(kept < n_negatives)
+    short = int(np.count_nonzero(wanted[short_users] != 0))  # users without a category are not "short"
+    if short_users.size:  # uniform items outside the history fill the rest, for these users only
+        starts, stops = offsets[short_users], offsets[short_users + 1]
+        sub_items = np.concatenate([items[a:b] for a, b in zip(starts, stops, strict=True)])
+        sub_offsets = np.concatenate([[0], np.cumsum(stops - starts)])
+        uniform = sample_negatives(sub_offsets, sub_items, n_items, n_negatives, rng)
+        for row, user in enumerate(short_users):
+            have = out[user, : kept[user]]
+            fill = uniform[row][~np.isin(uniform[row], have)][: n_negatives - kept[user]]
+            out[user, kept[user] :] = fill
     return out, short
 
 
