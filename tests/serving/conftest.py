@@ -47,18 +47,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(ds, tables, root / "run", export, IdMaps.from_dataset(ds))
 
 
-_REFERENCES: dict[tuple[Path, int, int], Ranker] = {}
+_REFERENCES: dict[tuple[Path, int, int | None], Ranker] = {}
 
 
-def reference_ranker(trained: Trained, k: int = TOP_K, rerank: int = RERANK) -> Ranker:
-    """The plain path: the run's own ranker with the exported quantizer attached as its GSU."""
+def reference_ranker(trained: Trained, k: int = TOP_K, rerank: int | None = RERANK) -> Ranker:
+    """The plain path: the run's own ranker with its K set to ``k``, and with the exported quantizer
+    attached as its GSU (re-ranking ``rerank`` · K), or its own exact GSU when ``rerank`` is None."""
     key = (trained.run, k, rerank)
     if key not in _REFERENCES:
         ranker = load_run_model(trained.run, trained.tables)
         assert isinstance(ranker, Ranker)
         ranker.config.top_k = k
-        pq = MultiModalPQ.load(trained.export / PQ_FILE)
-        attach_pq_gsu(ranker, PQGsuConfig(rerank_factor=rerank), pq=pq)
+        if rerank is not None:
+            pq = MultiModalPQ.load(trained.export / PQ_FILE)
+            attach_pq_gsu(ranker, PQGsuConfig(rerank_factor=rerank), pq=pq)
         _REFERENCES[key] = ranker
     return _REFERENCES[key]
 

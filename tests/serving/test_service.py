@@ -1,5 +1,6 @@
-"""The scoring service against the plain reference: the ranker's own scoring with the PQ GSU attached
-(``attach_pq_gsu``) over the user's whole history; appends, errors and memory accounting."""
+"""The scoring service against the plain reference: the ranker's own scoring over the user's whole
+history, with its exact GSU or with the PQ GSU attached (``attach_pq_gsu``); appends, errors and
+memory accounting."""
 
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def check_against_reference(
     targets: np.ndarray,
     query: int,
     k: int = TOP_K,
-    rerank: int = RERANK,
+    rerank: int | None = RERANK,
 ) -> None:
+    """``rerank`` None: the service's exact GSU against the ranker's own; else the PQ GSU."""
     items, queries, stamps = history
     now = int(stamps[-1]) + 77
     ids = trained.ids
@@ -100,10 +102,22 @@ def check_against_reference(
             assert b.query == ids.queries[queries[b.position]]
 
 
+def test_exact_scores_equal_the_rankers_own(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)  # gsu="exact" by default
+    rng = np.random.default_rng(1)
+    for user in range(0, trained.ds.n_users, 2):
+        history = dataset_history(trained, user)
+        append_ids(service, trained, user, *history)
+        targets = rng.integers(1, trained.ds.n_items + 1, 5)
+        for query in (EMPTY_QUERY, int(history[1].max())):
+            check_against_reference(service, trained, user, history, targets, query, rerank=None)
+    assert service.stats()["used_bytes"] == service.store.used_bytes()
+
+
 @pytest.mark.parametrize("backend", ["faiss", "numpy"])
 @pytest.mark.parametrize("rerank", [RERANK, 0])
 def test_scores_equal_the_ranker_with_the_pq_gsu(trained: Trained, backend: str, rerank: int) -> None:
-    service = ScoringService.load(trained.export, backend=backend, rerank_factor=rerank)
+    service = ScoringService.load(trained.export, gsu="pq", backend=backend, rerank_factor=rerank)
     rng = np.random.default_rng(1)
     for user in range(0, trained.ds.n_users, 2):
         history = dataset_history(trained, user)
@@ -113,9 +127,13 @@ def test_scores_equal_the_ranker_with_the_pq_gsu(trained: Trained, backend: str,
             check_against_reference(service, trained, user, history, targets, query, rerank=rerank)
 
 
-@pytest.mark.parametrize("rerank", [RERANK, 0])
-def test_long_histories_with_repeats_equal_the_reference(trained: Trained, rerank: int) -> None:
-    service = ScoringService.load(trained.export, rerank_factor=rerank)
+@pytest.mark.parametrize("rerank", [None, RERANK, 0])
+def test_long_histories_with_repeats_equal_the_reference(trained: Trained, rerank: int | None) -> None:
+    """Long histories (the fast top-k's own path: n > 4K) with repeated pairs, which tie exactly."""
+    if rerank is None:
+        service = ScoringService.load(trained.export)
+    else:
+        service = ScoringService.load(trained.export, gsu="pq", rerank_factor=rerank)
     for user, n in ((0, 600), (1, 3)):
         history = synthetic_history(trained, n, seed=user)
         append_ids(service, trained, user, *history)
@@ -146,7 +164,7 @@ def test_incremental_appends_equal_one_bulk_append(trained: Trained) -> None:
 
 
 def test_codes_are_the_per_id_code_tables(trained: Trained) -> None:
-    service = ScoringService.load(trained.export)
+    service = ScoringService.load(trained.export, gsu="pq")
     items, queries, stamps = synthetic_history(trained, 50, seed=4)
     append_ids(service, trained, 0, items, queries, stamps)
     codes = service.history(trained.ids.users[0]).codes
@@ -268,8 +286,24 @@ def test_scoring_leaves_the_loaded_ranker_unchanged(trained: Trained) -> None:
     assert export.ranker.config is config and config == saved and config.top_k == TOP_K
 
 
+def test_the_exact_gsu_stores_no_codes(trained: Trained) -> None:
+    service = ScoringService.load(trained.export)
+    append_ids(service, trained, 0, *synthetic_history(trained, 50, seed=4))
+    assert service.history(trained.ids.users[0]).codes.shape == (50, 0)
+    [result] = service.score_many(trained.ids.users[0], [trained.ids.items[1]])
+    assert result.selected_by == "exact" and all(b.adc_score is None for b in result.behaviours)
+
+
+def test_an_unknown_gsu_mode_is_refused(trained: Trained) -> None:
+    with pytest.raises(ValueError, match="gsu must be one of"):
+        ScoringService.load(trained.export, gsu="hnsw")
+
+
 @pytest.mark.parametrize("model", ["twin", "sim_soft"])
-def test_other_inner_product_gsus_equal_the_reference(trained: Trained, tmp_path, model: str) -> None:
+@pytest.mark.parametrize("rerank", [None, RERANK])
+def test_other_inner_product_gsus_equal_the_reference(
+    trained: Trained, tmp_path, model: str, rerank: int | None
+) -> None:
     config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, seed=1)
     meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
     save_checkpoint(tmp_path / "run" / "best", Ranker(trained.tables, config), {}, meta)
@@ -278,9 +312,10 @@ def test_other_inner_product_gsus_equal_the_reference(trained: Trained, tmp_path
         run=tmp_path / "run",
         export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
     )
-    service = ScoringService.load(other.export)
+    gsu = "exact" if rerank is None else "pq"
+    service = ScoringService.load(other.export, gsu=gsu)
     for user in (0, 1):
         history = synthetic_history(other, 120, seed=10 + user)
         append_ids(service, other, user, *history)
-        check_against_reference(service, other, user, history, np.arange(1, 6), EMPTY_QUERY)
-        check_against_reference(service, other, user, history, np.arange(1, 6), 3)
+        check_against_reference(service, other, user, history, np.arange(1, 6), EMPTY_QUERY, rerank=rerank)
+        check_against_reference(service, other, user, history, np.arange(1, 6), 3, rerank=rerank)

@@ -232,6 +232,7 @@ def create_app(
             status="ok",
             model=service.export.manifest["model"]["config"]["model"],
             top_k=service.default_k,
+            gsu=service.gsu,
             rerank_factor=service.rerank_factor,
             code_bytes_per_behaviour=service.tables.code_width,
             users=stats["users"],

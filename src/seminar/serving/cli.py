@@ -9,7 +9,13 @@ from pathlib import Path
 
 from seminar import cli_types as types
 from seminar.serving.ids import UNKNOWN_QUERY_POLICIES
-from seminar.serving.schemas import MAX_BODY_BYTES, MAX_HISTORY, MAX_LISTED_BEHAVIOURS, MAX_SCORE_ROWS
+from seminar.serving.schemas import (
+    GSU_MODES,
+    MAX_BODY_BYTES,
+    MAX_HISTORY,
+    MAX_LISTED_BEHAVIOURS,
+    MAX_SCORE_ROWS,
+)
 
 
 def _fail(message: str) -> int:
@@ -75,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     import faiss
     import torch
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from seminar.serving.app import Limits, create_app
     from seminar.serving.service import ScoringService
@@ -90,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         service = ScoringService.load(
             args.export,
             unknown_queries=args.unknown_queries,
+            gsu=args.gsu,
             rerank_factor=args.rerank_factor,
             threads=threads,
             max_history=args.max_history or None,  # before restoring: a longer history keeps its newest
@@ -102,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     if threads is not None:  # concurrency comes from requests; one thread per request scans fastest
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
+        threadpool_limits(threads)  # numpy's BLAS: the exact GSU's GEMM
 
     def save_state() -> None:
         users = save_histories(service, args.state)
@@ -169,16 +178,23 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
         help="a query string the model has never seen: reject it (422) or treat it as the empty query",
     )
     p.add_argument(
+        "--gsu",
+        choices=GSU_MODES,
+        default="exact",
+        help="exact: every behaviour scored with the per-id exact keys (one GEMM for all candidates; "
+        "no codes stored); pq: ADC over PQ codes held per behaviour, then an exact re-rank",
+    )
+    p.add_argument(
         "--rerank-factor",
         type=types.non_negative_int,
         default=None,
-        help="override the export's re-rank factor",
+        help="with --gsu pq: override the export's re-rank factor",
     )
     p.add_argument(
         "--threads",
         type=types.non_negative_int,
         default=1,
-        help="torch and faiss threads per process (0: leave)",
+        help="torch, faiss and BLAS threads per process (0: leave)",
     )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]

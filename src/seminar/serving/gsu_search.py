@@ -1,8 +1,16 @@
-"""The serving GSU: top-K of a user's coded behaviours for each target, on the CPU.
+"""The serving GSU: top-K of a user's behaviours for each target, on the CPU, exact or over PQ codes.
 
-Same scores and the same selection rule as the ranker's PQ GSU (:class:`seminar.retrieval.gsu.PQSearch`):
-ADC over the codes picks a shortlist of ``rerank_factor · K``, whose exact scores (from the per-id
-exact keys) pick the K; without re-rank the ADC scores pick them. Exact ties go to the later
+The GSU score of a behaviour is linear in its key, and the key is the sum of its query's and its
+item's rows of per-id tables (the trained GSU's folded keys). :class:`ExactSearch` therefore needs no
+per-behaviour storage beyond the ids the ESU needs anyway: it gathers the user's keys and meets all C
+targets in one GEMM, then a row-wise top-K (:func:`seminar.retrieval.topk.top_k_latest`). For many
+candidates per request this is the fastest path measured on a CPU core (benchmarks/serve_load.py);
+it keeps exactly what the ranker's own GSU keeps.
+
+:class:`CodeSearch` is the paper's approximate path: same scores and the same selection rule as
+the ranker's PQ GSU (:class:`seminar.retrieval.gsu.PQSearch`): ADC over the codes picks a
+shortlist of ``rerank_factor · K``, whose exact scores (from the per-id exact keys) pick the K;
+without re-rank the ADC scores pick them. Exact ties go to the later
 behaviour, as in the ranker's ``select_top_k``. ADC with unit channel weights is inner-product PQ
 over the concatenated channels, so faiss's ``ProductQuantizer.search_ip`` scans the user's code
 array in place (no copy, no per-user index). A vectorised numpy scan is kept as the plain reference.
@@ -18,9 +26,14 @@ import numpy as np
 from seminar.models.ranker import Ranker
 from seminar.retrieval.gsu import encode_key_tables, gsu_key_tables
 from seminar.retrieval.pq import MultiModalPQ
+from seminar.retrieval.topk import top_k_latest
+from seminar.serving.schemas import GSU_MODES
 from seminar.serving.store import History
 
+__all__ = ["GSU_MODES", "CodeSearch", "CodeTables", "ExactSearch", "Selection"]
+
 BACKENDS = ("faiss", "numpy")
+EXACT_BLOCK = 256  # targets per GEMM block: [256, L] float32 scores stay within a few MB
 FAISS_CENTROIDS = 256  # one byte per code; unused centroid slots stay zero and are never addressed
 
 
@@ -34,10 +47,15 @@ class CodeTables:
     exact_items: np.ndarray  # [Ni+1, d] float32, the item channels summed
 
     @classmethod
-    def build(cls, ranker: Ranker, pq: MultiModalPQ) -> CodeTables:
-        """Encode the trained GSU's key tables with the export's quantizer (as the ranker's PQ GSU does)."""
+    def build(cls, ranker: Ranker, pq: MultiModalPQ | None) -> CodeTables:
+        """Encode the trained GSU's key tables with the export's quantizer (as the ranker's PQ GSU does);
+        without a quantizer (exact GSU) the code tables are empty and behaviours carry no codes."""
         keys = gsu_key_tables(ranker)
-        query_codes, item_codes = encode_key_tables(pq, keys)
+        if pq is None:
+            query_codes = np.zeros((keys.query.shape[0], 0), dtype=np.uint8)
+            item_codes = np.zeros((keys.items.shape[0], keys.items.shape[1], 0), dtype=np.uint8)
+        else:
+            query_codes, item_codes = encode_key_tables(pq, keys)
         return cls(
             query_codes.astype(np.uint8),
             item_codes.astype(np.uint8),
@@ -56,6 +74,10 @@ class CodeTables:
         item = self.item_codes[items].reshape(items.shape[0], -1)
         return np.concatenate([query, item], axis=1)
 
+    def keys(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Exact GSU keys [..., d] of behaviours given by their query and item ids."""
+        return self.exact_query[queries] + self.exact_items[items]
+
     def exact_scores(self, u: np.ndarray, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
         """<u_c, key> [C, r] for behaviours given per target as id arrays [C, r]."""
         keys = self.exact_query[queries] + self.exact_items[items]
@@ -67,9 +89,42 @@ class Selection:
     """The kept behaviours of each target, chronological: positions, ADC and exact GSU scores [C, m]."""
 
     positions: np.ndarray
-    adc: np.ndarray
+    adc: np.ndarray | None  # None when no codes were scanned (exact GSU)
     exact: np.ndarray
-    by: str  # "exact" (re-ranked) or "adc": which score chose them
+    by: str  # which scores chose them: "exact" (all), "pq-rerank" (ADC shortlist, exact re-rank), "pq"
+
+
+def check_targets(u: np.ndarray) -> np.ndarray:
+    """Target vectors [C, d] as contiguous float32; a NaN or infinite one has no ranking."""
+    u = np.ascontiguousarray(u, dtype=np.float32)
+    if not np.isfinite(u).all():
+        raise ValueError("a target's GSU vector is not finite; the model's weights or inputs hold NaN/inf")
+    return u
+
+
+class ExactSearch:
+    """Every behaviour scored exactly: the user's keys gathered once, one GEMM per block of targets,
+    then each row's top-K with the ranker's tie rule (equal scores: the later behaviour)."""
+
+    def __init__(self, tables: CodeTables) -> None:
+        self.tables = tables
+
+    def scores(self, history: History, u: np.ndarray) -> np.ndarray:
+        """Exact GSU scores [C, n] of every behaviour for every target (the plain reference)."""
+        return check_targets(u) @ self.tables.keys(history.queries, history.items).T
+
+    def select(self, history: History, u: np.ndarray, k: int, rerank_factor: int = 0) -> Selection:
+        """The K behaviours the ranker's exact GSU keeps for each target u [C, d] (``rerank_factor``
+        is ignored: nothing is approximate)."""
+        u = check_targets(u)
+        keys_t = np.ascontiguousarray(self.tables.keys(history.queries, history.items).T)
+        positions, scores = [], []
+        for start in range(0, u.shape[0], EXACT_BLOCK):
+            block = u[start : start + EXACT_BLOCK] @ keys_t
+            kept = top_k_latest(block, k, check=False)
+            positions.append(kept)
+            scores.append(np.take_along_axis(block, kept, axis=1))
+        return Selection(np.concatenate(positions), None, np.concatenate(scores), "exact")
 
 
 class CodeSearch:
@@ -154,5 +209,5 @@ class CodeSearch:
         kept = np.sort(np.take_along_axis(candidates, order, axis=1), axis=1)
         exact = self.tables.exact_scores(u, history.queries[kept], history.items[kept])
         return Selection(
-            kept, self.adc_at(u, history.codes, kept), exact, "exact" if rerank_factor > 0 else "adc"
+            kept, self.adc_at(u, history.codes, kept), exact, "pq-rerank" if rerank_factor > 0 else "pq"
         )

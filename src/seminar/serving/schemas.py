@@ -19,6 +19,7 @@ MAX_BODY_BYTES = 16 * 2**20  # a full MAX_APPEND request with ~100-character que
 MAX_SCORE_ROWS = 1_000_000  # items × k per /score: the ESU and head run over that many behaviours
 MAX_LISTED_BEHAVIOURS = 100_000  # items × k per /score when behaviours are listed (~15 MB of JSON)
 MAX_HISTORY = 100_000  # behaviours kept per user by `seminar serve`; the oldest are dropped
+GSU_MODES = ("exact", "pq")  # the serving GSU: every behaviour scored exactly, or ADC over PQ codes
 
 
 def _id_text(value: Any) -> Any:
@@ -79,7 +80,7 @@ class KeptBehaviourOut(BaseModel):
     item: str
     query: str | None
     timestamp: int
-    adc_score: float
+    adc_score: float | None = Field(description="the behaviour's ADC score (null with the exact GSU)")
     exact_score: float
 
 
@@ -94,7 +95,10 @@ class ScoreResponse(BaseModel):
     user: str
     query: str | None
     k: int
-    selected_by: str = Field(description="'exact': ADC shortlist re-ranked with exact keys; 'adc': ADC only")
+    selected_by: str = Field(
+        description="'exact': every behaviour scored with exact keys; 'pq-rerank': ADC shortlist "
+        "re-ranked with exact keys; 'pq': ADC only"
+    )
     results: list[ScoreOut]
 
 
@@ -111,6 +115,7 @@ class HealthOut(BaseModel):
     status: str
     model: str
     top_k: int
+    gsu: str
     rerank_factor: int
     code_bytes_per_behaviour: int
     users: int

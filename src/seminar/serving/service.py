@@ -1,12 +1,14 @@
 """`ScoringService`: incremental lifelong histories as PQ codes, and CTR scores from the exported ranker.
 
-``append`` stores each new behaviour as its M × n_sub codes (looked up from the per-id code tables)
-plus item id, query id and timestamp. ``score`` runs the serving GSU (ADC shortlist, exact
-re-rank) over the whole history, then the ranker's own ESU and head over exactly the K kept
-behaviours: a batch of those K in chronological order goes through ``Ranker.logits`` with
-``keep_all``, so the ranker's own GSU and K are not used (and the loaded ranker is never changed).
-Tests hold the result equal to ``Ranker.score_candidates`` with the PQ GSU attached
-(``attach_pq_gsu``) on the full history.
+``append`` stores each new behaviour as its item id, query id and timestamp (and, with the PQ GSU,
+its M × n_sub codes, looked up from the per-id code tables). ``score_many`` runs the serving GSU
+over the whole history for all candidates at once (``gsu="exact"``: one GEMM against the per-id
+exact keys; ``gsu="pq"``: an ADC shortlist over the codes, re-ranked exactly), then the ranker's
+own ESU and head over exactly the K kept behaviours of every candidate in one batch: those K in
+chronological order go through ``Ranker.logits`` with ``keep_all``, so the ranker's own GSU and K
+are not used (and the loaded ranker is never changed). Tests hold the result equal to
+``Ranker.score_candidates`` on the full history (exact), or with the PQ GSU attached
+(``attach_pq_gsu``).
 
 The time-gap context feature is the gap between the target's timestamp (default: the user's
 latest behaviour) and the user's latest behaviour, as in training; the batch's last timestamp is
@@ -27,7 +29,7 @@ import torch
 from seminar.retrieval.gsu import target_query_vectors
 from seminar.serving.bundle import Export, load_export
 from seminar.serving.errors import EmptyHistoryError, ServingError, TimestampOrderError
-from seminar.serving.gsu_search import CodeSearch, CodeTables, Selection
+from seminar.serving.gsu_search import GSU_MODES, CodeSearch, CodeTables, ExactSearch, Selection
 from seminar.serving.ids import UNKNOWN_QUERY_POLICIES, UnknownQueries
 from seminar.serving.store import History, SequenceStore
 
@@ -52,7 +54,7 @@ class KeptBehaviour:
     item: str
     query: str | None
     timestamp: int
-    adc_score: float
+    adc_score: float | None  # None with the exact GSU (no codes scanned)
     exact_score: float
 
 
@@ -62,7 +64,7 @@ class ScoreResult:
     query: str | None
     probability: float
     logit: float
-    selected_by: str  # "exact" (ADC shortlist re-ranked exactly) or "adc"
+    selected_by: str  # "exact", "pq-rerank" (ADC shortlist re-ranked exactly) or "pq" (ADC only)
     behaviours: list[KeptBehaviour]
 
 
@@ -105,7 +107,9 @@ class ScoringService:
     """Online scoring over lifelong histories held as PQ codes (thread-safe).
 
     ``unknown_queries``: "reject" an unseen query string (default) or score it as the empty query.
-    ``rerank_factor`` overrides the export's; ``backend`` is "faiss" or the plain "numpy" scan;
+    ``gsu``: "exact" (default: every behaviour scored with the exact keys, no codes stored) or "pq"
+    (the export's quantizer: ADC over codes held per behaviour, then an exact re-rank of
+    ``rerank_factor`` · K, which overrides the export's); ``backend`` is "faiss" or the plain "numpy" scan;
     ``threads`` sets faiss's OpenMP threads for the scan in each calling thread (None: leave);
     ``max_history`` keeps each user's newest behaviours only (None: no cap; see the store).
     """
@@ -115,6 +119,7 @@ class ScoringService:
         export: Export,
         *,
         unknown_queries: UnknownQueries = "reject",
+        gsu: str = "exact",
         rerank_factor: int | None = None,
         backend: str = "faiss",
         threads: int | None = None,
@@ -124,14 +129,18 @@ class ScoringService:
             raise ValueError(
                 f"unknown_queries must be one of {UNKNOWN_QUERY_POLICIES}, got {unknown_queries!r}"
             )
-        self.export, self.ids, self.unknown_queries = export, export.ids, unknown_queries
+        if gsu not in GSU_MODES:
+            raise ValueError(f"gsu must be one of {GSU_MODES}, got {gsu!r}")
+        self.export, self.ids, self.unknown_queries, self.gsu = export, export.ids, unknown_queries, gsu
         self.rerank_factor = export.rerank_factor if rerank_factor is None else int(rerank_factor)
         if self.rerank_factor < 0:
             raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
         self.default_k = export.top_k
         self.ranker = export.ranker.eval()
-        self.tables = CodeTables.build(self.ranker, export.pq)
-        self.search = CodeSearch(export.pq, self.tables, backend, threads)
+        self.tables = CodeTables.build(self.ranker, export.pq if gsu == "pq" else None)
+        self.search: ExactSearch | CodeSearch = ExactSearch(self.tables)
+        if gsu == "pq":
+            self.search = CodeSearch(export.pq, self.tables, backend, threads)
         self.store = SequenceStore(self.tables.code_width, max_history)
 
     @classmethod
@@ -339,7 +348,7 @@ class ScoringService:
                             raw_item(int(history.items[position])),
                             raw_query(int(history.queries[position])),
                             int(history.timestamps[position]),
-                            float(selection.adc[c, j]),
+                            None if selection.adc is None else float(selection.adc[c, j]),
                             float(selection.exact[c, j]),
                         )
                     )

@@ -1,0 +1,67 @@
+"""The fast row-wise top-k equals the plain stable sort, ties (to the later position) included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seminar.models.search import select_top_k
+from seminar.retrieval import topk
+from seminar.retrieval.topk import reference_top_k_latest, top_k_latest
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.integers(1, 12),
+    n=st.integers(1, 3000),
+    k=st.integers(1, 120),
+    levels=st.sampled_from([0, 2, 7, 1000]),  # 0: continuous scores; else that many distinct values
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fast_top_k_equals_the_reference(rows: int, n: int, k: int, levels: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((rows, n)).astype(np.float32)
+    if levels:
+        scores = rng.integers(0, levels, (rows, n)).astype(np.float32)
+    expected = reference_top_k_latest(scores, k)
+    got = top_k_latest(scores, k)
+    assert got.shape == (rows, min(k, n))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_reference_is_the_rankers_selection() -> None:
+    """Same positions as the ranker's ``select_top_k`` (torch), repeated scores included."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, (5, 400)).astype(np.float32)
+    indices, _ = select_top_k(torch.from_numpy(scores)[None], torch.ones(1, 400, dtype=torch.bool), 30)
+    np.testing.assert_array_equal(reference_top_k_latest(scores, 30), np.sort(indices[0].numpy(), axis=1))
+
+
+def test_rows_whose_threshold_keeps_too_few_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample that misses a row's best scores (they all lie between sampled columns) still gives
+    the exact top-k: the row is recomputed on the plain path."""
+    monkeypatch.setattr(topk, "SAMPLE_MARGIN", 0)
+    n, k = 4000, 40
+    scores = np.zeros((3, n), dtype=np.float32)
+    scores[0, 1::16] = np.arange(n // 16)  # the sampled columns (0, 16, ...) are all zero
+    scores[1] = np.random.default_rng(1).standard_normal(n)
+    scores[2, ::16] = 5.0  # the sample overstates: many equal scores at the threshold
+    np.testing.assert_array_equal(top_k_latest(scores, k), reference_top_k_latest(scores, k))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_are_refused(bad: float) -> None:
+    scores = np.zeros((2, 100), dtype=np.float32)
+    scores[1, 5] = bad
+    with pytest.raises(ValueError, match="finite"):
+        top_k_latest(scores, 3)
+
+
+def test_k_must_be_positive_and_scores_two_dimensional() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_latest(np.zeros((2, 5), dtype=np.float32), 0)
+    with pytest.raises(ValueError, match=r"\[C, n\]"):
+        top_k_latest(np.zeros(5, dtype=np.float32), 1)
