@@ -140,24 +140,24 @@ class BehaviourEmbedding(nn.Module):
         pair = self.encode(queries, items)
         return pair.channels(), pair.gamma(), pair.fused()
 
-    def encode(self, queries: Tensor, items: Tensor) -> PairEmbedding:
+    def encode(self, queries: Tensor, items: Tensor, id_tables: PairEmbedding | None = None) -> PairEmbedding:
         """Embed (query, item) pairs lazily: channels once per distinct id, gathered only on demand.
 
         A channel depends only on the query id or only on the item id, so every quantity a model
         needs (fused vector, item-side fusion, per-channel projections) can be formed on the
         distinct ids and gathered as [..., d], never materialising [..., C, d] for long histories.
+        ``id_tables`` (:meth:`id_tables`, computed once by a caller that scores often with fixed
+        weights, as serving does) are looked up instead of recomputing the channels.
         """
         q_ids, q_inverse = torch.unique(queries, return_inverse=True)
         i_ids, i_inverse = torch.unique(items, return_inverse=True)
-        item_channels = self.item_channels(i_ids)
-        return PairEmbedding(
-            self.query_channel(q_ids),
-            q_inverse,
-            item_channels,
-            self.item_weights(item_channels),
-            i_inverse,
-            self.fusion_lambda,
-        )
+        if id_tables is not None:
+            query = id_tables.query_table[q_ids]
+            item_channels, item_weight = id_tables.item_table[i_ids], id_tables.item_weight[i_ids]
+        else:
+            query, item_channels = self.query_channel(q_ids), self.item_channels(i_ids)
+            item_weight = self.item_weights(item_channels)
+        return PairEmbedding(query, q_inverse, item_channels, item_weight, i_inverse, self.fusion_lambda)
 
     def id_tables(self) -> PairEmbedding:
         """Every query id and every item id embedded once (row = id), for per-id key tables."""

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from seminar.data.schema import EMPTY_QUERY
 from seminar.models.attention import TargetAttention
-from seminar.models.embedding import BehaviourEmbedding, Gate
+from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding
 from seminar.models.features import FeatureTables
 from seminar.models.search import (
     EtaSearch,
@@ -194,10 +194,15 @@ class Ranker(nn.Module):
         self.embedding.load_state_dict(embedding_state, strict=True)
 
     def _search_inputs(
-        self, batch: dict[str, Tensor], items: Tensor, queries: Tensor, ends: Tensor | None = None
+        self,
+        batch: dict[str, Tensor],
+        items: Tensor,
+        queries: Tensor,
+        ends: Tensor | None = None,
+        id_tables: PairEmbedding | None = None,
     ) -> SearchInputs:
-        target = self.embedding.encode(queries, items)
-        history = self.embedding.encode(batch["hist_queries"], batch["hist_items"])
+        target = self.embedding.encode(queries, items, id_tables)
+        history = self.embedding.encode(batch["hist_queries"], batch["hist_items"], id_tables)
         visible = None
         if ends is not None:
             length = batch["mask"].shape[1] - batch["target_ends"].shape[1] + 1
@@ -236,6 +241,8 @@ class Ranker(nn.Module):
         times: Tensor | None = None,
         *,
         keep_all: bool = False,
+        kept: Tensor | None = None,
+        id_tables: PairEmbedding | None = None,
     ) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss.
 
@@ -244,14 +251,23 @@ class Ranker(nn.Module):
         on many targets, :class:`~seminar.data.loader.WindowSamples`). ``times`` [B, C] are the
         candidates' timestamps (default: ``batch["target_timestamps"]`` for every candidate).
         ``keep_all`` skips the GSU: the ESU attends over every behaviour the batch holds, as when
-        ``top_k`` covers the window (serving passes the K its own GSU picked, whatever its K).
+        ``top_k`` covers the window. ``kept`` [B, C, K'] replaces the GSU by positions chosen
+        outside (serving's own GSU, whatever its K): each candidate's ESU attends over exactly those.
+        ``id_tables``: the embedding's :meth:`~BehaviourEmbedding.id_tables`, precomputed by a caller
+        that scores often with frozen weights (serving), looked up instead of recomputed.
         """
-        inputs = self._search_inputs(batch, items, queries, ends)
+        if kept is not None and ends is not None:
+            raise ValueError("kept positions are for evaluation and serving, not many-target training")
+        inputs = self._search_inputs(batch, items, queries, ends, id_tables)
         if times is None:
             times = batch["target_timestamps"][:, None].expand_as(items)
         esu_tables = self.search.esu_tables(inputs.history)
         train_gsu = self.search.trains_selection and self.training and self.config.gsu_consistency > 0
-        indices, valid = self._select(inputs, esu_tables if train_gsu else None, keep_all)
+        if kept is None:
+            indices, valid = self._select(inputs, esu_tables if train_gsu else None, keep_all)
+        else:
+            indices = kept
+            valid = torch.gather(inputs.mask[:, None, :].expand(-1, kept.shape[1], -1), 2, kept)
         target = self.search.esu_target(inputs.target)
         distance = batch.get("hist_distance") if ends is None else None
         interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends, distance)

@@ -109,11 +109,13 @@ def gsu_key_tables(ranker: Ranker) -> GsuKeyTables:
 
 
 @torch.no_grad()
-def target_query_vectors(ranker: Ranker, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The GSU's query vector u [N, d] of (query, item) targets."""
+def target_query_vectors(
+    ranker: Ranker, queries: np.ndarray, items: np.ndarray, id_tables: PairEmbedding | None = None
+) -> np.ndarray:
+    """The GSU's query vector u [N, d] of (query, item) targets (``id_tables``: see ``encode``)."""
     q = torch.as_tensor(queries, dtype=torch.long)[None]
     i = torch.as_tensor(items, dtype=torch.long)[None]
-    target = ranker.embedding.encode(q, i)
+    target = ranker.embedding.encode(q, i, id_tables)
     empty = torch.zeros((1, 0), dtype=torch.long)
     inputs = SearchInputs(target, i, target, empty, empty, empty.bool(), target.fused())
     return bilinear_search(ranker).query_vectors(inputs)[0].float().numpy()

@@ -103,8 +103,15 @@ def check_targets(u: np.ndarray) -> np.ndarray:
 
 
 class ExactSearch:
-    """Every behaviour scored exactly: the user's keys gathered once, one GEMM per block of targets,
-    then each row's top-K with the ranker's tie rule (equal scores: the later behaviour)."""
+    """Every behaviour scored exactly, then each row's top-K with the ranker's tie rule (equal scores:
+    the later behaviour).
+
+    Two ways to the same scores: the user's keys gathered once and one GEMM per block of targets
+    (many targets), or, for a few targets when the id tables are shorter than the history, the
+    id tables scored and the scores gathered, ``<u, k_q> + <u, k_i>`` (no [n, d] gather at all).
+    """
+
+    per_id_max_targets = 32
 
     def __init__(self, tables: CodeTables) -> None:
         self.tables = tables
@@ -113,14 +120,29 @@ class ExactSearch:
         """Exact GSU scores [C, n] of every behaviour for every target (the plain reference)."""
         return check_targets(u) @ self.tables.keys(history.queries, history.items).T
 
+    def _per_id_scores(self, history: History, u: np.ndarray) -> np.ndarray:
+        """The same scores via the id tables: [C, Nq] and [C, Ni] products, gathered at the history."""
+        by_query = u @ self.tables.exact_query.T
+        by_item = u @ self.tables.exact_items.T
+        return by_query[:, history.queries] + by_item[:, history.items]
+
+    def uses_id_tables(self, history: History, targets: int) -> bool:
+        """Whether scoring the id tables is the cheaper way for this many targets."""
+        rows = self.tables.exact_query.shape[0] + self.tables.exact_items.shape[0]
+        return targets <= self.per_id_max_targets and rows <= len(history)
+
     def select(self, history: History, u: np.ndarray, k: int, rerank_factor: int = 0) -> Selection:
         """The K behaviours the ranker's exact GSU keeps for each target u [C, d] (``rerank_factor``
         is ignored: nothing is approximate)."""
         u = check_targets(u)
-        keys_t = np.ascontiguousarray(self.tables.keys(history.queries, history.items).T)
+        if self.uses_id_tables(history, u.shape[0]):
+            block = self._per_id_scores(history, u)
+            kept = top_k_latest(block, k, check=False)
+            return Selection(kept, None, np.take_along_axis(block, kept, axis=1), "exact")
+        keys = self.tables.keys(history.queries, history.items)
         positions, scores = [], []
         for start in range(0, u.shape[0], EXACT_BLOCK):
-            block = u[start : start + EXACT_BLOCK] @ keys_t
+            block = u[start : start + EXACT_BLOCK] @ keys.T  # BLAS reads the transpose in place
             kept = top_k_latest(block, k, check=False)
             positions.append(kept)
             scores.append(np.take_along_axis(block, kept, axis=1))

@@ -1,11 +1,11 @@
-"""`ScoringService`: incremental lifelong histories as PQ codes, and CTR scores from the exported ranker.
+"""`ScoringService`: incremental lifelong histories, and CTR scores from the exported ranker.
 
 ``append`` stores each new behaviour as its item id, query id and timestamp (and, with the PQ GSU,
 its M × n_sub codes, looked up from the per-id code tables). ``score_many`` runs the serving GSU
 over the whole history for all candidates at once (``gsu="exact"``: one GEMM against the per-id
 exact keys; ``gsu="pq"``: an ADC shortlist over the codes, re-ranked exactly), then the ranker's
 own ESU and head over exactly the K kept behaviours of every candidate in one batch: those K in
-chronological order go through ``Ranker.logits`` with ``keep_all``, so the ranker's own GSU and K
+chronological order go through ``Ranker.logits`` with ``kept``, so the ranker's own GSU and K
 are not used (and the loaded ranker is never changed). Tests hold the result equal to
 ``Ranker.score_candidates`` on the full history (exact), or with the PQ GSU attached
 (``attach_pq_gsu``).
@@ -137,6 +137,8 @@ class ScoringService:
             raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
         self.default_k = export.top_k
         self.ranker = export.ranker.eval()
+        with torch.no_grad():  # every id's channels once: scoring looks them up (weights are frozen)
+            self.id_tables = self.ranker.embedding.id_tables()
         self.tables = CodeTables.build(self.ranker, export.pq if gsu == "pq" else None)
         self.search: ExactSearch | CodeSearch = ExactSearch(self.tables)
         if gsu == "pq":
@@ -293,7 +295,7 @@ class ScoringService:
         results: list[ScoreResult] = []
         for start in range(0, len(items), chunk):
             part = slice(start, start + chunk)
-            u = target_query_vectors(self.ranker, query_ids[part], item_ids[part])
+            u = target_query_vectors(self.ranker, query_ids[part], item_ids[part], self.id_tables)
             selection = self.search.select(history, u, k, self.rerank_factor)
             positions = selection.positions
             logits = self._logits(model_user, history, positions, item_ids[part], query_ids[part], now)
@@ -306,26 +308,32 @@ class ScoringService:
     def _logits(
         self, user: int, history: History, kept: np.ndarray, items: np.ndarray, queries: np.ndarray, now: int
     ) -> np.ndarray:
-        """The ranker's ESU and head over each target's kept behaviours [C, m] (chronological);
-        ``user`` is the ranker's user index (NEW_USER for a user it was not trained on)."""
-        stamps = history.timestamps[kept]
-        stamps[:, -1] = history.timestamps[-1]  # the context feature's "latest behaviour"
-        c = kept.shape[0]
-        batch = {
-            "user": torch.full((c,), user, dtype=torch.long),
-            "hist_items": torch.from_numpy(history.items[kept].astype(np.int64)),
-            "hist_queries": torch.from_numpy(history.queries[kept].astype(np.int64)),
-            "hist_timestamps": torch.from_numpy(stamps),
-            "mask": torch.ones(kept.shape, dtype=torch.bool),
-            "target_timestamps": torch.full((c,), now, dtype=torch.long),
-            # the kept behaviours are not contiguous: the ESU's recency bias needs their real distance
-            "hist_distance": torch.from_numpy((len(history.items) - 1 - kept).astype(np.int64)),
+        """The ranker's ESU and head for C targets over each one's kept behaviours ``kept`` [C, m].
+
+        One batch row holds the union of the kept behaviours (chronological), so each distinct
+        behaviour is embedded once whatever the number of candidates; each candidate's ESU attends
+        over its own m of them. ``user`` is the ranker's user index (NEW_USER for a user it was not
+        trained on).
+        """
+        union, slots = np.unique(kept, return_inverse=True)
+        stamps = history.timestamps[union]
+        stamps[-1] = history.timestamps[-1]  # the context feature's "latest behaviour"
+        row = {
+            "user": torch.tensor([user], dtype=torch.long),
+            "hist_items": torch.from_numpy(history.items[union].astype(np.int64))[None],
+            "hist_queries": torch.from_numpy(history.queries[union].astype(np.int64))[None],
+            "hist_timestamps": torch.from_numpy(stamps)[None],
+            "mask": torch.ones((1, union.shape[0]), dtype=torch.bool),
+            "target_timestamps": torch.tensor([now], dtype=torch.long),
+            # the union is not contiguous: the ESU's recency bias needs each slot's real distance
+            "hist_distance": torch.from_numpy((len(history.items) - 1 - union).astype(np.int64))[None],
         }
-        targets = torch.from_numpy(items.astype(np.int64))[:, None]
-        target_queries = torch.from_numpy(queries.astype(np.int64))[:, None]
-        # the serving GSU has picked these behaviours already: the ranker keeps every one it is given
-        logits, _ = self.ranker.logits(batch, targets, target_queries, keep_all=True)
-        return logits[:, 0].float().numpy()
+        targets = torch.from_numpy(items.astype(np.int64))[None]
+        target_queries = torch.from_numpy(queries.astype(np.int64))[None]
+        positions = torch.from_numpy(slots.reshape(kept.shape).astype(np.int64))[None]
+        # the serving GSU has picked these behaviours already: the ranker's own GSU and K are not used
+        logits, _ = self.ranker.logits(row, targets, target_queries, kept=positions, id_tables=self.id_tables)
+        return logits[0].float().numpy()
 
     def _results(
         self,

@@ -1,0 +1,64 @@
+"""The serving's exact GSU against its plain reference: all scores, then a stable sort per target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seminar.retrieval.topk import reference_top_k_latest
+from seminar.serving.gsu_search import CodeTables, ExactSearch
+from seminar.serving.store import History
+
+
+def random_tables(rng: np.random.Generator, n_queries: int, n_items: int, dim: int) -> CodeTables:
+    """Exact keys on a coarse grid (multiples of 1/4), so that sums are exact in float32 and equal
+    pairs, or different pairs with equal sums, tie exactly whichever way they are computed."""
+    return CodeTables(
+        np.zeros((n_queries, 0), np.uint8),
+        np.zeros((n_items, 1, 0), np.uint8),
+        (rng.integers(-4, 5, (n_queries, dim)) / 4).astype(np.float32),
+        (rng.integers(-4, 5, (n_items, dim)) / 4).astype(np.float32),
+    )
+
+
+def random_history(rng: np.random.Generator, tables: CodeTables, n: int) -> History:
+    return History(
+        np.zeros((n, 0), np.uint8),
+        rng.integers(0, tables.exact_items.shape[0], n).astype(np.int32),
+        rng.integers(0, tables.exact_query.shape[0], n).astype(np.int32),
+        np.arange(n, dtype=np.int64),
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 2500),
+    targets=st.integers(1, 40),
+    k=st.integers(1, 80),
+    per_id=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_exact_selection_equals_the_reference(n: int, targets: int, k: int, per_id: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tables = random_tables(rng, n_queries=5, n_items=int(rng.integers(2, 300)), dim=8)
+    history = random_history(rng, tables, n)
+    u = (rng.integers(-4, 5, (targets, 8)) / 4).astype(np.float32)
+    search = ExactSearch(tables)
+    search.per_id_max_targets = 10**9 if per_id else 0
+    assert search.uses_id_tables(history, targets) == (per_id and 5 + tables.exact_items.shape[0] <= n)
+    scores = search.scores(history, u)
+    selection = search.select(history, u, k)
+    np.testing.assert_array_equal(selection.positions, reference_top_k_latest(scores, k))
+    np.testing.assert_array_equal(selection.exact, np.take_along_axis(scores, selection.positions, axis=1))
+    assert selection.adc is None and selection.by == "exact"
+
+
+def test_a_non_finite_target_is_refused() -> None:
+    rng = np.random.default_rng(0)
+    tables = random_tables(rng, 3, 10, 4)
+    u = np.zeros((2, 4), np.float32)
+    u[1, 2] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        ExactSearch(tables).select(random_history(rng, tables, 20), u, 3)
