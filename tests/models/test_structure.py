@@ -196,6 +196,27 @@ def test_keep_all_equals_a_top_k_that_covers_the_window(
     assert ranker.config is config and config.top_k == 4
 
 
+@pytest.mark.parametrize("name", ["seminar", "twin"])
+def test_kept_positions_equal_the_rankers_own_selection(
+    ds: SeminarDataset, tables: FeatureTables, name: str
+) -> None:
+    """Positions chosen outside (serving's GSU) give the same logits as the ranker's own GSU choosing
+    them, also with every id's channels looked up from precomputed id tables."""
+    batch = eval_batch(ds, max_length=40)
+    items, queries = batch["cand_items"], batch["cand_queries"]
+    ranker = Ranker(tables, small(name)).eval()
+    with torch.no_grad():
+        inputs = ranker._search_inputs(batch, items, queries)
+        own, _ = ranker._select(inputs, None)
+        expected, _ = ranker.logits(batch, items, queries)
+        given, _ = ranker.logits(batch, items, queries, kept=own)
+        cached, _ = ranker.logits(batch, items, queries, kept=own, id_tables=ranker.embedding.id_tables())
+    torch.testing.assert_close(given, expected)
+    torch.testing.assert_close(cached, expected)
+    with pytest.raises(ValueError, match="not many-target training"):
+        ranker.logits(batch, items, queries, ends=torch.ones_like(items), kept=own)
+
+
 def test_one_target_training_batches_still_score(ds: SeminarDataset, tables: FeatureTables) -> None:
     """The plain one-target path the many-target one is tested against goes through the same hooks."""
     batch = TrainSamples(ds, WindowConfig(max_length=16, train_negatives=2)).__getitems__(list(range(8)))
