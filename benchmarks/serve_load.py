@@ -154,7 +154,7 @@ def http_run(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "seminar.cli", "serve", str(export), "--port", str(port)]
-    command += ["--threads", str(args.threads)]
+    command += ["--threads", str(args.threads), "--gsu", args.gsu]
     server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_ready(url, server)
@@ -194,13 +194,15 @@ def python_run(
 ) -> None:
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
     from seminar.serving import ScoringService
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-    service = ScoringService.load(export, threads=args.threads if args.threads > 0 else None)
+        threadpool_limits(args.threads)
+    service = ScoringService.load(export, gsu=args.gsu, threads=args.threads if args.threads > 0 else None)
     started = time.perf_counter()
     for user, behaviours in fills.items():
         service.append(user, behaviours)
@@ -240,7 +242,8 @@ def main() -> None:
     parser.add_argument("--python-requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--candidates", type=int, default=1, help="items per /score request")
-    parser.add_argument("--threads", type=int, default=1, help="torch/faiss threads in the server")
+    parser.add_argument("--threads", type=int, default=1, help="torch/faiss/BLAS threads in the server")
+    parser.add_argument("--gsu", choices=["exact", "pq"], default="exact", help="the serving GSU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
