@@ -295,7 +295,8 @@ class ScoringService:
         results: list[ScoreResult] = []
         for start in range(0, len(items), chunk):
             part = slice(start, start + chunk)
-            u = target_query_vectors(self.ranker, query_ids[part], item_ids[part], self.id_tables)
+            with torch.inference_mode():
+                u = target_query_vectors(self.ranker, query_ids[part], item_ids[part], self.id_tables)
             selection = self.search.select(history, u, k, self.rerank_factor)
             positions = selection.positions
             logits = self._logits(model_user, history, positions, item_ids[part], query_ids[part], now)
@@ -304,7 +305,7 @@ class ScoringService:
             )
         return results
 
-    @torch.no_grad()
+    @torch.inference_mode()  # lighter than no_grad: nothing scored here is ever differentiated
     def _logits(
         self, user: int, history: History, kept: np.ndarray, items: np.ndarray, queries: np.ndarray, now: int
     ) -> np.ndarray:
