@@ -175,15 +175,16 @@ def http_run(
             f"({per_behaviour} B/behaviour), arrays {info['allocated_bytes'] / 1e6:.2f} MB "
             f"(codes + ids + timestamps), server RSS delta {delta / 1e6:.2f} MB"
         )
-        asyncio.run(drive(url, bodies[: min(len(bodies), 100)], args.concurrency))  # warm-up
-        cpu = cpu_seconds(server.pid)
-        wall, latencies = asyncio.run(drive(url, bodies, args.concurrency))
-        cpu_ms = (cpu_seconds(server.pid) - cpu) / len(bodies) * 1000
-        print(
-            f"HTTP /score ({args.candidates} candidate(s), K={health['top_k']}, L={args.length}, "
-            f"concurrency {args.concurrency}): {len(bodies) / wall:.1f} requests/s, "
-            f"{percentiles(latencies)}; server CPU {cpu_ms:.2f} ms/request"
-        )
+        asyncio.run(drive(url, bodies[: min(len(bodies), 100)], max(args.concurrency)))  # warm-up
+        for concurrency in args.concurrency:
+            cpu = cpu_seconds(server.pid)
+            wall, latencies = asyncio.run(drive(url, bodies, concurrency))
+            cpu_ms = (cpu_seconds(server.pid) - cpu) / len(bodies) * 1000
+            print(
+                f"HTTP /score ({args.candidates} candidate(s), K={health['top_k']}, L={args.length}, "
+                f"GSU {health['gsu']}, concurrency {concurrency}): {len(bodies) / wall:.1f} requests/s, "
+                f"{percentiles(latencies)}; server CPU {cpu_ms:.2f} ms/request"
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -240,7 +241,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=10_000, help="behaviours per user (L)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--python-requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="clients in flight")
     parser.add_argument("--candidates", type=int, default=1, help="items per /score request")
     parser.add_argument("--threads", type=int, default=1, help="torch/faiss/BLAS threads in the server")
     parser.add_argument("--gsu", choices=["exact", "pq"], default="exact", help="the serving GSU")
