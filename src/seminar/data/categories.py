@@ -4,8 +4,12 @@ before the dataset exists and the models after it is loaded."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # annotations only: the models import this module where polars may be absent
+    import polars as pl
 
 CATEGORY_FIELDS = ("category", "class", "categories", "fst_cate", "first_level_category", "genre", "genres")
 # Fields holding a category path, root first (Amazon's): the last value is the most specific one.

@@ -12,13 +12,15 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
 from seminar.data.tables import DataError
 from seminar.io import json_digest, sha256_file, write_json_atomic
+
+if TYPE_CHECKING:  # polars is imported where a table is read: the arrays load without it
+    import polars as pl
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -64,9 +66,10 @@ TABLE_FILES = {
     "attributes": "tables/attributes.parquet",
     "user_attributes": "tables/user_attributes.parquet",
 }
-# Tables that datasets prepared before user features lack, with their columns (read back empty).
-OPTIONAL_TABLES: dict[str, dict[str, pl.DataType]] = {
-    "user_attributes": {"field": pl.String(), "value": pl.String(), "user_attribute_id": pl.Int32()},
+# Tables that datasets prepared before user features lack, with their columns' polars dtypes (read
+# back empty).
+OPTIONAL_TABLES: dict[str, dict[str, str]] = {
+    "user_attributes": {"field": "String", "value": "String", "user_attribute_id": "Int32"},
 }
 # Content vector channels and which id space their rows follow.
 VECTOR_CHANNELS = {"query_text": "query", "item_text": "item", "item_image": "item"}
@@ -138,10 +141,13 @@ class SeminarDataset:
 
         A table that older datasets lack (``user_attributes``) reads as an empty frame there.
         """
+        import polars as pl
+
         path = self.root / TABLE_FILES[name]
         if not path.is_file():
             if name in OPTIONAL_TABLES and "user_fields" not in self.manifest:
-                return pl.DataFrame(schema=OPTIONAL_TABLES[name])
+                columns = OPTIONAL_TABLES[name].items()
+                return pl.DataFrame(schema={column: getattr(pl, dtype)() for column, dtype in columns})
             raise DataError(
                 f"{self.root}: dataset file {TABLE_FILES[name]} is missing; re-run `seminar prepare`"
             )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # annotations only: DataError and the column names load without polars
+    import polars as pl
 
 TextKind = Literal["text", "tokens"]
 

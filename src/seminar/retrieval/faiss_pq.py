@@ -16,8 +16,12 @@ An odd S is padded with one all-zero sub-quantizer (code 0, zero query slice) th
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # imported where an index is built: the rest of retrieval loads without faiss
+    import faiss
 
 
 def pack_codes(flat_codes: np.ndarray, nbits: int) -> np.ndarray:
@@ -41,6 +45,8 @@ def padded_subquantizers(n_codes: int, nbits: int) -> int:
 def _index_pq(centroids: np.ndarray, packed: np.ndarray, nbits: int) -> faiss.IndexPQ:
     """IndexPQ (inner product) with given centroids [S, 2^nbits, dsub] holding already packed codes."""
     n_sub, _, dsub = centroids.shape
+    import faiss
+
     index = faiss.IndexPQ(n_sub * dsub, n_sub, nbits, faiss.METRIC_INNER_PRODUCT)
     faiss.copy_array_to_vector(np.ascontiguousarray(centroids, dtype=np.float32).ravel(), index.pq.centroids)
     index.is_trained = True
@@ -81,6 +87,8 @@ def build_index(
         return index
     if nbits != 4:
         raise ValueError(f"FastScan needs 4-bit codes, got {nbits} bits")
+    import faiss
+
     fast = faiss.IndexPQFastScan(index)
     if oversample <= 1:
         return fast

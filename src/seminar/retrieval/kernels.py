@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 import torch
 
@@ -31,6 +31,9 @@ from seminar.retrieval.common import (
 )
 from seminar.retrieval.faiss_pq import build_index, pack_codes, padded_subquantizers
 from seminar.retrieval.pq import MultiModalPQ
+
+if TYPE_CHECKING:  # the CPU search (PQSearcher) imports it; the batched torch path runs without faiss
+    import faiss
 
 __all__ = [
     "PQSearcher",
@@ -242,6 +245,9 @@ class PQSearcher:
         self._index: faiss.Index | None = None
         self._exhaustive: faiss.Index | None = None  # float-table scan of every code
         if backend != "numpy":
+            import faiss
+
+            self._swig_ptr = faiss.swig_ptr
             self._index = build_index(
                 self._books,
                 self.codes.reshape(self.length, n_codes),
@@ -363,7 +369,8 @@ class PQSearcher:
         scores = np.empty(k, dtype=np.float32)
         indices = np.empty(k, dtype=np.int64)
         # the low-level call: the query is already a contiguous float32 [1, query_dim] array
-        index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(indices), None)
+        ptr = self._swig_ptr
+        index.search_c(1, ptr(query), k, ptr(scores), ptr(indices), None)
         if indices[-1] < 0:  # faiss pads a short result at the tail
             keep = indices >= 0
             scores, indices = scores[keep], indices[keep]

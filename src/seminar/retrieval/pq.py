@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
@@ -108,6 +107,8 @@ class MultiModalPQ:
                     " use a larger embedding table or fewer centroids"
                 )
             for b in range(cfg.n_sub):
+                import faiss  # here, not at module top: quantized codes are read and scored without it
+
                 sub = np.ascontiguousarray(x[:, b * cfg.dsub : (b + 1) * cfg.dsub])
                 km = faiss.Kmeans(
                     cfg.dsub,
@@ -144,6 +145,8 @@ class MultiModalPQ:
         if x.ndim != 2 or x.shape[1] != cfg.dim:
             raise ValueError(f"channel {channel} vectors must be [N, d={cfg.dim}], got {x.shape}")
         codes = np.empty((x.shape[0], cfg.n_sub), dtype=cfg.code_dtype)
+        import faiss
+
         for b in range(cfg.n_sub):
             sub = np.ascontiguousarray(x[:, b * cfg.dsub : (b + 1) * cfg.dsub])
             _, idx = faiss.knn(sub, self.codebooks[channel, b], 1)
