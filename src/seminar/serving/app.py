@@ -286,7 +286,7 @@ def create_app(
                     "item": r.item,
                     "probability": r.probability,
                     "logit": r.logit,
-                    "behaviours": [vars(b) for b in r.behaviours],
+                    "behaviours": [b.as_json() for b in r.behaviours],
                 }
                 for r in results
             ],

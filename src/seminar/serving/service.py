@@ -46,7 +46,7 @@ class Behaviour:
     query: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a thousand candidates make 50,000 of these, 6× faster so
 class KeptBehaviour:
     """A behaviour the GSU kept for a target, with its position in the user's history."""
 
@@ -56,6 +56,17 @@ class KeptBehaviour:
     timestamp: int
     adc_score: float | None  # None with the exact GSU (no codes scanned)
     exact_score: float
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields as a JSON object (the HTTP answer lists them)."""
+        return {
+            "position": self.position,
+            "item": self.item,
+            "query": self.query,
+            "timestamp": self.timestamp,
+            "adc_score": self.adc_score,
+            "exact_score": self.exact_score,
+        }
 
 
 @dataclass(frozen=True)
@@ -345,31 +356,29 @@ class ScoringService:
         logits: np.ndarray,
         include_behaviours: bool,
     ) -> list[ScoreResult]:
-        raw_item, raw_query = self.ids.raw_item, self.ids.raw_query
-        out = []
-        for c in range(items.shape[0]):
-            kept: list[KeptBehaviour] = []
-            if include_behaviours:
-                for j, position in enumerate(selection.positions[c].tolist()):
-                    kept.append(
-                        KeptBehaviour(
-                            position,
-                            raw_item(int(history.items[position])),
-                            raw_query(int(history.queries[position])),
-                            int(history.timestamps[position]),
-                            None if selection.adc is None else float(selection.adc[c, j]),
-                            float(selection.exact[c, j]),
-                        )
-                    )
-            logit = float(logits[c])
-            out.append(
-                ScoreResult(
-                    raw_item(int(items[c])),
-                    raw_query(int(queries[c])),
-                    _sigmoid(logit),
-                    logit,
-                    selection.by,
-                    kept,
-                )
+        """Results in raw ids. The kept behaviours' fields are gathered for all candidates at once and
+        converted to Python values in bulk: a thousand candidates list fifty thousand behaviours."""
+        raw_items, raw_queries = self.ids.items, self.ids.queries
+        logit_values = logits.astype(np.float64).tolist()
+        kept_lists: list[list[KeptBehaviour]] = [[] for _ in range(items.shape[0])]
+        if include_behaviours:
+            positions = selection.positions
+            width = positions.shape[1]
+            flat = positions.reshape(-1)
+            fields = zip(
+                flat.tolist(),
+                [raw_items[i] or "" for i in history.items[flat].tolist()],
+                [raw_queries[q] for q in history.queries[flat].tolist()],
+                history.timestamps[flat].tolist(),
+                [None] * flat.size if selection.adc is None else selection.adc.reshape(-1).tolist(),
+                selection.exact.reshape(-1).astype(np.float64).tolist(),
+                strict=True,
             )
-        return out
+            behaviours = [KeptBehaviour(*f) for f in fields]
+            kept_lists = [behaviours[c * width : (c + 1) * width] for c in range(items.shape[0])]
+        return [
+            ScoreResult(raw_items[i] or "", raw_queries[q], _sigmoid(logit), logit, selection.by, kept)
+            for i, q, logit, kept in zip(
+                items.tolist(), queries.tolist(), logit_values, kept_lists, strict=True
+            )
+        ]
