@@ -98,12 +98,16 @@ def synthetic_behaviours(ids, n: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def score_requests(ids, users: list[str], n: int, candidates: int, rng: np.random.Generator) -> list[dict]:
+def score_requests(
+    ids, users: list[str], n: int, candidates: int, rng: np.random.Generator, behaviours: bool = True
+) -> list[dict]:
+    """/score bodies; ``behaviours`` False asks for scores only (no kept behaviours listed)."""
     out = []
     for _ in range(n):
         query = ids.queries[int(rng.integers(2, len(ids.queries)))] if rng.random() < 0.5 else None
         items = [ids.items[int(i)] for i in rng.integers(1, len(ids.items), candidates)]
-        out.append({"user": users[int(rng.integers(len(users)))], "items": items, "query": query})
+        user = users[int(rng.integers(len(users)))]
+        out.append({"user": user, "items": items, "query": query, "include_behaviours": behaviours})
     return out
 
 
@@ -214,7 +218,9 @@ def python_run(
     latencies = []
     for body in bodies[: args.python_requests]:
         started = time.perf_counter()
-        service.score_many(body["user"], body["items"], body["query"])
+        service.score_many(
+            body["user"], body["items"], body["query"], include_behaviours=body["include_behaviours"]
+        )
         latencies.append((time.perf_counter() - started) * 1000)
     print(
         f"Python API score ({args.candidates} candidate(s), one thread): "
@@ -247,6 +253,9 @@ def main() -> None:
     parser.add_argument("--gsu", choices=["exact", "pq"], default="exact", help="the serving GSU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--no-behaviours", action="store_true", help="scores only: requests set include_behaviours false"
+    )
     args = parser.parse_args()
 
     from seminar.serving.bundle import load_export
@@ -256,7 +265,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     users = ids.users[: args.users]
     fills = {user: synthetic_behaviours(ids, args.length, rng) for user in users}
-    bodies = score_requests(ids, users, args.requests, args.candidates, rng)
+    bodies = score_requests(ids, users, args.requests, args.candidates, rng, not args.no_behaviours)
     print(f"{os.cpu_count()} CPU cores; export {export}")
     if not args.skip_http:
         http_run(args, export, fills, bodies)
