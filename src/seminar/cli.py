@@ -526,7 +526,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.data)
     pq_config = PQGsuConfig(
-        n_sub=args.pq_sub, n_centroids=args.pq_centroids, rerank_factor=args.pq_rerank, seed=args.seed
+        n_sub=args.pq_sub,
+        n_centroids=args.pq_centroids,
+        rerank_factor=args.pq_rerank,
+        n_iter=args.pq_iter,
+        seed=args.seed,
     )
     max_length = args.max_length or run_max_length(args.run)
     rows = []
@@ -608,25 +612,7 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
         default=["exact"],
         help="GSU at inference: the trained one (exact), its product-quantized version (pq), or both",
     )
-    p.add_argument(
-        "--pq-sub",
-        type=types.positive_int,
-        default=None,
-        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
-    )
-    p.add_argument(
-        "--pq-centroids",
-        type=types.positive_int,
-        default=256,
-        help="PQ centroids per sub-vector (≤256: 8 bit)",
-    )
-    p.add_argument(
-        "--pq-rerank",
-        type=types.non_negative_int,
-        default=4,
-        help="exact re-rank of the top factor·K (0: none)",
-    )
-    p.add_argument("--seed", type=types.non_negative_int, default=0, help="k-means seed of the PQ codebooks")
+    types.add_pq_options(p)
     p.add_argument(
         "--max-length",
         type=types.positive_int,

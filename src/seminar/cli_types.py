@@ -86,3 +86,29 @@ def image_encoder(text: str) -> str:
     if not IMAGE_ENCODER.match(text):
         raise argparse.ArgumentTypeError(f"{text!r}: use clip:CHECKPOINT_DIR or none")
     return text
+
+
+def add_pq_options(parser: argparse.ArgumentParser, *, rerank_default: int | None = 4) -> None:
+    """The GSU quantizer's flags, shared by `evaluate` and `export` (one definition, one meaning).
+
+    ``--pq-rerank`` is also spelt ``--rerank-factor``; both set ``pq_rerank``.
+    """
+    parser.add_argument(
+        "--pq-sub",
+        type=positive_int,
+        default=None,
+        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
+    )
+    parser.add_argument(
+        "--pq-centroids", type=positive_int, default=256, help="PQ centroids per sub-vector (≤ 256: 8 bit)"
+    )
+    parser.add_argument(
+        "--pq-rerank",
+        "--rerank-factor",
+        dest="pq_rerank",
+        type=non_negative_int,
+        default=rerank_default,
+        help="exact re-rank of the ADC top factor·K (0: none)",
+    )
+    parser.add_argument("--pq-iter", type=positive_int, default=20, help="k-means iterations")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="k-means seed of the PQ codebooks")

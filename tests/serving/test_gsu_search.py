@@ -62,3 +62,11 @@ def test_a_non_finite_target_is_refused() -> None:
     u[1, 2] = np.nan
     with pytest.raises(ValueError, match="not finite"):
         ExactSearch(tables).select(random_history(rng, tables, 20), u, 3)
+
+
+def test_serve_refuses_an_unknown_gsu_before_loading(tmp_path) -> None:
+    from seminar.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(tmp_path), "--gsu", "hnsw"])
+    assert exit_info.value.code == 2

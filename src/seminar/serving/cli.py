@@ -33,7 +33,7 @@ def _export(args: argparse.Namespace) -> int:
         config = PQGsuConfig(
             n_sub=args.pq_sub,
             n_centroids=args.pq_centroids,
-            rerank_factor=args.rerank_factor,
+            rerank_factor=args.pq_rerank,
             n_iter=args.pq_iter,
             seed=args.seed,
         )
@@ -143,23 +143,7 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, required=True, help="a `seminar train` run directory")
     p.add_argument("--out", type=Path, required=True, help="export directory to write")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument(
-        "--pq-sub",
-        type=types.positive_int,
-        default=None,
-        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
-    )
-    p.add_argument(
-        "--pq-centroids", type=types.positive_int, default=256, help="PQ centroids per sub-vector (≤ 256)"
-    )
-    p.add_argument("--pq-iter", type=types.positive_int, default=20, help="k-means iterations")
-    p.add_argument(
-        "--rerank-factor",
-        type=types.non_negative_int,
-        default=4,
-        help="exact re-rank of the top factor·K (0: none)",
-    )
-    p.add_argument("--seed", type=types.non_negative_int, default=0, help="k-means seed")
+    types.add_pq_options(p)
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.set_defaults(func=_export)
 
