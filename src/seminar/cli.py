@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from seminar import cli_types as types
+from seminar.data.split import EVAL_NEGATIVES
 from seminar.data.tables import DataError
 from seminar.errors import ConfigError
 from seminar.models.psu import NoPretrainingTask
@@ -49,10 +50,11 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
     parser.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform")
     parser.add_argument(
         "--eval-negatives",
-        choices=["uniform", "category"],
+        choices=EVAL_NEGATIVES,
         default="uniform",
-        help="test/validation negatives from all items, or from the held-out positive's own category "
-        "(so a query naming the category does not single the positive out)",
+        help="test/validation negatives from all items, from the held-out positive's own category "
+        "(so a query naming the category does not single the positive out), or from the items "
+        "clicked under the held-out behaviour's own query (query)",
     )
     parser.add_argument("--seed", type=types.non_negative_int, default=0, help="split and sampling seed")
     parser.add_argument(

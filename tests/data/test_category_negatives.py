@@ -87,4 +87,4 @@ def test_category_negatives_need_a_category(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="needs an item attribute"):
         build_dataset(tables, tmp_path / "d", categories_config(negatives=3))
     with pytest.raises(ValueError, match="eval_negatives"):
-        SplitConfig(eval_negatives="query")  # type: ignore[arg-type]
+        SplitConfig(eval_negatives="popular")  # type: ignore[arg-type]

@@ -155,4 +155,6 @@ def test_search_mode_on_generated_queries_is_marked() -> None:
     assert note in search and note not in recommendation
     category = generated_query_note({"synthetic_queries": True, "split": {"eval_negatives": "category"}})
     assert category is not None and "own category" in category
+    query = generated_query_note({"synthetic_queries": True, "split": {"eval_negatives": "query"}})
+    assert query is not None and "clicked under the same query" in query
     assert generated_query_note({"synthetic_queries": False}) is None

@@ -22,7 +22,13 @@ from tqdm.auto import tqdm
 
 from seminar.data import schema
 from seminar.data.categories import category_per_item
-from seminar.data.split import SplitConfig, sample_category_negatives, sample_negatives
+from seminar.data.split import (
+    SplitConfig,
+    query_pools,
+    sample_category_negatives,
+    sample_negatives,
+    sample_pooled_negatives,
+)
 from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
 from seminar.io import (
     atomic_directory,
@@ -272,6 +278,38 @@ def _category_negatives(
     return out[0], out[1]
 
 
+def _query_negatives(
+    offsets: np.ndarray,
+    item_ids: np.ndarray,
+    query_ids: np.ndarray,
+    n_items: int,
+    split: SplitConfig,
+    rng: np.random.Generator,
+    skipped: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test and validation negatives among the items other users clicked under the held-out
+    behaviour's own query (training clicks only); a held-out recommendation, or a query whose pool
+    runs short, gets uniform items (counted)."""
+    if not (query_ids != schema.EMPTY_QUERY).any():
+        raise DataError("--eval-negatives query needs search behaviours (queries); this dataset has none")
+    pool_of = query_pools(offsets, item_ids, query_ids, n_items, 2, schema.EMPTY_QUERY)
+    out = []
+    for stage, back in (("test", 1), ("validation", 2)):
+        wanted = query_ids[offsets[1:] - back].astype(np.int64)
+        wanted[wanted == schema.EMPTY_QUERY] = 0  # a recommendation has no query to match
+        negatives, short = sample_pooled_negatives(
+            offsets, item_ids, n_items, split.negatives, rng, wanted, pool_of
+        )
+        if short:
+            skipped[f"{stage} users whose query's clicked items ran short (rest uniform)"] = short
+        if (wanted == 0).any():
+            skipped[f"{stage} users whose held-out behaviour has no query (uniform negatives)"] = int(
+                np.count_nonzero(wanted == 0)
+            )
+        out.append(negatives)
+    return out[0], out[1]
+
+
 def build_lock(out_dir: Path, progress: bool) -> contextlib.AbstractContextManager[None]:
     """One build of ``out_dir`` at a time (a hidden lock file beside it); later ones wait."""
 
@@ -352,6 +390,10 @@ def _build_dataset(
         attributes = (attr_offsets, attr_ids, attr_vocab)
         test_neg, valid_neg = _category_negatives(
             offsets, item_ids, n_items, config.split, rng, tables, attributes, skipped
+        )
+    elif config.split.eval_negatives == "query":
+        test_neg, valid_neg = _query_negatives(
+            offsets, item_ids, query_ids, n_items, config.split, rng, skipped
         )
     else:
         test_neg = sample_negatives(

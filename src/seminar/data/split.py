@@ -4,12 +4,15 @@ Per user with N behaviours (chronological index 0..N-1): index N-1 is the test p
 N-2 the validation positive, and 1..N-3 are training targets (each predicted from the
 behaviours before it). Test and validation each get their own negatives, drawn without
 replacement from items the user never interacted with: from all items (``uniform``, by default),
-or from the held-out positive's own category (``category``), so that knowing the category, which a
-generated query may name, does not single out the positive.
+from the held-out positive's own category (``category``), so that knowing the category, which a
+generated query may name, does not single out the positive, or from the items other users clicked
+under the held-out behaviour's own query (``query``): negatives the query retrieves as well as it
+retrieves the positive.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -18,8 +21,8 @@ import numpy as np
 from seminar.data.tables import DataError
 
 Sampling = Literal["uniform", "popularity"]
-EvalNegatives = Literal["uniform", "category"]
-EVAL_NEGATIVES: tuple[str, ...] = ("uniform", "category")
+EvalNegatives = Literal["uniform", "category", "query"]
+EVAL_NEGATIVES: tuple[str, ...] = ("uniform", "category", "query")
 MIN_BEHAVIOURS = 3
 
 
@@ -60,16 +63,56 @@ def sample_category_negatives(
     history for the rest; how many users needed that is returned with the negatives. Items without
     a category (0) form no category: their users get uniform negatives.
     """
+
+    def pool(value: int) -> np.ndarray:
+        return np.flatnonzero(category[1:] == value) + 1
+
+    return sample_pooled_negatives(offsets, items, n_items, n_negatives, rng, category[positives], pool)
+
+
+def query_pools(
+    offsets: np.ndarray, items: np.ndarray, queries: np.ndarray, n_items: int, held_out: int, empty: int
+) -> Callable[[int], np.ndarray]:
+    """Each query's pool: the distinct items clicked under it in the training part of the log (each
+    user's last ``held_out`` behaviours left out, so no test or validation click builds a pool)."""
+    lengths = np.diff(offsets)
+    position = np.arange(items.size) - np.repeat(offsets[:-1], lengths)
+    training = position < np.repeat(lengths - held_out, lengths)
+    searched = training & (queries != empty)
+    keys = np.unique(queries[searched].astype(np.int64) * (n_items + 1) + items[searched].astype(np.int64))
+    by_query, clicked = keys // (n_items + 1), keys % (n_items + 1)
+
+    def pool(query: int) -> np.ndarray:
+        start, stop = np.searchsorted(by_query, [query, query + 1])
+        return clicked[start:stop]
+
+    return pool
+
+
+def sample_pooled_negatives(
+    offsets: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+    wanted: np.ndarray,
+    pool_of: Callable[[int], np.ndarray],
+) -> tuple[np.ndarray, int]:
+    """``n_negatives`` distinct items per user, outside the user's history, from the pool
+    ``pool_of(wanted[user])`` (``wanted`` [n_users]; 0: the user has no pool and gets uniform items).
+
+    A user whose pool has too few unseen items gets all of them, then uniform items outside its
+    history for the rest; how many users (with a pool) needed that is returned with the negatives.
+    """
     n_users = offsets.size - 1
     user_of = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(offsets))
     stride = np.int64(n_items + 1)
     history = np.unique(user_of * stride + items.astype(np.int64))
-    wanted = category[positives]
     out = np.zeros((n_users, n_negatives), dtype=np.int32)
-    kept = np.zeros(n_users, dtype=np.int64)  # in-category negatives already placed per user
+    kept = np.zeros(n_users, dtype=np.int64)  # pooled negatives already placed per user
     for value in np.unique(wanted[wanted != 0]):
-        pool = np.flatnonzero(category[1:] == value) + 1
-        for user in np.flatnonzero(wanted == value):  # one pool per category, less each history
+        pool = pool_of(int(value))
+        for user in np.flatnonzero(wanted == value):  # one pool per value, less each history
             keys = user * stride + pool
             pos = np.searchsorted(history, keys)
             unseen = pool[history[np.minimum(pos, history.size - 1)] != keys]
@@ -77,7 +120,7 @@ def sample_category_negatives(
             out[user, :take] = rng.choice(unseen, size=take, replace=False) if take == n_negatives else unseen
             kept[user] = take
     short_users = np.flatnonzero(kept < n_negatives)
-    short = int(np.count_nonzero(wanted[short_users] != 0))  # users without a category are not "short"
+    short = int(np.count_nonzero(wanted[short_users] != 0))  # users without a pool are not "short"
     if short_users.size:  # uniform items outside the history fill the rest, for these users only
         starts, stops = offsets[short_users], offsets[short_users + 1]
         sub_items = np.concatenate([items[a:b] for a, b in zip(starts, stops, strict=True)])

@@ -75,7 +75,7 @@ class BuildOptions:
     image_encoder: str = "none"
     negatives: int = 99
     sampling: Literal["uniform", "popularity"] = "uniform"
-    eval_negatives: Literal["uniform", "category"] = "uniform"
+    eval_negatives: Literal["uniform", "category", "query"] = "uniform"
     seed: int = 0
     min_behaviours: int = 3
     max_behaviours: int | None = None

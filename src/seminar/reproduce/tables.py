@@ -95,7 +95,8 @@ def generated_query_note(manifest: dict[str, Any]) -> str | None:
 
     A generated query names attributes of the positive itself; against negatives drawn from all
     items, matching those attributes finds the positive, so such numbers flatter any model that
-    reads the query. Category-matched negatives (``eval_negatives: category``) take most of that away.
+    reads the query. Category- or query-matched negatives (``eval_negatives: category | query``) take
+    most of that away.
     """
     if not manifest.get("synthetic_queries"):
         return None
@@ -104,6 +105,11 @@ def generated_query_note(manifest: dict[str, Any]) -> str | None:
         return (
             "_Queries here are generated from the positive's attributes; negatives are drawn from the "
             "positive's own category, so the query's category does not single the positive out._"
+        )
+    if negatives == "query":
+        return (
+            "_Queries here are generated from the positive's attributes; negatives are items clicked "
+            "under the same query, so matching the query does not single the positive out._"
         )
     return (
         "**Queries here are generated from the positive's own attributes, and negatives are drawn from "
