@@ -16,6 +16,8 @@ GSU stage (top-K of L for each of C candidates; u computed once beforehand, not 
   re-rank of rerank·K).
 * ``PQ fast-scan fused 4-bit + re-rank``: codes of the fused key (faiss IndexPQFastScan), exact
   re-rank of rerank·K.
+* ``PQ / OPQ 8-bit fused + re-rank``: 16 one-byte codes of the fused key (16 B per behaviour), with
+  and without an OPQ rotation (faiss), exact re-rank of rerank·K.
 Recall@K of each against the exact fp32 selection, and the bytes each holds per behaviour.
 
 End to end: ``ScoringService.score_many`` (GSU, ESU and head for all C candidates) with ``gsu=exact``
@@ -92,6 +94,8 @@ class GsuMethods:
         self.item_channel_tables = self._item_channel_tables(exact)
         self.channel_keys += [table[self.history.items] for table in self.item_channel_tables]
         self.fastscan = self._fastscan_index()
+        self.fused_pq = self._fused_index("PQ16")
+        self.fused_opq = self._fused_index("OPQ16,PQ16")
 
     @staticmethod
     def _item_channel_tables(service: ScoringService) -> list[np.ndarray]:
@@ -104,14 +108,37 @@ class GsuMethods:
         d = self.keys.shape[1]
         sub = max(m for m in (8, 16, 32) if d % m == 0 and m <= d)
         index = faiss.IndexPQFastScan(d, sub, 4, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        tables = self.exact_service.tables
-        train_q = rng.integers(0, tables.exact_query.shape[0], 20_000)
-        train_i = rng.integers(1, tables.exact_items.shape[0], 20_000)
-        index.train(tables.keys(train_q, train_i))  # keys of random (query, item) pairs, not the user's
+        index.train(self._training_keys())
         index.add(self.keys)
         self.fastscan_bytes = sub // 2
         return index
+
+    def _training_keys(self, n: int = 20_000) -> np.ndarray:
+        """Keys of random (query, item) pairs: the codebooks never see the user's own history."""
+        rng = np.random.default_rng(0)
+        tables = self.exact_service.tables
+        queries = rng.integers(0, tables.exact_query.shape[0], n)
+        return tables.keys(queries, rng.integers(1, tables.exact_items.shape[0], n))
+
+    def _fused_index(self, spec: str) -> faiss.Index:
+        """An 8-bit PQ of the fused key (16 sub-vectors: 16 B per behaviour), optionally OPQ-rotated."""
+        index = faiss.index_factory(self.keys.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+        index.train(self._training_keys())
+        index.add(self.keys)
+        return index
+
+    def _reranked(self, index: faiss.Index, u: np.ndarray) -> np.ndarray:
+        """The index's top rerank·K per target, re-scored with the exact fused keys, best K kept."""
+        _, shortlist = index.search(u, self.rerank * self.k)
+        exact = np.einsum("crd,cd->cr", self.keys[shortlist], u)
+        best = np.argpartition(-exact, self.k - 1, axis=1)[:, : self.k]
+        return np.take_along_axis(shortlist, best, axis=1)
+
+    def fused_pq_rerank(self, u: np.ndarray) -> np.ndarray:
+        return self._reranked(self.fused_pq, u)
+
+    def fused_opq_rerank(self, u: np.ndarray) -> np.ndarray:
+        return self._reranked(self.fused_opq, u)
 
     def serving_exact(self, u: np.ndarray) -> np.ndarray:
         return self.exact_service.search.select(self.history, u, self.k).positions
@@ -134,10 +161,7 @@ class GsuMethods:
         return self.pq_service.search.select(self.pq_history, u, self.k, self.rerank).positions
 
     def fastscan_rerank(self, u: np.ndarray) -> np.ndarray:
-        _, shortlist = self.fastscan.search(u, self.rerank * self.k)
-        exact = np.einsum("crd,cd->cr", self.keys[shortlist], u)
-        best = np.argpartition(-exact, self.k - 1, axis=1)[:, : self.k]
-        return np.take_along_axis(shortlist, best, axis=1)
+        return self._reranked(self.fastscan, u)
 
     def table(self) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]]:
         """Name -> (method, bytes held per behaviour for the GSU beyond the ids)."""
@@ -153,6 +177,8 @@ class GsuMethods:
                 self.pq_service.tables.code_width,
             ),
             f"PQ fast-scan 4-bit fused + re-rank {self.rerank}K": (self.fastscan_rerank, self.fastscan_bytes),
+            f"PQ 8-bit fused (16 sub-vectors) + re-rank {self.rerank}K": (self.fused_pq_rerank, 16),
+            f"OPQ 8-bit fused (16 sub-vectors) + re-rank {self.rerank}K": (self.fused_opq_rerank, 16),
         }
 
 

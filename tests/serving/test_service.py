@@ -102,22 +102,16 @@ def check_against_reference(
             assert b.query == ids.queries[queries[b.position]]
 
 
-def test_exact_scores_equal_the_rankers_own(trained: Trained) -> None:
-    service = ScoringService.load(trained.export)  # gsu="exact" by default
-    rng = np.random.default_rng(1)
-    for user in range(0, trained.ds.n_users, 2):
-        history = dataset_history(trained, user)
-        append_ids(service, trained, user, *history)
-        targets = rng.integers(1, trained.ds.n_items + 1, 5)
-        for query in (EMPTY_QUERY, int(history[1].max())):
-            check_against_reference(service, trained, user, history, targets, query, rerank=None)
-    assert service.stats()["used_bytes"] == service.store.used_bytes()
+SCORING_PATHS = [("exact", "faiss", None)] + [
+    ("pq", backend, rerank) for backend in ("faiss", "numpy") for rerank in (RERANK, 0)
+]
 
 
-@pytest.mark.parametrize("backend", ["faiss", "numpy"])
-@pytest.mark.parametrize("rerank", [RERANK, 0])
-def test_scores_equal_the_ranker_with_the_pq_gsu(trained: Trained, backend: str, rerank: int) -> None:
-    service = ScoringService.load(trained.export, gsu="pq", backend=backend, rerank_factor=rerank)
+@pytest.mark.parametrize(("gsu", "backend", "rerank"), SCORING_PATHS)
+def test_scores_equal_the_reference(trained: Trained, gsu: str, backend: str, rerank: int | None) -> None:
+    """The exact GSU against the ranker's own; the PQ GSU (either scan) against the ranker with it."""
+    options = {} if rerank is None else {"rerank_factor": rerank}
+    service = ScoringService.load(trained.export, gsu=gsu, backend=backend, **options)
     rng = np.random.default_rng(1)
     for user in range(0, trained.ds.n_users, 2):
         history = dataset_history(trained, user)
