@@ -69,6 +69,7 @@ def test_append_score_and_inspect(client: TestClient, trained: Trained) -> None:
     assert numeric["results"][0]["probability"] == pytest.approx(first, rel=1e-6)
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["users"] == 1 and health["behaviours"] == 45
+    assert health["gsu"] == "exact" and health["code_bytes_per_behaviour"] == 0  # ids only
 
 
 def test_every_bad_input_is_a_clear_4xx(client: TestClient, trained: Trained) -> None:
