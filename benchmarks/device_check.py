@@ -326,7 +326,6 @@ def retrieval_step(result_path: Path, dry_run: bool) -> int:
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "triton": triton_mode,
-        "notes": [],
         "methods": timed,
         "checks": checks,
         "floor": retrieval_floor(config),
@@ -700,7 +699,6 @@ def retrieval_section(result: dict[str, Any]) -> list[str]:
             f"Check {name}: max |diff| {check['max_abs_diff']:.2e}, "
             f"{'agree' if check['agree'] else 'DISAGREE'}."
         )
-    lines += [f"Note: {n}" for n in result["notes"]]
     return lines
 
 
