@@ -219,3 +219,7 @@ def test_flags_valid_alone_but_not_together_are_exit_2(
     assert main(args) == 2
     assert "SASRec needs dim divisible by heads" in capsys.readouterr().err
     assert not run_dir.exists()
+    train = ["train", "--data", str(out), "--out", str(run_dir), "--quiet"]
+    assert main([*train, "--top-k", "10", "--recent", "11"]) == 2
+    assert "recent must lie in [0, top_k=10]" in capsys.readouterr().err
+    assert not run_dir.exists()

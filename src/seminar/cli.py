@@ -494,6 +494,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dim=args.dim,
         heads=args.heads,
         top_k=args.top_k,
+        recent=args.recent,
         fusion_lambda=args.fusion_lambda,
         user_features=not args.no_user_features,
         user_id=not args.no_user_id,
@@ -569,6 +570,12 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=ALL_MODELS, default="seminar")
     p.add_argument(
         "--top-k", type=types.positive_int, default=50, help="behaviours the GSU keeps for the ESU"
+    )
+    p.add_argument(
+        "--recent",
+        type=types.non_negative_int,
+        default=0,
+        help="of the K behaviours, the last R are always kept (short-term interest); the GSU picks K - R",
     )
     p.add_argument("--loss", choices=["softmax", "bce"], default="softmax", help="ranking loss")
     p.add_argument(

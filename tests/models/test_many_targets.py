@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -156,12 +158,21 @@ def one_target_batch(
     length=st.integers(2, 12),
     targets=st.integers(1, 6),
     top_k=st.integers(1, 8),
+    recent=st.integers(0, 8),
     seed=st.integers(0, 10_000),
 )
 def test_many_target_logits_equal_one_target_logits(
-    ds: SeminarDataset, tables: FeatureTables, model: str, length: int, targets: int, top_k: int, seed: int
+    ds: SeminarDataset,
+    tables: FeatureTables,
+    model: str,
+    length: int,
+    targets: int,
+    top_k: int,
+    recent: int,
+    seed: int,
 ) -> None:
-    ranker = Ranker(tables, RankerConfig(model=model, dim=8, heads=2, top_k=top_k, seed=seed)).eval()
+    config = RankerConfig(model=model, dim=8, heads=2, top_k=top_k, recent=min(recent, top_k), seed=seed)
+    ranker = Ranker(tables, config).eval()
     samples = WindowSamples(
         ds, WindowConfig(max_length=length, targets_per_window=targets, train_negatives=3, seed=seed)
     )
@@ -260,14 +271,15 @@ def test_clip_loss_ignores_padding_in_both_directions() -> None:
     torch.testing.assert_close(padded, alone)
 
 
-@pytest.mark.parametrize("model", ["twin", "seminar", "recency"])
+@pytest.mark.parametrize(("model", "recent"), [("twin", 0), ("seminar", 0), ("recency", 0), ("seminar", 2)])
 def test_dense_and_gathered_esu_paths_agree(
-    ds: SeminarDataset, tables: FeatureTables, model: str, monkeypatch: pytest.MonkeyPatch
+    ds: SeminarDataset, tables: FeatureTables, model: str, recent: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ESU over the masked window equals the ESU over gathered kept behaviours (recency bias on)."""
+    """The ESU over the masked window equals the ESU over gathered kept behaviours (recency bias on),
+    also when short histories make the recent and the retrieved padding slots repeat a position."""
     import seminar.models.ranker as ranker_module
 
-    ranker = Ranker(tables, RankerConfig(model=model, dim=8, heads=2, top_k=3)).eval()
+    ranker = Ranker(tables, RankerConfig(model=model, dim=8, heads=2, top_k=3, recent=recent)).eval()
     with torch.no_grad():
         ranker.recency.normal_(generator=torch.Generator().manual_seed(1))
     window = gather_windows(ds, np.arange(6), ds.lengths[:6] - 1, 12)
@@ -283,3 +295,63 @@ def test_dense_and_gathered_esu_paths_agree(
         monkeypatch.setattr(ranker_module, "DENSE_ESU_RATIO", 1)
         gathered, _ = ranker.logits(batch, items, queries)
     torch.testing.assert_close(dense, gathered, rtol=1e-5, atol=1e-5)
+
+
+def eval_window(ds: SeminarDataset, users: int, length: int) -> dict[str, torch.Tensor]:
+    """Each of the first ``users`` users' last ``length`` behaviours before their final one."""
+    window = gather_windows(ds, np.arange(users), ds.lengths[:users] - 1, length)
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v)).long() for k, v in window.items() if k != "mask"}
+    batch["mask"] = torch.from_numpy(window["mask"])
+    batch["user"] = torch.arange(users)
+    batch["target_timestamps"] = batch["hist_timestamps"][:, -1] + 5
+    return batch
+
+
+@pytest.mark.parametrize("model", ["seminar", "twin", "qin"])
+def test_recent_behaviours_are_kept_beside_the_gsus_choice(
+    ds: SeminarDataset, tables: FeatureTables, model: str
+) -> None:
+    """With recent = R the kept set is the last R real behaviours plus the GSU's top K - R of the
+    older ones (ties: later first), checked target by target against a plain loop."""
+    top_k, recent = 6, 2
+    ranker = Ranker(tables, RankerConfig(model=model, dim=8, heads=2, top_k=top_k, recent=recent)).eval()
+    batch = eval_window(ds, 12, 20)
+    items = torch.randint(1, ds.n_items + 1, (12, 3), generator=torch.Generator().manual_seed(4))
+    queries = torch.full_like(items, EMPTY_QUERY)
+    queries[:, 1] = 3
+    with torch.no_grad():
+        inputs = ranker._search_inputs(batch, items, queries)
+        kept, valid = ranker._select(inputs, None)
+        older = SearchInputs(**{**inputs.__dict__, "visible": None})
+        real = inputs.mask.clone()
+        for b in range(12):
+            real[b, torch.nonzero(real[b]).flatten()[-recent:]] = False
+        scores = ranker.search.relevance(
+            SearchInputs(**{**older.__dict__, "visible": real[:, None, :].expand(-1, 3, -1)})
+        )
+    for b in range(12):
+        positions = torch.nonzero(inputs.mask[b]).flatten().tolist()
+        for c in range(3):
+            got = sorted(kept[b, c][valid[b, c]].tolist())
+            rest = positions[:-recent]
+            ranked = sorted(rest, key=lambda p: (-float(scores[b, c, p]), -p))
+            assert got == sorted(positions[-recent:] + ranked[: top_k - recent])
+
+
+def test_recent_equal_to_k_is_the_recency_gsu(ds: SeminarDataset, tables: FeatureTables) -> None:
+    batch = eval_window(ds, 10, 16)
+    items = torch.randint(1, ds.n_items + 1, (10, 4), generator=torch.Generator().manual_seed(5))
+    queries = torch.full_like(items, EMPTY_QUERY)
+    chosen = []
+    for config in (RankerConfig(model="seminar", top_k=5, recent=5), RankerConfig(model="recency", top_k=5)):
+        ranker = Ranker(tables, replace(config, dim=8, heads=2)).eval()
+        with torch.no_grad():
+            kept, valid = ranker._select(ranker._search_inputs(batch, items, queries), None)
+        chosen.append(torch.where(valid, kept, -1).sort(dim=-1).values)
+    torch.testing.assert_close(chosen[0], chosen[1])
+
+
+@pytest.mark.parametrize("recent", [-1, 6])
+def test_recent_outside_zero_to_k_is_refused(recent: int) -> None:
+    with pytest.raises(ValueError, match="recent must lie in"):
+        RankerConfig(top_k=5, recent=recent)

@@ -68,6 +68,24 @@ def test_a_variant_can_leave_user_features_out() -> None:
         parse_config(config_with(models=[{**models[0], "user_features": "no"}]))
 
 
+def test_a_variant_can_keep_recent_behaviours_beside_the_gsus() -> None:
+    from seminar.reproduce.cells import run_settings
+
+    models = [
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR + 5 recent", "model": "seminar", "pretrain": "all", "recent": 5},
+    ]
+    config = parse_config(config_with(models=models, seeds=[0], training={"top_k": 10}))
+    plain, recent = (cell.spec for cell in plan_cells(config))
+    assert (plain.recent, recent.recent) == (0, 5) and recent.key.endswith("-recent5")
+    assert plain.psu_key == recent.psu_key  # one pretrained PSU serves both
+    assert "recent" not in run_settings(config, plain)  # cells from before the option keep matching
+    assert run_settings(config, recent)["recent"] == 5
+    assert "recent" in error_of(config_with(models=[{**models[1], "recent": 11}], training={"top_k": 10}))
+    assert "recent" in error_of(config_with(models=[{**models[1], "recent": -1}]))
+    assert "recent" in error_of(config_with(models=[{"name": "kNN", "model": "itemknn", "recent": 2}]))
+
+
 def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:
     message = error_of({**BASE, "trainng": {"epochs": 1}})
     assert "trainng: unknown key" in message and "did you mean 'training'" in message

@@ -13,7 +13,6 @@ from seminar.data.schema import SeminarDataset
 from seminar.experiment import finetune, load_run_model
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker, RankerConfig
-from seminar.models.search import select_top_k
 from seminar.retrieval.gsu import PQ_FILE, PQGsuConfig, attach_pq_gsu
 from seminar.retrieval.pq import MultiModalPQ
 from seminar.serving.export import export_run
@@ -92,5 +91,5 @@ def reference_batch(
 def reference_positions(ranker: Ranker, batch: dict[str, torch.Tensor]) -> np.ndarray:
     """The positions [C, K] (sorted) the ranker's own GSU keeps for each candidate."""
     inputs = ranker._search_inputs(batch, batch["cand_items"], batch["cand_queries"])
-    indices, _ = select_top_k(ranker.search.relevance(inputs), inputs.mask, ranker.config.top_k)
+    indices, _ = ranker._select(inputs, None)
     return np.sort(indices[0].numpy(), axis=1)

@@ -293,12 +293,13 @@ def test_an_unknown_gsu_mode_is_refused(trained: Trained) -> None:
         ScoringService.load(trained.export, gsu="hnsw")
 
 
-@pytest.mark.parametrize("model", ["twin", "sim_soft"])
-@pytest.mark.parametrize("rerank", [None, RERANK])
+@pytest.mark.parametrize(("model", "recent"), [("twin", 0), ("sim_soft", 0), ("seminar", 2), ("twin", TOP_K)])
+@pytest.mark.parametrize("rerank", [None, RERANK, 0])
 def test_other_inner_product_gsus_equal_the_reference(
-    trained: Trained, tmp_path, model: str, rerank: int | None
+    trained: Trained, tmp_path, model: str, recent: int, rerank: int | None
 ) -> None:
-    config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, seed=1)
+    """Other GSUs, and models that keep their last ``recent`` behaviours beside the GSU's choice."""
+    config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, recent=recent, seed=1)
     meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
     save_checkpoint(tmp_path / "run" / "best", Ranker(trained.tables, config), {}, meta)
     other = dataclasses.replace(
@@ -307,7 +308,8 @@ def test_other_inner_product_gsus_equal_the_reference(
         export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
     )
     gsu = "exact" if rerank is None else "pq"
-    service = ScoringService.load(other.export, gsu=gsu)
+    options = {} if rerank is None else {"rerank_factor": rerank}
+    service = ScoringService.load(other.export, gsu=gsu, **options)
     for user in (0, 1):
         history = synthetic_history(other, 120, seed=10 + user)
         append_ids(service, other, user, *history)

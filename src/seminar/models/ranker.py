@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -61,6 +61,9 @@ class RankerConfig:
     dim: int = 64
     heads: int = 4
     top_k: int = 50
+    # of the K behaviours the ESU sees, the R most recent are always kept (the short-term interest
+    # that deployments feed beside the retrieved long-term one); the GSU picks the other K - R
+    recent: int = 0
     qin_first_stage: int | None = None  # default 2 * top_k
     eta_bits: int = 64
     fusion_lambda: float = 0.5
@@ -86,6 +89,8 @@ class RankerConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
         if self.top_k < 1 or self.dim < 1 or self.heads < 1:
             raise ValueError(f"top_k, dim and heads must be >= 1, got {self.top_k}, {self.dim}, {self.heads}")
+        if not 0 <= self.recent <= self.top_k:
+            raise ValueError(f"recent must lie in [0, top_k={self.top_k}], got {self.recent}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.model == "sasrec" and self.dim % self.heads:  # SASRec's heads split d; MHTA heads do not
@@ -305,8 +310,9 @@ class Ranker(nn.Module):
         ends = torch.full((b, c), length, device=kept.device) if ends is None else ends
         if length <= DENSE_ESU_RATIO * k:
             keys = inputs.history.sum_all(tables)  # B W d
-            selected = torch.zeros((b, c, length), dtype=torch.bool, device=kept.device)
-            selected.scatter_(2, kept, valid)
+            # summed, not scattered: a padding slot may repeat a real position (recent + retrieved)
+            hits = torch.zeros((b, c, length), device=kept.device)
+            selected = hits.scatter_add_(2, kept, valid.to(hits.dtype)) > 0
             logits = self.esu.logits(target, keys, selected)  # B C H W
             positions = torch.arange(length, device=kept.device).expand(b, c, -1)
             biased = logits + self._recency_bias(ends, positions, distance)
@@ -386,6 +392,9 @@ class Ranker(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The GSU's top-K positions [B, C, K] for every target, and which of them are real.
 
+        With ``config.recent`` = R the last R behaviours each target sees come first (they are always
+        kept) and the GSU's top K - R of the older ones follow.
+
         ``gsu_tables``: the ESU's key tables of the history, given when the GSU trains its selection
         (it scores with them, so the history is not projected twice); ``keep_all``: keep every behaviour.
         """
@@ -397,12 +406,24 @@ class Ranker(nn.Module):
             positions = torch.arange(length, device=inputs.mask.device)
             indices = positions.expand(*inputs.target_items.shape, length)
             return indices, target_mask.expand_as(indices)
+        recent = self.config.recent
+        if recent:
+            latest = torch.arange(length, device=inputs.mask.device).expand(*inputs.target_items.shape, -1)
+            recent_kept, recent_valid = select_top_k(latest, target_mask, recent)
+            if recent == self.config.top_k:
+                return recent_kept, recent_valid
+            # the GSU chooses among the older behaviours only (a shortlisting GSU shortlists among them)
+            target_mask = target_mask.expand_as(latest).scatter(2, recent_kept, False)
+            inputs = replace(inputs, visible=target_mask)
         with torch.no_grad():  # selection has no gradient; a GSU's own weights get the consistency loss
             if gsu_tables is None:
                 relevance = self.search.relevance(inputs)  # B C L
             else:
                 relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
-        return select_top_k(relevance, target_mask, self.config.top_k)
+        kept, valid = select_top_k(relevance, target_mask, self.config.top_k - recent)
+        if not recent:
+            return kept, valid
+        return torch.cat([kept, recent_kept], dim=2), torch.cat([valid, recent_valid], dim=2)
 
     def user_vector(self, users: Tensor) -> Tensor:
         """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes.

@@ -37,12 +37,14 @@ class RunSpec:
     fusion_lambda: float
     seed: int
     user_features: bool = True
+    recent: int = 0
 
     @property
     def key(self) -> str:
-        """A readable folder name, unique per (model, pretraining, λ, user features)."""
+        """A readable folder name, unique per (model, pretraining, λ, user features, recent)."""
         profile = "" if self.user_features else "-no-user-features"
-        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}{profile}"
+        recent = f"-recent{self.recent}" if self.recent else ""
+        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}{profile}{recent}"
 
     @property
     def psu_key(self) -> str | None:
@@ -77,12 +79,20 @@ def make_spec(
     fusion_lambda: float,
     seed: int,
     user_features: bool = True,
+    recent: int = 0,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
     if pretrain is None or pretrain_epochs == 0:
-        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed, user_features)
+        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed, user_features, recent)
     return RunSpec(
-        dataset, model, tuple(pretrain), int(pretrain_epochs), float(fusion_lambda), seed, user_features
+        dataset,
+        model,
+        tuple(pretrain),
+        int(pretrain_epochs),
+        float(fusion_lambda),
+        seed,
+        user_features,
+        recent,
     )
 
 
@@ -105,6 +115,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     train.fusion_lambda,
                     seed,
                     config.user_features(v),
+                    v.recent,
                 )
                 cells.append(Cell(ds.name, v.name, seed, spec))
     for sweep_name in SWEEPS:
@@ -121,7 +132,9 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     epochs = int(value) if sweep_name == "pretrain_epochs" else train.pretrain_epochs
                     lam = float(value) if sweep_name == "fusion_lambda" else train.fusion_lambda
                     profile = config.user_features(variant)
-                    spec = make_spec(ds.name, variant.model, variant.psu_tasks, epochs, lam, seed, profile)
+                    spec = make_spec(
+                        ds.name, variant.model, variant.psu_tasks, epochs, lam, seed, profile, variant.recent
+                    )
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
 
@@ -184,7 +197,7 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
     dataset["build"].pop("cache_dir", None)
     if dataset["build"].get("eval_negatives") == "uniform":  # at its default: cells from before it match
         del dataset["build"]["eval_negatives"]
-    return {
+    settings: dict[str, Any] = {
         "dataset": dataset,
         "model": spec.model,
         "pretrain": list(spec.pretrain) if spec.pretrain else None,
@@ -194,3 +207,6 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "training": compared_training(config.training, spec.pretrain is not None),
     }
+    if spec.recent:  # absent at its default, so that cells from before it still match
+        settings["recent"] = spec.recent
+    return settings

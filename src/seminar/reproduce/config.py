@@ -130,10 +130,15 @@ class VariantConfig:
     pretrain: list[str] | str | None = None  # PSU tasks, "all", or null for no pretraining
     tables: list[int] | None = None  # default: baselines 2, full SEMINAR 2 and 3, ablations 3
     user_features: bool | None = None  # default: training.user_features
+    recent: int = 0  # of the K kept behaviours, the last R always (RankerConfig.recent)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise InvalidValue("name", "must not be empty")
+        if self.recent < 0:
+            raise InvalidValue("recent", f"must be >= 0, got {self.recent}")
+        if self.recent and self.model in REFERENCE_MODELS:
+            raise InvalidValue("recent", f"{self.model} is a reference ranker; it has no GSU to share K with")
         if self.model not in ALL_MODELS:
             raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(ALL_MODELS)}")
         if self.model in REFERENCE_MODELS and self.pretrain is not None:
@@ -440,6 +445,12 @@ class ReproduceConfig:
                 f"dim {self.training.dim} is not divisible by {self.training.heads} heads, "
                 f"which SASRec ({sasrec[0]!r}) needs",
             )
+        for variant in self.models:
+            if variant.recent > self.training.top_k:
+                raise InvalidValue(
+                    "models.recent",
+                    f"{variant.name!r} keeps {variant.recent} recent of K={self.training.top_k}",
+                )
         self._resolve_sweeps()
 
     def _resolve_sweeps(self) -> None:

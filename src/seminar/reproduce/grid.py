@@ -212,7 +212,7 @@ class GridRunner:
         if psu_dir is None or spec.pretrain is None or spec.pretrain_epochs is None:
             return None, {}
         psu_settings = {
-            **{k: v for k, v in settings.items() if k not in ("model", "user_features")},
+            **{k: v for k, v in settings.items() if k not in ("model", "user_features", "recent")},
             "training": {k: v for k, v in settings["training"].items() if k not in _RANKER_ONLY},
         }
         resume = self._guard(psu_dir, psu_settings)
@@ -238,6 +238,7 @@ class GridRunner:
                 dim=t.dim,
                 heads=t.heads,
                 top_k=t.top_k,
+                recent=spec.recent,
                 fusion_lambda=spec.fusion_lambda,
                 user_features=spec.user_features,
                 user_id=t.user_id,

@@ -192,7 +192,7 @@ class PQSearch(GeneralSearch):
         """ADC relevance [B, C, L] of every behaviour against every target (``u``: their query vectors)."""
         u = self.exact.query_vectors(inputs) if u is None else u
         keys = self.decoded_query[inputs.hist_queries] + self.decoded_items[inputs.hist_items]
-        return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.mask[:, None, :], NEG_INF)
+        return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.target_mask, NEG_INF)
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
         u = self.exact.query_vectors(inputs).float()
@@ -221,7 +221,9 @@ def attach_pq_gsu(
     exact = bilinear_search(ranker)
     keys = gsu_key_tables(ranker)
     pq = pq or fit_gsu_pq(keys, config)
-    search = PQSearch(exact, pq, keys, ranker.config.top_k, config.rerank_factor)
+    # the GSU picks K - R when the ranker always keeps its last R behaviours; it shortlists for those
+    picked = max(1, ranker.config.top_k - ranker.config.recent)
+    search = PQSearch(exact, pq, keys, picked, config.rerank_factor)
     device = next(ranker.parameters()).device
     ranker.search = search.to(device)
     ranker.eval()

@@ -30,7 +30,7 @@ from seminar.retrieval.topk import top_k_latest
 from seminar.serving.schemas import GSU_MODES
 from seminar.serving.store import History
 
-__all__ = ["GSU_MODES", "CodeSearch", "CodeTables", "ExactSearch", "Selection"]
+__all__ = ["GSU_MODES", "CodeSearch", "CodeTables", "ExactSearch", "Selection", "select_with_recent"]
 
 BACKENDS = ("faiss", "numpy")
 EXACT_BLOCK = 256  # targets per GEMM block: [256, L] float32 scores stay within a few MB
@@ -233,3 +233,28 @@ class CodeSearch:
         return Selection(
             kept, self.adc_at(u, history.codes, kept), exact, "pq-rerank" if rerank_factor > 0 else "pq"
         )
+
+
+def select_with_recent(
+    search: ExactSearch | CodeSearch, history: History, u: np.ndarray, k: int, rerank_factor: int, recent: int
+) -> Selection:
+    """The ranker's selection with ``recent`` > 0 (``RankerConfig.recent``): the last min(R, K)
+    behaviours always, and the GSU's top of the rest among the older ones (positions chronological)."""
+    n = len(history)
+    r = min(recent, k, n)
+    if r == 0:
+        return search.select(history, u, k, rerank_factor)
+    u = check_targets(u)
+    tail = np.broadcast_to(np.arange(n - r, n, dtype=np.int64), (u.shape[0], r))
+    tail_exact = search.tables.exact_scores(u, history.queries[tail], history.items[tail])
+    tail_adc = search.adc_at(u, history.codes, tail) if isinstance(search, CodeSearch) else None
+    if k == r or n == r:
+        return Selection(np.ascontiguousarray(tail), tail_adc, tail_exact, "recent")
+    chosen = search.select(history.head(n - r), u, k - r, rerank_factor)
+    adc = None if chosen.adc is None or tail_adc is None else np.concatenate([chosen.adc, tail_adc], axis=1)
+    return Selection(
+        np.concatenate([chosen.positions, tail], axis=1),
+        adc,
+        np.concatenate([chosen.exact, tail_exact], axis=1),
+        f"{chosen.by}+recent",
+    )

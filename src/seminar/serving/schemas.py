@@ -97,7 +97,8 @@ class ScoreResponse(BaseModel):
     k: int
     selected_by: str = Field(
         description="'exact': every behaviour scored with exact keys; 'pq-rerank': ADC shortlist "
-        "re-ranked with exact keys; 'pq': ADC only"
+        "re-ranked with exact keys; 'pq': ADC only; '+recent' when the model also keeps its last "
+        "R behaviours ('recent': only those)"
     )
     results: list[ScoreOut]
 

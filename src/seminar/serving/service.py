@@ -29,7 +29,14 @@ import torch
 from seminar.retrieval.gsu import target_query_vectors
 from seminar.serving.bundle import Export, load_export
 from seminar.serving.errors import EmptyHistoryError, ServingError, TimestampOrderError
-from seminar.serving.gsu_search import GSU_MODES, CodeSearch, CodeTables, ExactSearch, Selection
+from seminar.serving.gsu_search import (
+    GSU_MODES,
+    CodeSearch,
+    CodeTables,
+    ExactSearch,
+    Selection,
+    select_with_recent,
+)
 from seminar.serving.ids import UNKNOWN_QUERY_POLICIES, UnknownQueries
 from seminar.serving.store import History, SequenceStore
 
@@ -148,6 +155,7 @@ class ScoringService:
             raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
         self.default_k = export.top_k
         self.ranker = export.ranker.eval()
+        self.recent = self.ranker.config.recent  # the last R behaviours are kept beside the GSU's
         with torch.no_grad():  # every id's channels once: scoring looks them up (weights are frozen)
             self.id_tables = self.ranker.embedding.id_tables()
         self.tables = CodeTables.build(self.ranker, export.pq if gsu == "pq" else None)
@@ -308,7 +316,7 @@ class ScoringService:
             part = slice(start, start + chunk)
             with torch.inference_mode():
                 u = target_query_vectors(self.ranker, query_ids[part], item_ids[part], self.id_tables)
-            selection = self.search.select(history, u, k, self.rerank_factor)
+            selection = select_with_recent(self.search, history, u, k, self.rerank_factor, self.recent)
             positions = selection.positions
             logits = self._logits(model_user, history, positions, item_ids[part], query_ids[part], now)
             results += self._results(

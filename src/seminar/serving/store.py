@@ -46,6 +46,10 @@ class History:
     def __len__(self) -> int:
         return int(self.items.shape[0])
 
+    def head(self, n: int) -> History:
+        """The first ``n`` behaviours (views, no copy)."""
+        return History(self.codes[:n], self.items[:n], self.queries[:n], self.timestamps[:n])
+
 
 class UserSequence:
     """One user's behaviours in growable arrays (never a Python list of objects).
