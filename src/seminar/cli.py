@@ -502,6 +502,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         knn_history=args.knn_history,
         knn_neighbours=args.knn_neighbours,
+        knn_span=args.knn_span,
         layers=args.layers,
         seed=args.seed,
     )
@@ -586,6 +587,12 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--knn-neighbours", type=types.positive_int, default=1000, help="itemknn: neighbours kept per item"
+    )
+    p.add_argument(
+        "--knn-span",
+        type=types.positive_int,  # 1 passes here and is refused by RankerConfig (exit 2)
+        default=None,
+        help="itemknn: items co-occur only within spans of N consecutive behaviours (long histories)",
     )
     p.add_argument("--layers", type=types.positive_int, default=2, help="sasrec: transformer blocks")
     p.add_argument(

@@ -48,12 +48,18 @@ def histories(ds: SeminarDataset) -> list[np.ndarray]:
     return [np.asarray(ds.items[ds.offsets[u] : ds.offsets[u + 1] - 2]) for u in range(ds.n_users)]
 
 
-def dense_similarity(ds: SeminarDataset, width: int | None = None) -> np.ndarray:
-    """Item-item cosine from a dense users x items 0/1 matrix; each row cut to its ``width`` best
-    (by sim, then smaller id) when given."""
-    x = np.zeros((ds.n_users, ds.n_items + 1))
-    for user, items in enumerate(histories(ds)):
-        x[user, items] = 1.0
+def dense_similarity(ds: SeminarDataset, width: int | None = None, span: int | None = None) -> np.ndarray:
+    """Item-item cosine from a dense users x items 0/1 matrix (with ``span``: one row per span of that
+    many consecutive training behaviours of a user); each row cut to its ``width`` best (by sim, then
+    smaller id) when given."""
+    rows = [
+        items[start : start + (span or max(len(items), 1))]
+        for items in histories(ds)
+        for start in range(0, max(len(items), 1), span or max(len(items), 1))
+    ]
+    x = np.zeros((len(rows), ds.n_items + 1))
+    for row, items in enumerate(rows):
+        x[row, items] = 1.0
     n = x.sum(axis=0)
     co = x.T @ x
     np.fill_diagonal(co, 0.0)
@@ -143,6 +149,36 @@ def test_item_knn_keeps_the_top_neighbours_with_ties_to_smaller_ids(
     batch = eval_batch(ds, max_length=length)
     expected = knn_scores(dense_similarity(ds, width), batch, history)
     np.testing.assert_allclose(ranker.score_candidates(batch).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000), users=st.integers(1, 10), items=st.integers(2, 12), span=st.integers(2, 12)
+)
+def test_item_knn_with_a_span_counts_pairs_within_one_span(
+    seed: int, users: int, items: int, span: int
+) -> None:
+    ds = random_dataset(seed, users, items)
+    ranker = ItemKnnRanker(
+        FeatureTables.from_dataset(ds), config(knn_history=5, knn_neighbours=items, knn_span=span)
+    )
+    ranker.fit(ds)
+    batch = eval_batch(ds, max_length=8)
+    expected = knn_scores(dense_similarity(ds, items, span), batch, 5)
+    np.testing.assert_allclose(ranker.score_candidates(batch).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_item_knn_span_longer_than_every_history_changes_nothing(
+    ds: SeminarDataset, tables: FeatureTables
+) -> None:
+    plain = ItemKnnRanker(tables, config(knn_history=7, knn_neighbours=20))
+    spanned = ItemKnnRanker(tables, config(knn_history=7, knn_neighbours=20, knn_span=int(ds.lengths.max())))
+    short = ItemKnnRanker(tables, config(knn_history=7, knn_neighbours=20, knn_span=3))
+    for ranker in (plain, spanned, short):
+        ranker.fit(ds)
+    batch = eval_batch(ds)
+    assert torch.equal(plain.score_candidates(batch), spanned.score_candidates(batch))
+    assert not torch.equal(plain.score_candidates(batch), short.score_candidates(batch))
 
 
 def test_state_dict_round_trip_restores_fitted_scores(ds: SeminarDataset, tables: FeatureTables) -> None:

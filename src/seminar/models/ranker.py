@@ -82,6 +82,9 @@ class RankerConfig:
     # reference rankers (seminar.models.reference)
     knn_history: int = 20  # item-kNN: the user's last N items
     knn_neighbours: int = 1000  # item-kNN: neighbours kept per item (1000 ≈ all on MovieLens)
+    # item-kNN: items co-occur only within spans of N consecutive training behaviours of a user
+    # (None: anywhere in the history); bounds the fit's cost on lifelong sequences
+    knn_span: int | None = None
     layers: int = 2  # SASRec: transformer blocks
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class RankerConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES}")
         if self.top_k < 1 or self.dim < 1 or self.heads < 1:
             raise ValueError(f"top_k, dim and heads must be >= 1, got {self.top_k}, {self.dim}, {self.heads}")
+        if self.knn_span is not None and self.knn_span < 2:
+            raise ValueError(f"knn_span must be >= 2 (a pair needs two behaviours), got {self.knn_span}")
         if not 0 <= self.recent <= self.top_k:
             raise ValueError(f"recent must lie in [0, top_k={self.top_k}], got {self.recent}")
         if not 0.0 <= self.dropout < 1.0:

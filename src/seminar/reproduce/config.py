@@ -193,6 +193,7 @@ class TrainingConfig:
     loss: Literal["softmax", "bce"] = "softmax"
     dropout: float = 0.2
     user_id: bool = True
+    knn_span: int | None = None  # item-kNN: co-occurrence within spans of N behaviours (long histories)
     pretrain_batch_size: int = 256  # PSU samples per step
     pretrain_negatives: int = 1  # PSU next-pair negatives per sample
     pretrain_positions_per_user: int | None = 20  # PSU training targets per user and epoch
@@ -224,6 +225,8 @@ class TrainingConfig:
             "pretrain_positions_per_user",
             "align_chunks",
         )
+        if self.knn_span is not None and self.knn_span < 2:
+            raise InvalidValue("knn_span", f"a pair needs two behaviours: must be >= 2, got {self.knn_span}")
         if self.negative_sampling not in ("uniform", "popularity"):
             raise InvalidValue(
                 "negative_sampling", f"choose uniform or popularity, got {self.negative_sampling!r}"

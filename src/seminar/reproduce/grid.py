@@ -47,6 +47,7 @@ _RANKER_ONLY = (
     "loss",
     "dropout",
     "user_id",
+    "knn_span",
 )
 
 
@@ -242,6 +243,7 @@ class GridRunner:
                 fusion_lambda=spec.fusion_lambda,
                 user_features=spec.user_features,
                 user_id=t.user_id,
+                knn_span=t.knn_span,
                 loss=t.loss,
                 dropout=t.dropout,
                 seed=spec.seed,
