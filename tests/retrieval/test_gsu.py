@@ -3,6 +3,8 @@ reference, and with a shortlist covering the whole sequence the ranker's scores 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,8 @@ from seminar.retrieval.gsu import (
     fit_gsu_pq,
     gsu_key_tables,
 )
-from seminar.retrieval.kernels import reference_adc_scores
+from seminar.retrieval.kernels import ADCEngine, reference_adc_scores
+from seminar.retrieval.pq import MultiModalPQ, PQConfig
 from tests.data.helpers import synthetic_dataset
 
 BILINEAR = ("seminar", "twin", "sim_soft")
@@ -91,6 +94,39 @@ def test_adc_relevance_equals_the_table_lookup_reference(tables: FeatureTables, 
             expected = reference_adc_scores(codes[b], lookup)
             real = inputs.mask[b]
             assert torch.allclose(approx[b, c, real], expected[real], rtol=1e-4, atol=1e-4)
+
+
+def test_decoded_adc_equals_the_engines_reference_on_random_codes(
+    tables: FeatureTables, ds: SeminarDataset
+) -> None:
+    """PQSearch scores ADC as <u, Σ_m decoded key>; on codes from random codebooks it equals the table
+    look-ups of :class:`ADCEngine` (unit channel weights), and masked targets stay -inf."""
+    ranker = perturbed_ranker(tables, "seminar")
+    keys = gsu_key_tables(ranker)
+    rng = np.random.default_rng(7)
+    config = PQConfig(keys.n_channels, keys.dim, n_sub=4, n_centroids=32)
+    books = rng.standard_normal((config.n_channels, config.n_sub, config.n_centroids, config.dsub))
+    pq = MultiModalPQ(config, books.astype(np.float32))
+    search = PQSearch(ranker.search, pq, keys, top_k=6, rerank_factor=0)
+    inputs = search_inputs(ranker, ds)
+    generator = torch.Generator().manual_seed(1)
+    shape = inputs.hist_queries.shape
+    inputs = replace(
+        inputs,
+        hist_queries=torch.randint(0, keys.query.shape[0], shape, generator=generator),
+        hist_items=torch.randint(0, keys.items.shape[0], shape, generator=generator),
+    )
+    n_targets = inputs.target_fused.shape[1]
+    u = torch.from_numpy(rng.standard_normal((shape[0], n_targets, keys.dim)).astype(np.float32))
+    with torch.no_grad():
+        approx = search.approximate(inputs, u).numpy()
+    codes = search.codes(inputs.hist_queries, inputs.hist_items).numpy()  # B L M n_sub
+    engine = ADCEngine(pq)
+    for b in range(codes.shape[0]):
+        expected = engine.scores(engine.queries(u[b].numpy()), codes[b])  # C L
+        real = np.broadcast_to(inputs.target_mask[b].numpy(), expected.shape)
+        np.testing.assert_allclose(approx[b][real], expected[real], rtol=1e-5, atol=1e-4)
+        assert np.isneginf(approx[b][~real]).all()
 
 
 def test_small_channel_tables_get_exact_codes(tables: FeatureTables) -> None:

@@ -8,7 +8,8 @@ behaviour is then held as M × n_sub codes, and the GSU's top-K is taken over AD
 re-ranked exactly on a shortlist), while the ESU and head are unchanged.
 
 ADC with unit channel weights equals ``<u, Σ_m decode(code_m)>``, so for evaluation the relevance is
-formed from per-id decoded keys (one matmul); a test holds it equal to the table-lookup reference.
+formed from per-id decoded keys (one matmul on the ranker's device); a test holds it equal to the
+table look-ups of :class:`~seminar.retrieval.kernels.ADCEngine`, which the serving GSU scans with.
 """
 
 from __future__ import annotations

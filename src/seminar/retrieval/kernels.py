@@ -6,6 +6,9 @@ and the query concat_j γ_j·q (q = Σ_i γ_i x_t(i)), faiss computes exactly Σ
 SIMD scanners (IndexPQ, and IndexPQFastScan for 4-bit codes) do the work. SDC is the same search with
 the decoded target in place of the exact one.
 
+:class:`ADCEngine` is the one place that scores and shortlists codes for many targets at once (the
+serving GSU's scan); :class:`PQSearcher` holds one sequence in a faiss index for many single queries.
+
 Padding convention (batched path): positions where ``mask`` is False are never returned. When k is
 larger than the number of real positions, the tail of the result holds index -1 and score -inf, so
 results always have shape [B, k].
@@ -36,6 +39,9 @@ if TYPE_CHECKING:  # the CPU search (PQSearcher) imports it; the batched torch p
     import faiss
 
 __all__ = [
+    "FAISS_CENTROIDS",
+    "SHORTLIST_BACKENDS",
+    "ADCEngine",
     "PQSearcher",
     "SearchResult",
     "adc_topk",
@@ -179,9 +185,130 @@ def batched_tables(pq: MultiModalPQ, targets: ArrayLike, gammas: ArrayLike | Seq
     cfg = pq.config
     t = as_sequence(targets, cfg.n_channels, cfg.dim)
     g = as_gammas(gammas, cfg.n_channels)
-    q = merge(t, g).reshape(t.shape[0], cfg.n_sub, cfg.dsub)
-    inner = np.einsum("mbcs,nbs->nmbc", pq.codebooks, q) * g[None, :, None, None]
-    return torch.from_numpy(np.ascontiguousarray(inner, dtype=np.float32))
+    engine = ADCEngine(pq)
+    return torch.from_numpy(engine.tables(engine.queries(merge(t, g), g)))
+
+
+# ---------------------------------------------------------------------------- many targets, one sequence
+
+SHORTLIST_BACKENDS = ("numpy", "faiss", "torch")
+FAISS_CENTROIDS = 256  # the faiss scan reads one byte per code; unused centroid slots stay zero
+
+
+class ADCEngine:
+    """ADC scores and shortlists of one sequence's codes for C targets at once.
+
+    A target enters as its query x = concat_j γ_j q [M·d] (:meth:`queries`): one form gives the
+    γ-weighted tables and is what faiss scans with. Codes are [L, M·n_sub] (or [L, M, n_sub]).
+    :meth:`scores` is the plain reference that every :meth:`shortlist` backend is held equal to.
+    """
+
+    def __init__(self, pq: MultiModalPQ, device: torch.device | str = "cpu") -> None:
+        cfg = pq.config
+        self.n_channels, self.dim, self.n_sub, self.dsub = cfg.n_channels, cfg.dim, cfg.n_sub, cfg.dsub
+        self.n_centroids = cfg.n_centroids
+        self.width = cfg.n_channels * cfg.n_sub
+        self.books = pq.codebooks.reshape(self.width, cfg.n_centroids, cfg.dsub)  # channel-major, as codes
+        self.device = torch.device(device)
+        self._faiss_pq: faiss.ProductQuantizer | None = None
+
+    def queries(self, q: np.ndarray, gammas: ArrayLike | Sequence[float] | None = None) -> np.ndarray:
+        """x [C, M·d]: each merged query q [C, d] repeated over the channels, channel j scaled by γ_j
+        (unit weights without ``gammas``), so <x, concatenated key> = Σ_j γ_j <q, key_j>."""
+        q = np.asarray(q, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"expected queries [C, d={self.dim}], got {q.shape}")
+        if gammas is None:
+            return np.ascontiguousarray(np.tile(q, (1, self.n_channels)))
+        g = as_gammas(gammas, self.n_channels)
+        return np.ascontiguousarray((g[None, :, None] * q[:, None, :]).reshape(q.shape[0], -1))
+
+    def tables(self, x: np.ndarray) -> np.ndarray:
+        """Look-up tables [C, M, n_sub, n_centroids]: <slice s of x, centroid k of sub-quantizer s>."""
+        x = np.asarray(x, dtype=np.float32).reshape(-1, self.width, self.dsub)
+        inner = np.einsum("skd,csd->csk", self.books, x)
+        return np.ascontiguousarray(inner).reshape(x.shape[0], self.n_channels, self.n_sub, self.n_centroids)
+
+    def _codes(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(codes).reshape(-1, self.width)
+
+    def scores(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """ADC scores [C, L] of every behaviour for every target: the plain reference."""
+        codes = self._codes(codes).reshape(-1, self.n_channels, self.n_sub)
+        tables = self.tables(x)
+        out = np.empty((tables.shape[0], codes.shape[0]), dtype=np.float32)
+        for c, table in enumerate(tables):  # one target at a time bounds the gather's memory
+            out[c] = gather_adc_scores(codes, table)
+        return out
+
+    def scores_at(self, x: np.ndarray, codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """ADC scores [C, r] of each target's own positions [C, r]."""
+        tables = self.tables(x).reshape(-1, self.width, self.n_centroids)
+        picked = self._codes(codes)[positions].astype(np.int64)  # C r S
+        rows = np.arange(tables.shape[0])[:, None, None]
+        return tables[rows, np.arange(self.width)[None, None, :], picked].sum(axis=-1, dtype=np.float32)
+
+    def shortlist(
+        self, x: np.ndarray, codes: np.ndarray, r: int, backend: str = "numpy", threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions [C, min(r, L)] of the r best ADC scores per target (in no set order), and those scores.
+
+        ``numpy``: the reference; ``faiss``: ProductQuantizer.search_ip over the uint8 codes in place (no
+        copy, no index; ``threads`` sets OpenMP's count in the calling thread); ``torch``: a batched
+        gather on ``device``.
+        """
+        if backend not in SHORTLIST_BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {SHORTLIST_BACKENDS}")
+        codes = self._codes(codes)
+        n_targets, r = x.shape[0], min(r, codes.shape[0])
+        if r <= 0 or n_targets == 0:
+            return np.empty((n_targets, 0), dtype=np.int64), np.empty((n_targets, 0), dtype=np.float32)
+        if backend == "faiss":
+            return self._faiss_shortlist(x, codes, r, threads)
+        if backend == "torch":
+            codes_t = codes_to_tensor(codes.reshape(-1, self.n_channels, self.n_sub), self.device)
+            tables = torch.from_numpy(self.tables(x)).to(self.device)
+            scores = batched_adc_scores(codes_t.expand(n_targets, -1, -1, -1), tables)
+            values, indices = masked_topk(scores, r)
+            return indices.cpu().numpy(), values.cpu().numpy()
+        scores = self.scores(x, codes)
+        top = np.argpartition(-scores, r - 1, axis=1)[:, :r]
+        return top, np.take_along_axis(scores, top, axis=1)
+
+    def faiss_quantizer(self) -> faiss.ProductQuantizer:
+        """The stacked codebooks as one 8-bit faiss ProductQuantizer, built on first use."""
+        if self._faiss_pq is None:
+            if self.n_centroids > FAISS_CENTROIDS:
+                raise ValueError(
+                    f"the faiss scan reads uint8 codes: ≤ {FAISS_CENTROIDS} centroids, got {self.n_centroids}"
+                )
+            import faiss
+
+            books = np.zeros((self.width, FAISS_CENTROIDS, self.dsub), dtype=np.float32)
+            books[:, : self.n_centroids] = self.books
+            pq = faiss.ProductQuantizer(self.n_channels * self.dim, self.width, 8)
+            faiss.copy_array_to_vector(books.ravel(), pq.centroids)
+            self._faiss_pq = pq
+        return self._faiss_pq
+
+    def _faiss_shortlist(
+        self, x: np.ndarray, codes: np.ndarray, r: int, threads: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        quantizer = self.faiss_quantizer()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        values = np.empty((x.shape[0], r), dtype=np.float32)
+        labels = np.empty((x.shape[0], r), dtype=np.int64)
+        heap = faiss.float_minheap_array_t()
+        heap.nh, heap.k = x.shape[0], r
+        heap.val, heap.ids = faiss.swig_ptr(values), faiss.swig_ptr(labels)
+        if threads is not None:  # OpenMP's thread count is per calling thread: set it in this one
+            faiss.omp_set_num_threads(threads)
+        ptr = faiss.swig_ptr
+        quantizer.search_ip(ptr(x), x.shape[0], ptr(codes), codes.shape[0], heap, True)
+        return labels, values
 
 
 # ---------------------------------------------------------------------------- fast CPU searcher
@@ -199,7 +326,7 @@ class PQSearcher:
     """One user's code sequence, held for repeated top-K queries on the CPU.
 
     backend: "fastscan" (faiss IndexPQFastScan, 4-bit codes only), "faiss" (faiss IndexPQ, any bit
-    width), "numpy" (vectorised gather) or "auto" (fastscan for 4-bit codes, else faiss).
+    width), "numpy" (:class:`ADCEngine`'s reference) or "auto" (fastscan for 4-bit codes, else faiss).
     FastScan quantizes its look-up tables to 8 bits, so by default it fetches
     ``fastscan_oversample``·k candidates and faiss rescores them with float tables (see faiss_pq).
     1.25 returned the same Recall@K against exact scoring as 2 in every cell of the L=10^4 grid for
@@ -238,10 +365,10 @@ class PQSearcher:
         self.backend = backend
         self.fastscan_oversample = fastscan_oversample
         n_codes = cfg.n_channels * cfg.n_sub
-        self._books = pq.codebooks.reshape(n_codes, cfg.n_centroids, cfg.dsub)
         self._dim = cfg.n_channels * cfg.dim
         padded = padded_subquantizers(n_codes, cfg.nbits) if backend == "fastscan" else n_codes
         self.query_dim = padded * cfg.dsub
+        self._engine = ADCEngine(pq)  # the stacked codebooks, and the numpy backend's scan
         self._index: faiss.Index | None = None
         self._exhaustive: faiss.Index | None = None  # float-table scan of every code
         if backend != "numpy":
@@ -249,7 +376,7 @@ class PQSearcher:
 
             self._swig_ptr = faiss.swig_ptr
             self._index = build_index(
-                self._books,
+                self._engine.books,
                 self.codes.reshape(self.length, n_codes),
                 cfg.nbits,
                 fastscan=backend == "fastscan",
@@ -322,11 +449,7 @@ class PQSearcher:
             raise ValueError("query contains NaN or infinite values")
         return self._topk(q, _check_k(k))
 
-    # -------------------------------------------------------------- scoring
-    def approximate_scores(self, query: np.ndarray, gammas: np.ndarray) -> np.ndarray:
-        """Float ADC scores of every behaviour for a merged query vector q [d]."""
-        return gather_adc_scores(self.codes, self.pq._tables_for_query(query, gammas))
-
+    # -------------------------------------------------------------- search
     def search(
         self,
         target: ArrayLike,
@@ -357,10 +480,7 @@ class PQSearcher:
         if k == 0:
             return SearchResult(np.empty(0, np.float32), np.empty(0, np.int64))
         if self._index is None:
-            cfg = self.pq.config
-            x = query[0, : self._dim].reshape(-1, cfg.dsub, 1)
-            tables = np.matmul(self._books, x)[..., 0].reshape(cfg.n_channels, cfg.n_sub, -1)
-            scores = gather_adc_scores(self.codes, tables)
+            scores = self._engine.scores(query[:, : self._dim], self.codes)[0]
             order = topk_indices(scores, k)
             return SearchResult(scores[order], order)
         index = self._index

@@ -11,20 +11,20 @@ it keeps exactly what the ranker's own GSU keeps.
 the ranker's PQ GSU (:class:`seminar.retrieval.gsu.PQSearch`): ADC over the codes picks a
 shortlist of ``rerank_factor · K``, whose exact scores (from the per-id exact keys) pick the K;
 without re-rank the ADC scores pick them. Exact ties go to the later
-behaviour, as in the ranker's ``select_top_k``. ADC with unit channel weights is inner-product PQ
-over the concatenated channels, so faiss's ``ProductQuantizer.search_ip`` scans the user's code
-array in place (no copy, no per-user index). A vectorised numpy scan is kept as the plain reference.
+behaviour, as in the ranker's ``select_top_k``. The ADC scan itself is
+:class:`seminar.retrieval.kernels.ADCEngine`'s (faiss over the user's code array in place, or its
+numpy reference); this module only selects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from seminar.models.ranker import Ranker
 from seminar.retrieval.gsu import encode_key_tables, gsu_key_tables
+from seminar.retrieval.kernels import FAISS_CENTROIDS, ADCEngine
 from seminar.retrieval.pq import MultiModalPQ
 from seminar.retrieval.topk import top_k_latest
 from seminar.serving.schemas import GSU_MODES
@@ -34,7 +34,6 @@ __all__ = ["GSU_MODES", "CodeSearch", "CodeTables", "ExactSearch", "Selection", 
 
 BACKENDS = ("faiss", "numpy")
 EXACT_BLOCK = 256  # targets per GEMM block: [256, L] float32 scores stay within a few MB
-FAISS_CENTROIDS = 256  # one byte per code; unused centroid slots stay zero and are never addressed
 
 
 @dataclass
@@ -157,60 +156,23 @@ class CodeSearch:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        cfg = pq.config
-        if cfg.n_centroids > FAISS_CENTROIDS:
+        if pq.config.n_centroids > FAISS_CENTROIDS:
             raise ValueError(
-                f"serving needs ≤ {FAISS_CENTROIDS} centroids (uint8 codes), got {cfg.n_centroids}"
+                f"serving needs ≤ {FAISS_CENTROIDS} centroids (uint8 codes), got {pq.config.n_centroids}"
             )
         self.tables, self.backend, self.threads = tables, backend, threads
-        self.n_channels, self.dim, self.dsub = cfg.n_channels, cfg.dim, cfg.dsub
-        self.width = cfg.n_channels * cfg.n_sub
-        books = np.zeros((self.width, FAISS_CENTROIDS, cfg.dsub), dtype=np.float32)
-        books[:, : cfg.n_centroids] = pq.codebooks.reshape(self.width, cfg.n_centroids, cfg.dsub)
-        self.books = books  # [M·n_sub, 256, dsub], channel-major like the codes
-        self._pq = faiss.ProductQuantizer(self.n_channels * self.dim, self.width, 8)
-        faiss.copy_array_to_vector(books.ravel(), self._pq.centroids)
+        self.adc = ADCEngine(pq)
+        if backend == "faiss":
+            self.adc.faiss_quantizer()  # built at load, not on the first request
 
-    # ------------------------------------------------------------------ ADC
-    def _queries(self, u: np.ndarray) -> np.ndarray:
-        """u repeated over the M channels: its inner product with the concatenated keys is Σ_m <u, z_m>."""
-        return np.ascontiguousarray(np.tile(u, (1, self.n_channels)), dtype=np.float32)
-
-    def adc_tables(self, u: np.ndarray) -> np.ndarray:
-        """Per-target look-up tables [C, M·n_sub, 256]."""
-        x = self._queries(u).reshape(u.shape[0], self.width, self.dsub)
-        return np.einsum("skd,csd->csk", self.books, x)
-
-    def adc_scores(self, u: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """ADC scores [C, n] of codes [n, M·n_sub] (vectorised table gather: the plain reference)."""
-        flat = codes.astype(np.int64) + np.arange(self.width, dtype=np.int64) * FAISS_CENTROIDS
-        tables = self.adc_tables(u).reshape(u.shape[0], -1)
-        return tables[:, flat].sum(axis=-1, dtype=np.float32)
-
+    # ------------------------------------------------------------------ ADC (unit channel weights)
     def adc_at(self, u: np.ndarray, codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """ADC scores [C, r] of each target's own positions [C, r]."""
-        tables = self.adc_tables(u)
-        picked = codes[positions].astype(np.int64)  # C r S
-        rows = np.arange(u.shape[0])[:, None, None]
-        return tables[rows, np.arange(self.width)[None, None, :], picked].sum(axis=-1, dtype=np.float32)
+        return self.adc.scores_at(self.adc.queries(u), codes, positions)
 
     def shortlist(self, u: np.ndarray, codes: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions [C, r] of the r best ADC scores per target (r < n), and those scores."""
-        if self.backend == "numpy":
-            scores = self.adc_scores(u, codes)
-            top = np.argpartition(-scores, r - 1, axis=1)[:, :r]
-            return top, np.take_along_axis(scores, top, axis=1)
-        x = self._queries(u)
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
-        values = np.empty((x.shape[0], r), dtype=np.float32)
-        labels = np.empty((x.shape[0], r), dtype=np.int64)
-        heap = faiss.float_minheap_array_t()
-        heap.nh, heap.k = x.shape[0], r
-        heap.val, heap.ids = faiss.swig_ptr(values), faiss.swig_ptr(labels)
-        if self.threads is not None:  # OpenMP's thread count is per calling thread: set it in this one
-            faiss.omp_set_num_threads(self.threads)
-        self._pq.search_ip(faiss.swig_ptr(x), x.shape[0], faiss.swig_ptr(codes), codes.shape[0], heap, True)
-        return labels, values
+        return self.adc.shortlist(self.adc.queries(u), codes, r, self.backend, self.threads)
 
     # ------------------------------------------------------------------ selection
     def select(self, history: History, u: np.ndarray, k: int, rerank_factor: int) -> Selection:
