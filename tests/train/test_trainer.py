@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -318,6 +319,32 @@ def test_a_run_for_another_dataset_or_model_config_is_stale(ds: SeminarDataset, 
     twin.config = TinyConfig()
     resumed = Trainer(twin, same_but_timed, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
     assert resumed["epochs_run"] == 1  # a rebuild of the same inputs is the same dataset
+
+
+@dataclass
+class TinyConfigWithDepth:
+    """TinyConfig after a field was added: ``from_dict`` reads a run saved before it as depth 1."""
+
+    width: int = 8
+    depth: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TinyConfigWithDepth:
+        return cls(**values)
+
+
+def test_a_field_added_since_the_run_was_saved_is_not_a_change(ds: SeminarDataset, tmp_path: Path) -> None:
+    model = TinyModel(ds.n_items)
+    model.config = TinyConfig()
+    Trainer(model, ds, make_config(tmp_path / "run", epochs=1)).fit()
+    deeper = TinyModel(ds.n_items)
+    deeper.config = TinyConfigWithDepth(depth=2)
+    with pytest.raises(StaleRun, match=r"model depth: 1 -> 2"):
+        Trainer(deeper, ds, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
+    same = TinyModel(ds.n_items)
+    same.config = TinyConfigWithDepth()
+    resumed = Trainer(same, ds, make_config(tmp_path / "run", epochs=1)).fit(resume=True)
+    assert resumed["epochs_run"] == 1
 
 
 def test_resume_or_restart_moves_a_stale_run_aside(ds: SeminarDataset, tmp_path: Path) -> None:

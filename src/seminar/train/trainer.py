@@ -149,6 +149,18 @@ class Progress:
     best_record: dict[str, Any] = field(default_factory=dict)
 
 
+def _as_current_fields(config: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config read as the config class reads it (``from_dict``): a field added since
+    the run was saved takes the value the run was trained with, so it is not a change."""
+    read = getattr(type(config), "from_dict", None)
+    if not saved or read is None:
+        return saved
+    try:
+        return _json_safe(asdict(read(saved)))
+    except (TypeError, ValueError):  # not readable as the current class: compare as saved
+        return saved
+
+
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -398,6 +410,7 @@ class Trainer:
             if n not in RESUMABLE_CHANGES and saved_train.get(n) != train[n]
         ]
         saved_model, model = saved.get("model_config") or {}, current["model_config"] or {}
+        saved_model = _as_current_fields(getattr(self.model, "config", None), saved_model)
         changed += [
             f"model {n}: {saved_model.get(n)!r} -> {model[n]!r}"
             for n in sorted(model)
