@@ -322,13 +322,10 @@ def test_recent_behaviours_are_kept_beside_the_gsus_choice(
     with torch.no_grad():
         inputs = ranker._search_inputs(batch, items, queries)
         kept, valid = ranker._select(inputs, None)
-        older = SearchInputs(**{**inputs.__dict__, "visible": None})
-        real = inputs.mask.clone()
+        older = inputs.mask.clone()  # each user's real behaviours but the last R
         for b in range(12):
-            real[b, torch.nonzero(real[b]).flatten()[-recent:]] = False
-        scores = ranker.search.relevance(
-            SearchInputs(**{**older.__dict__, "visible": real[:, None, :].expand(-1, 3, -1)})
-        )
+            older[b, torch.nonzero(older[b]).flatten()[-recent:]] = False
+        scores = ranker.search.relevance(replace(inputs, visible=older[:, None, :].expand(-1, 3, -1)))
     for b in range(12):
         positions = torch.nonzero(inputs.mask[b]).flatten().tolist()
         for c in range(3):

@@ -155,7 +155,6 @@ class ScoringService:
             raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
         self.default_k = export.top_k
         self.ranker = export.ranker.eval()
-        self.recent = self.ranker.config.recent  # the last R behaviours are kept beside the GSU's
         with torch.no_grad():  # every id's channels once: scoring looks them up (weights are frozen)
             self.id_tables = self.ranker.embedding.id_tables()
         self.tables = CodeTables.build(self.ranker, export.pq if gsu == "pq" else None)
@@ -316,7 +315,9 @@ class ScoringService:
             part = slice(start, start + chunk)
             with torch.inference_mode():
                 u = target_query_vectors(self.ranker, query_ids[part], item_ids[part], self.id_tables)
-            selection = select_with_recent(self.search, history, u, k, self.rerank_factor, self.recent)
+            selection = select_with_recent(
+                self.search, history, u, k, self.rerank_factor, self.ranker.config.recent
+            )
             positions = selection.positions
             logits = self._logits(model_user, history, positions, item_ids[part], query_ids[part], now)
             results += self._results(
