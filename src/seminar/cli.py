@@ -336,143 +336,66 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded dataset: prepare, pretrain, fine-tune SEMINAR and baselines, evaluate."""
     from seminar.data.schema import load_dataset
-    from seminar.experiment import DemoConfig, run_demo
+    from seminar.experiment import DemoConfig, demo_settings, run_demo
     from seminar.report import results_table
 
     data = args.out / "data"
     code = main(["prepare", "ml-100k", "--out", str(data), *(["--quiet"] if args.quiet else [])])
     if code:
         return code
-    config = DemoConfig(
-        epochs=args.epochs,
-        pretrain_epochs=args.pretrain_epochs,
-        baselines=args.baselines,
-        progress=not args.quiet,
-    )
+    settings = demo_settings().replace(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs)
+    config = DemoConfig(settings=settings, baselines=args.baselines, progress=not args.quiet)
     rows = run_demo(load_dataset(data), args.out / "runs", config)
     console.print(results_table(rows, title="MovieLens-100k test metrics (positive + 99 negatives)"))
     return 0
 
 
-def _add_train_options(parser: argparse.ArgumentParser, *, ranker: bool) -> None:
-    """Options shared by `pretrain` and `train`; the rankers' defaults are the validated ones
-    (docs/results.md), the PSU's keep one target and one negative per sample."""
+def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of `pretrain` and `train`: the run's data, folder and seed by hand, every training
+    setting generated from :class:`~seminar.settings.ExperimentSettings` (defaults: the validated ones
+    of docs/results.md; the PSU keeps one target and one negative per sample)."""
+    from seminar.settings import add_setting_flags
+
     parser.add_argument("--data", type=Path, required=True, help="a prepared dataset directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics.jsonl)")
-    parser.add_argument("--epochs", type=types.positive_int, default=15 if ranker else 10)
-    parser.add_argument("--lr", type=types.positive_float, default=3e-3 if ranker else 1e-3)
-    parser.add_argument(
-        "--batch-size",
-        type=types.positive_int,
-        default=512 if ranker else 256,
-        help="training targets per step",
-    )
-    parser.add_argument("--max-length", type=types.positive_int, default=200, help="history window L")
-    parser.add_argument(
-        "--train-negatives",
-        type=types.positive_int,
-        default=10 if ranker else 1,
-        help="sampled negatives per target",
-    )
-    parser.add_argument(
-        "--positions-per-user",
-        type=types.positive_int,
-        default=None,
-        help="cap training targets per user and epoch (default: every position is a target)",
-    )
-    parser.add_argument(
-        "--targets-per-window",
-        type=types.positive_int,
-        default=32,
-        help="rankers: consecutive targets scored on one shared history window",
-    )
-    parser.add_argument(
-        "--negative-sampling",
-        choices=["uniform", "popularity"],
-        default="uniform",
-        help="training negatives (popularity: with the log-Q correction in the softmax loss)",
-    )
-    parser.add_argument("--weight-decay", type=types.non_negative_float, default=0.0)
-    parser.add_argument(
-        "--patience", type=types.positive_int, default=3, help="early-stopping patience in epochs"
-    )
-    parser.add_argument(
-        "--monitor",
-        default="ndcg@10" if ranker else "loss",
-        help="validation metric to keep the best checkpoint by",
-    )
-    parser.add_argument("--eval-mode", choices=["recommendation", "search", "pair"], default="recommendation")
-    parser.add_argument("--dim", type=types.positive_int, default=64)
-    parser.add_argument("--heads", type=types.positive_int, default=4)
-    parser.add_argument(
-        "--fusion-lambda",
-        type=types.unit_interval,
-        default=0.0,
-        help="λ of the query/item fusion (0.0: chosen by validation on MovieLens-100k, see docs/results.md)",
-    )
     parser.add_argument("--seed", type=types.non_negative_int, default=0)
-    parser.add_argument(
-        "--device", type=types.device, default="auto", help="auto | cpu | mps | cuda | cuda:N"
-    )
-    parser.add_argument(
-        "--workers", type=types.non_negative_int, default=0, help="DataLoader worker processes"
-    )
+    add_setting_flags(parser, command)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     parser.add_argument("--quiet", action="store_true")
 
 
-def _checked(config_class: Callable[..., Any], **values: Any) -> Any:
-    """A model config from the flags; what the flags pass one by one but not together (SASRec's heads
-    must divide d) is a usage error, exit 2, before any work."""
+def _settings(args: argparse.Namespace):
+    """The experiment settings the flags give; a combination the flags pass one by one but not
+    together is a usage error, exit 2, before any work."""
+    from seminar.settings import settings_from_args
+
     try:
-        return config_class(**values)
+        return settings_from_args(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
-def _train_config(args: argparse.Namespace):
-    from seminar.train.trainer import TrainConfig
-
-    return TrainConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        train_negatives=args.train_negatives,
-        positions_per_user=args.positions_per_user,
-        targets_per_window=args.targets_per_window,
-        negative_sampling=args.negative_sampling,
-        weight_decay=args.weight_decay,
-        early_stopping_patience=args.patience,
-        monitor=args.monitor,
-        eval_mode=args.eval_mode,
-        seed=args.seed,
-        device=args.device,
-        num_workers=args.workers,
-        progress=not args.quiet,
-    )
+def _checked(build: Callable[[], Any]) -> Any:
+    """A model config built from valid settings; what they pass one by one but not together
+    (SASRec's heads must divide d, R ≤ K) is a usage error, exit 2."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
     from seminar.experiment import pretrain
-    from seminar.models.psu import PretrainConfig
+    from seminar.models.psu import TASKS
 
-    config = _checked(
-        PretrainConfig,
-        dim=args.dim,
-        heads=args.heads,
-        fusion_lambda=args.fusion_lambda,
-        next_pair=not args.no_next_pair,
-        align=not args.no_align,
-        relevance=not args.no_relevance,
-        align_chunks=args.align_chunks,
-        temperature=args.temperature,
-        seed=args.seed,
-    )
-    summary = pretrain(load_dataset(args.data), args.out, config, _train_config(args), resume=args.resume)
+    settings = _settings(args)
+    tasks = [t for t in TASKS if not getattr(args, f"no_{t}")]
+    config = _checked(lambda: settings.pretrain_config(tasks, seed=args.seed))
+    train = settings.pretrain_train_config(seed=args.seed, progress=not args.quiet)
+    summary = pretrain(load_dataset(args.data), args.out, config, train, resume=args.resume)
     if _is_main_process():
         console.print(
             f"pretrained {summary['epochs_run']} epochs ({', '.join(summary['tasks'])}); "
@@ -485,36 +408,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
     from seminar.experiment import finetune
-    from seminar.models.ranker import RankerConfig
     from seminar.report import results_table
 
-    config = _checked(
-        RankerConfig,
-        model=args.model,
-        dim=args.dim,
-        heads=args.heads,
-        top_k=args.top_k,
-        recent=args.recent,
-        fusion_lambda=args.fusion_lambda,
-        user_features=not args.no_user_features,
-        user_id=not args.no_user_id,
-        loss=args.loss,
-        dropout=args.dropout,
-        knn_history=args.knn_history,
-        knn_neighbours=args.knn_neighbours,
-        knn_span=args.knn_span,
-        layers=args.layers,
-        seed=args.seed,
-    )
+    settings = _settings(args)
+    config = _checked(lambda: settings.ranker_config(args.model, seed=args.seed, recent=args.recent))
     summary = finetune(
         load_dataset(args.data),
         args.out,
         config,
-        _train_config(args),
+        settings.train_config(seed=args.seed, progress=not args.quiet),
         pretrained=args.pretrained,
         resume=args.resume,
     )
-    rows = [{"model": args.model, "mode": args.eval_mode, **summary["test"]}]
+    rows = [{"model": args.model, "mode": settings.eval_mode, **summary["test"]}]
     console.print(
         results_table(rows, title=f"{args.model}: test metrics (best epoch {summary['best_epoch']})")
     )
@@ -556,58 +462,23 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
     from seminar.models.registry import ALL_MODELS
 
     p = sub.add_parser("pretrain", help="pretrain the PSU (next pair, alignment, query-item relevance)")
-    _add_train_options(p, ranker=False)
+    _add_run_options(p, "pretrain")
     p.add_argument("--no-next-pair", action="store_true", help="switch off next-pair prediction")
     p.add_argument("--no-align", action="store_true", help="switch off multi-modal alignment")
     p.add_argument("--no-relevance", action="store_true", help="switch off query-item relevance")
-    p.add_argument(
-        "--align-chunks", type=types.positive_int, default=4, help="N_ch chunks for the alignment loss"
-    )
-    p.add_argument("--temperature", type=types.positive_float, default=0.07, help="InfoNCE temperature")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("train", help="train SEMINAR or a baseline ranker and report test metrics")
-    _add_train_options(p, ranker=True)
+    _add_run_options(p, "train")
     p.add_argument("--model", choices=ALL_MODELS, default="seminar")
-    p.add_argument(
-        "--top-k", type=types.positive_int, default=50, help="behaviours the GSU keeps for the ESU"
-    )
     p.add_argument(
         "--recent",
         type=types.non_negative_int,
         default=0,
         help="of the K behaviours, the last R are always kept (short-term interest); the GSU picks K - R",
     )
-    p.add_argument("--loss", choices=["softmax", "bce"], default="softmax", help="ranking loss")
-    p.add_argument(
-        "--dropout", type=types.dropout_rate, default=0.2, help="dropout (ranker head, SASRec blocks)"
-    )
-    p.add_argument(
-        "--knn-history", type=types.positive_int, default=20, help="itemknn: the user's last N items"
-    )
-    p.add_argument(
-        "--knn-neighbours", type=types.positive_int, default=1000, help="itemknn: neighbours kept per item"
-    )
-    p.add_argument(
-        "--knn-span",
-        type=types.positive_int,  # 1 passes here and is refused by RankerConfig (exit 2)
-        default=None,
-        help="itemknn: items co-occur only within spans of N consecutive behaviours (long histories)",
-    )
-    p.add_argument("--layers", type=types.positive_int, default=2, help="sasrec: transformer blocks")
     p.add_argument(
         "--pretrained", type=Path, default=None, help="a `seminar pretrain` run to initialise from"
-    )
-    p.add_argument(
-        "--no-user-features",
-        action="store_true",
-        help="leave the dataset's user profile attributes out of the user vector (id embedding only)",
-    )
-    p.add_argument(
-        "--no-user-id",
-        action="store_true",
-        help="no per-user id embedding: the user vector is the profile alone, so a user absent from "
-        "training is scored like any other (serving)",
     )
     p.set_defaults(func=cmd_train)
 
@@ -664,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/ml-100k"))
     defaults = DemoConfig()
-    demo.add_argument("--epochs", type=types.positive_int, default=defaults.epochs)
-    demo.add_argument("--pretrain-epochs", type=types.positive_int, default=defaults.pretrain_epochs)
+    demo.add_argument("--epochs", type=types.positive_int, default=defaults.settings.epochs)
+    demo.add_argument("--pretrain-epochs", type=types.positive_int, default=defaults.settings.pretrain_epochs)
     demo.add_argument(
         "--baselines",
         nargs="*",

@@ -20,10 +20,12 @@ import torch
 
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
+from seminar.models.psu import TASKS as PSU_TASKS
 from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, feasible_tasks
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.models.registry import build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
+from seminar.settings import ExperimentSettings
 from seminar.train.runs import MODEL_REGISTRY as MODEL_REGISTRY
 from seminar.train.runs import _config_from_dict as _config_from_dict
 from seminar.train.runs import load_run_model as load_run_model
@@ -127,60 +129,32 @@ def evaluate_run(
         return {mode: trainer.evaluate(stage, mode) for mode in modes}  # type: ignore[arg-type]
 
 
+def demo_settings() -> ExperimentSettings:
+    """The main job's training: the validated settings of docs/results.md at a smaller window and
+    model, few epochs, and a PSU pretrained on a sample of positions per user (enough for an
+    initialisation), so that it finishes in a few minutes on 2 CPU cores."""
+    return ExperimentSettings(
+        max_length=100,
+        dim=32,
+        heads=2,
+        epochs=5,
+        dropout=0.0,
+        pretrain_lr=1e-3,
+    )
+
+
 @dataclass
 class DemoConfig:
-    """The main job's settings: small enough for a few minutes on 2 CPU cores.
+    """What the main job trains: SEMINAR and the baselines with :func:`demo_settings`."""
 
-    The ranker settings are the validated defaults of docs/results.md at a smaller window; the PSU
-    is pretrained on a sample of positions per user, which is enough for an initialisation.
-    """
-
-    max_length: int = 100
-    top_k: int = 50
+    settings: ExperimentSettings = field(default_factory=demo_settings)
     # SEMINAR's ESU sees its last 25 behaviours beside the GSU's 25 (the best MovieLens-100k row of
     # docs/results.md); the baselines keep their plain GSU
     seminar_recent: int = 25
-    dim: int = 32
-    heads: int = 2
-    fusion_lambda: float = 0.0
-    pretrain_epochs: int = 2
-    pretrain_positions_per_user: int = 20
-    epochs: int = 5
-    lr: float = 3e-3
-    train_negatives: int = 10
-    targets_per_window: int = 32
-    batch_size: int = 512
     baselines: list[str] = field(default_factory=lambda: ["popularity", "itemknn", "sasrec", "twin"])
     modes: list[str] = field(default_factory=lambda: ["recommendation", "search"])
     seed: int = 0
     progress: bool = True
-
-    def train_config(self, monitor: str = "ndcg@10") -> TrainConfig:
-        """The rankers' training settings."""
-        return TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            max_length=self.max_length,
-            train_negatives=self.train_negatives,
-            targets_per_window=self.targets_per_window,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            progress=self.progress,
-            monitor=monitor,
-            eval_batch_size=256,
-        )
-
-    def pretrain_config(self) -> TrainConfig:
-        """The PSU's: one target per sample, monitored by its loss."""
-        return TrainConfig(
-            epochs=self.pretrain_epochs,
-            max_length=self.max_length,
-            positions_per_user=self.pretrain_positions_per_user,
-            seed=self.seed,
-            progress=self.progress,
-            monitor="loss",
-            eval_batch_size=256,
-        )
 
 
 def resume_or_restart(run_dir: Path, fit: Callable[[bool], Any]) -> Any:
@@ -211,37 +185,30 @@ def run_demo(
     tables = FeatureTables.from_dataset(ds)
     torch.manual_seed(config.seed)
     psu_dir = out_dir / "psu"
-    train = config.pretrain_config()
-    psu_config = PretrainConfig(
-        dim=config.dim, heads=config.heads, fusion_lambda=config.fusion_lambda, seed=config.seed
-    )
+    settings = config.settings
+    train = settings.pretrain_train_config(seed=config.seed, progress=config.progress)
+    psu_config = settings.pretrain_config(PSU_TASKS, seed=config.seed)
     resume_or_restart(
         psu_dir, lambda resume: pretrain(ds, psu_dir, psu_config, train, resume=resume, tables=tables)
     )
+    ranker_train = settings.train_config(seed=config.seed, progress=config.progress)
     rows = []
     for model in ["seminar", *config.baselines]:
         run = out_dir / model
-        ranker_config = RankerConfig(
-            model=model,
-            dim=config.dim,
-            heads=config.heads,
-            top_k=config.top_k,
-            recent=config.seminar_recent if model == "seminar" else 0,
-            fusion_lambda=config.fusion_lambda,
-            seed=config.seed,
-        )
+        recent = config.seminar_recent if model == "seminar" else 0
+        ranker_config = settings.ranker_config(model, seed=config.seed, recent=recent)
         resume_or_restart(
             run,
             lambda resume, run=run, ranker_config=ranker_config: finetune(
                 ds,
                 run,
                 ranker_config,
-                config.train_config(),
+                ranker_train,
                 pretrained=psu_dir if ranker_config.model == "seminar" else None,
                 resume=resume,
                 tables=tables,
             ),
         )
-        metrics = evaluate_run(ds, run, config.train_config(), config.modes, tables=tables)
+        metrics = evaluate_run(ds, run, ranker_train, config.modes, tables=tables)
         rows += [{"model": model, "mode": mode, **values} for mode, values in metrics.items()]
     return rows

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from seminar.reproduce.config import PSU_TASKS, ReproduceConfig, TrainingConfig
+from seminar.reproduce.config import PSU_TASKS, ReproduceConfig
+from seminar.settings import ExperimentSettings, field_defaults
 
 SWEEPS = ("pretrain_epochs", "fusion_lambda")
 _TASK_SHORT = {"next_pair": "next", "align": "align", "relevance": "rel"}
@@ -23,7 +24,9 @@ _TASK_SHORT = {"next_pair": "next", "align": "align", "relevance": "rel"}
 UNCOMPARED_TRAINING = frozenset(
     {"device", "workers", "eval_batch_size", "pretrain_epochs", "fusion_lambda", "user_features"}
 )
-PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature"})
+PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature", "pretrain_lr"})
+# Settings added after cells were first written: left out at their default, so those cells still match.
+LATER_TRAINING = frozenset({"knn_history", "knn_neighbours", "layers", "pretrain_lr"})
 
 
 @dataclass(frozen=True)
@@ -183,10 +186,15 @@ class Layout:
         return self.root / "cells" / "retrieval.json"
 
 
-def compared_training(training: TrainingConfig, pretrained: bool) -> dict[str, Any]:
+def compared_training(training: ExperimentSettings, pretrained: bool) -> dict[str, Any]:
     """The training settings a finished cell must agree with to be reused."""
     skip = UNCOMPARED_TRAINING if pretrained else UNCOMPARED_TRAINING | PSU_ONLY_TRAINING
-    return {k: v for k, v in asdict(training).items() if k not in skip}
+    defaults = field_defaults()
+    return {
+        k: v
+        for k, v in asdict(training).items()
+        if k not in skip and not (k in LATER_TRAINING and v == defaults[k])
+    }
 
 
 def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
 from seminar.errors import InvalidValue
 from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
 from seminar.reproduce.errors import ConfigError
-from seminar.train.distributed import DEVICE_SPEC
+from seminar.settings import ExperimentSettings
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "ReproduceConfig",
     "RetrievalConfig",
     "SweepsConfig",
-    "TrainingConfig",
     "VariantConfig",
     "load_config",
     "parse_config",
@@ -169,87 +168,6 @@ class VariantConfig:
     @property
     def psu_tasks(self) -> tuple[str, ...] | None:
         return tuple(self.pretrain) if isinstance(self.pretrain, list) else None
-
-
-@dataclass
-class TrainingConfig:
-    """Settings shared by every run of the grid (PSU pretraining and ranker fine-tuning)."""
-
-    max_length: int = 200
-    top_k: int = 50
-    dim: int = 64
-    heads: int = 4
-    epochs: int = 15
-    pretrain_epochs: int = 2
-    positions_per_user: int | None = None  # None: every training position is a target each epoch
-    patience: int | None = 3
-    batch_size: int = 512  # ranker training targets per step (targets_per_window per window)
-    eval_batch_size: int = 256
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    train_negatives: int = 10
-    targets_per_window: int = 32
-    negative_sampling: Literal["uniform", "popularity"] = "uniform"
-    loss: Literal["softmax", "bce"] = "softmax"
-    dropout: float = 0.2
-    user_id: bool = True
-    knn_span: int | None = None  # item-kNN: co-occurrence within spans of N behaviours (long histories)
-    pretrain_batch_size: int = 256  # PSU samples per step
-    pretrain_negatives: int = 1  # PSU next-pair negatives per sample
-    pretrain_positions_per_user: int | None = 20  # PSU training targets per user and epoch
-    monitor: str = "ndcg@10"
-    eval_mode: Literal["recommendation", "search", "pair"] = "recommendation"
-    fusion_lambda: float = 0.0
-    user_features: bool = True
-    align_chunks: int = 4
-    temperature: float = 0.07
-    device: str = "auto"
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        _positive(
-            self,
-            "max_length",
-            "top_k",
-            "dim",
-            "heads",
-            "epochs",
-            "positions_per_user",
-            "patience",
-            "batch_size",
-            "eval_batch_size",
-            "train_negatives",
-            "targets_per_window",
-            "pretrain_batch_size",
-            "pretrain_negatives",
-            "pretrain_positions_per_user",
-            "align_chunks",
-        )
-        if self.knn_span is not None and self.knn_span < 2:
-            raise InvalidValue("knn_span", f"a pair needs two behaviours: must be >= 2, got {self.knn_span}")
-        if self.negative_sampling not in ("uniform", "popularity"):
-            raise InvalidValue(
-                "negative_sampling", f"choose uniform or popularity, got {self.negative_sampling!r}"
-            )
-        if self.loss not in ("softmax", "bce"):
-            raise InvalidValue("loss", f"choose softmax or bce, got {self.loss!r}")
-        if not 0.0 <= self.dropout < 1.0 or self.weight_decay < 0:
-            raise InvalidValue("dropout" if self.weight_decay >= 0 else "weight_decay", "out of range")
-        if self.pretrain_epochs < 0:
-            raise InvalidValue("pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise InvalidValue("lr" if self.lr <= 0 else "temperature", "must be positive")
-        if self.workers < 0:
-            raise InvalidValue("workers", "must be >= 0")
-        if not 0.0 <= self.fusion_lambda <= 1.0:
-            raise InvalidValue("fusion_lambda", f"must lie in [0, 1], got {self.fusion_lambda}")
-        if not DEVICE_SPEC.match(self.device):
-            raise InvalidValue("device", f"use auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
-        if self.monitor not in ranking_metric_names(DEFAULT_KS):
-            raise InvalidValue(
-                "monitor",
-                f"unknown metric {self.monitor!r}; choose from {list(ranking_metric_names(DEFAULT_KS))}",
-            )
 
 
 def _check_sweep(values: list[Any], datasets: list[str] | None, seeds: list[int] | None) -> None:
@@ -416,7 +334,7 @@ class ReproduceConfig:
     datasets: list[DatasetConfig] = field(default_factory=list)
     models: list[VariantConfig] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: ExperimentSettings = field(default_factory=ExperimentSettings)
     modes: list[Literal["recommendation", "search", "pair"]] = field(
         default_factory=lambda: ["recommendation", "search"]
     )

@@ -26,12 +26,12 @@ from seminar.experiment import evaluate_run, finetune, pretrain
 from seminar.io import write_json_atomic
 from seminar.models.features import FeatureTables
 from seminar.models.psu import NoPretrainingTask, PretrainConfig, feasible_tasks
-from seminar.models.ranker import RankerConfig
 from seminar.reproduce.aggregate import FinishedCell
 from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_settings, unique_specs
 from seminar.reproduce.config import ConfigError, ReproduceConfig, load_config
 from seminar.reproduce.report import SECTIONS, ReportContext, SectionBuilder, write_report
-from seminar.train.trainer import BEST, LAST, METRICS_FILE, TrainConfig
+from seminar.settings import ExperimentSettings
+from seminar.train.trainer import BEST, LAST, METRICS_FILE
 
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
@@ -48,6 +48,9 @@ _RANKER_ONLY = (
     "dropout",
     "user_id",
     "knn_span",
+    "knn_history",
+    "knn_neighbours",
+    "layers",
 )
 
 
@@ -132,26 +135,13 @@ class GridRunner:
 
     # ---- training ---------------------------------------------------------------------------
 
-    def train_config(self, seed: int, epochs: int, monitor: str, *, psu: bool = False) -> TrainConfig:
-        t = self.config.training
-        return TrainConfig(
-            epochs=epochs,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            batch_size=t.pretrain_batch_size if psu else t.batch_size,
-            eval_batch_size=t.eval_batch_size,
-            max_length=t.max_length,
-            train_negatives=t.pretrain_negatives if psu else t.train_negatives,
-            positions_per_user=t.pretrain_positions_per_user if psu else t.positions_per_user,
-            targets_per_window=t.targets_per_window,
-            negative_sampling=t.negative_sampling,
-            early_stopping_patience=t.patience,
-            monitor=monitor,
-            eval_mode=t.eval_mode,
-            seed=seed,
-            device=t.device,
-            num_workers=t.workers,
-            progress=False,
+    def settings(self, spec: RunSpec) -> ExperimentSettings:
+        """The grid's training settings with what the run's spec sets itself (a sweep's λ or PSU
+        epochs, the variant's user features)."""
+        return self.config.training.replace(
+            fusion_lambda=spec.fusion_lambda,
+            user_features=spec.user_features,
+            pretrain_epochs=spec.pretrain_epochs or self.config.training.pretrain_epochs,
         )
 
     def _guard(self, directory: Path, settings: dict[str, Any]) -> bool:
@@ -173,19 +163,7 @@ class GridRunner:
 
     def psu_config(self, spec: RunSpec) -> PretrainConfig:
         """The PSU pretraining a run starts from, as its variant asks for it."""
-        t = self.config.training
-        tasks = spec.pretrain or ()
-        return PretrainConfig(
-            dim=t.dim,
-            heads=t.heads,
-            fusion_lambda=spec.fusion_lambda,
-            next_pair="next_pair" in tasks,
-            align="align" in tasks,
-            relevance="relevance" in tasks,
-            align_chunks=t.align_chunks,
-            temperature=t.temperature,
-            seed=spec.seed,
-        )
+        return self.settings(spec).pretrain_config(spec.pretrain or (), seed=spec.seed)
 
     def check_pretraining(self, cells: Sequence[Cell]) -> None:
         """Before any training: refuse a variant whose PSU tasks all need what its dataset lacks,
@@ -218,7 +196,7 @@ class GridRunner:
         }
         resume = self._guard(psu_dir, psu_settings)
         ds, tables = self.dataset(spec.dataset)
-        train = self.train_config(spec.seed, spec.pretrain_epochs, "loss", psu=True)
+        train = self.settings(spec).pretrain_train_config(seed=spec.seed)
         summary = pretrain(ds, psu_dir, self.psu_config(spec), train, resume=resume, tables=tables)
         return psu_dir, summary["dropped_tasks"]
 
@@ -226,6 +204,7 @@ class GridRunner:
         """Train (resuming) and evaluate one run; with ``previous``, only evaluate its missing modes."""
         t = self.config.training
         settings = _json_ready(run_settings(self.config, spec))
+        experiment = self.settings(spec)
         run = self.layout.run_dir(spec)
         started = time.perf_counter()
         metrics: dict[str, Any] = dict(previous["metrics"]) if previous else {}
@@ -234,28 +213,15 @@ class GridRunner:
             psu_dir, dropped = self._pretrain(spec, settings)
             resume = self._guard(run, settings)
             ds, tables = self.dataset(spec.dataset)
-            ranker = RankerConfig(
-                model=spec.model,
-                dim=t.dim,
-                heads=t.heads,
-                top_k=t.top_k,
-                recent=spec.recent,
-                fusion_lambda=spec.fusion_lambda,
-                user_features=spec.user_features,
-                user_id=t.user_id,
-                knn_span=t.knn_span,
-                loss=t.loss,
-                dropout=t.dropout,
-                seed=spec.seed,
-            )
-            train = self.train_config(spec.seed, t.epochs, t.monitor)
+            ranker = experiment.ranker_config(spec.model, seed=spec.seed, recent=spec.recent)
+            train = experiment.train_config(seed=spec.seed)
             summary = finetune(ds, run, ranker, train, pretrained=psu_dir, resume=resume, tables=tables)
             if summary.get("test") and t.eval_mode in self.config.modes:
                 metrics[t.eval_mode] = summary["test"]  # fit already tested the best weights in this mode
         todo = [m for m in self.config.modes if m not in metrics]
         if todo:
             ds, tables = self.dataset(spec.dataset)
-            evaluation = self.train_config(spec.seed, t.epochs, t.monitor)
+            evaluation = experiment.train_config(seed=spec.seed)
             metrics.update(evaluate_run(ds, run, evaluation, todo, tables=tables))
         seconds = round(time.perf_counter() - started, 1) + (previous or {}).get("seconds", 0.0)
         record = {"settings": settings, "metrics": metrics, "seconds": seconds}
