@@ -65,3 +65,30 @@ def test_k_must_be_positive_and_scores_two_dimensional() -> None:
         top_k_latest(np.zeros((2, 5), dtype=np.float32), 0)
     with pytest.raises(ValueError, match=r"\[C, n\]"):
         top_k_latest(np.zeros(5, dtype=np.float32), 1)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lead=st.tuples(st.integers(0, 4), st.integers(1, 9)),
+    n=st.integers(1, 600),
+    k=st.integers(0, 80),
+    levels=st.sampled_from([0, 2, 7, 1000]),  # 0: continuous scores; else that many distinct values
+    masked=st.floats(0.0, 1.0),  # share of -inf (masked) positions
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_torch_top_k_latest_first_equals_the_sort(lead, n, k, levels, masked, seed) -> None:
+    """The ranker's selection (best first, ties to later positions, -inf padding last) equals the
+    plain stable sort, order included, on rows with and without ties straddling the k-th place."""
+    from seminar.models.search import reference_top_k_latest_first, top_k_latest_first
+
+    rng = np.random.default_rng(seed)
+    shape = (*lead, n)
+    scores = rng.standard_normal(shape) if not levels else rng.integers(0, levels, shape) - levels // 2
+    scores = scores.astype(np.float64)
+    scores = np.where(rng.random(shape) < 0.5, scores, -scores)  # -0.0 beside 0.0: equal scores
+    scores = np.where(rng.random(shape) < masked, -np.inf, scores).astype(np.float32)
+    k = min(k, n)
+    tensor = torch.from_numpy(scores)
+    got = top_k_latest_first(tensor, k)
+    assert got.shape == (*lead, k)
+    assert torch.equal(got, reference_top_k_latest_first(tensor, k))
