@@ -106,15 +106,3 @@ def add_retrieval_commands(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--k", type=int, help="top-K")
     speed.add_argument("--seed", type=int, default=0)
     speed.set_defaults(func=_speed)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (python -m seminar.retrieval.cli ...) until the top-level CLI registers us."""
-    parser = argparse.ArgumentParser(prog="seminar")
-    add_retrieval_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

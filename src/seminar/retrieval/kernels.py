@@ -44,7 +44,6 @@ __all__ = [
     "ADCEngine",
     "PQSearcher",
     "SearchResult",
-    "adc_topk",
     "batched_adc_scores",
     "batched_adc_topk",
     "batched_tables",
@@ -501,18 +500,6 @@ def _check_k(k: int) -> int:
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     return int(k)
-
-
-def adc_topk(
-    pq: MultiModalPQ,
-    codes: ArrayLike,
-    target: ArrayLike,
-    gammas: ArrayLike | Sequence[float],
-    k: int,
-    backend: str = "auto",
-) -> SearchResult:
-    """One-shot convenience: build a searcher over ``codes`` and return the ADC top-k for ``target``."""
-    return PQSearcher(pq, codes, backend=backend).search(target, gammas, k)
 
 
 def codes_to_tensor(codes: ArrayLike, device: torch.device | str = "cpu") -> torch.Tensor:
