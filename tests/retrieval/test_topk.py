@@ -79,7 +79,12 @@ def test_k_must_be_positive_and_scores_two_dimensional() -> None:
 def test_torch_top_k_latest_first_equals_the_sort(lead, n, k, levels, masked, seed) -> None:
     """The ranker's selection (best first, ties to later positions, -inf padding last) equals the
     plain stable sort, order included, on rows with and without ties straddling the k-th place."""
-    from seminar.models.search import reference_top_k_latest_first, top_k_latest_first
+    from seminar.models.search import (
+        _ordered_keys,
+        reference_top_k_latest_first,
+        top_k_by_keys,
+        top_k_latest_first,
+    )
 
     rng = np.random.default_rng(seed)
     shape = (*lead, n)
@@ -87,8 +92,16 @@ def test_torch_top_k_latest_first_equals_the_sort(lead, n, k, levels, masked, se
     scores = scores.astype(np.float64)
     scores = np.where(rng.random(shape) < 0.5, scores, -scores)  # -0.0 beside 0.0: equal scores
     scores = np.where(rng.random(shape) < masked, -np.inf, scores).astype(np.float32)
+    if seed % 7 == 0:  # a NaN here and there: the reference ranks it first
+        scores[rng.random(shape) < 0.01] = np.nan
     k = min(k, n)
     tensor = torch.from_numpy(scores)
     got = top_k_latest_first(tensor, k)
     assert got.shape == (*lead, k)
-    assert torch.equal(got, reference_top_k_latest_first(tensor, k))
+    expected = reference_top_k_latest_first(tensor, k)
+    assert torch.equal(got, expected)
+    if k:  # the key path alone (every row on an accelerator: torch.topk of the unique keys)
+        flat = tensor.reshape(-1, n)
+        assert torch.equal(top_k_by_keys(flat, k), expected.reshape(-1, k))
+        on_accelerator = torch.topk(_ordered_keys(flat), k, dim=1, sorted=True).values & 0xFFFFFFFF
+        assert torch.equal(on_accelerator, expected.reshape(-1, k))

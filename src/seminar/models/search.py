@@ -7,6 +7,7 @@ here; embeddings, the ESU and the head are shared, so a comparison changes one t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar, Generic, TypeVar
@@ -69,31 +70,106 @@ def reference_top_k_latest_first(scores: Tensor, k: int) -> Tensor:
 def _ordered_keys(flat: Tensor) -> Tensor:
     """int64 keys [N, L] that order like (score, position): the float32 score's bits mapped to an
     int32 of the same order in the high half, the position in the low half. No two keys of a row
-    are equal, so the k largest keys are the top-k with ties to the later position."""
+    are equal, so a row's k largest keys are its top-k with ties to the later position."""
     bits = (flat + 0.0).contiguous().view(torch.int32)  # + 0.0: -0.0 becomes +0.0, equal scores equal bits
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: their magnitude bits reversed
     positions = torch.arange(flat.shape[1], device=flat.device, dtype=torch.int64)
     return (ordered.to(torch.int64) << 32) | positions
 
 
-def top_k_latest_first(scores: Tensor, k: int) -> Tensor:
-    """:func:`reference_top_k_latest_first` without sorting whole rows.
-
-    The scores become unique order-preserving integer keys (:func:`_ordered_keys`), so a selection
-    of each row's k largest keys (numpy's partition on the CPU, several times faster there than
-    ``torch.sort`` or ``torch.topk``; ``torch.topk`` elsewhere) and a sort of just those k give the
-    reference's positions in its order. Tests hold both equal on random inputs, ties included.
-    """
-    *lead, length = scores.shape
-    if k == 0 or scores.numel() == 0:
-        return reference_top_k_latest_first(scores, k)
-    keys = _ordered_keys(scores.detach().float().reshape(-1, length))
-    if keys.device.type == "cpu":
+def top_k_by_keys(flat: Tensor, k: int) -> Tensor:
+    """Top-k positions [N, k] of rows [N, L] via :func:`_ordered_keys`, best first: the k largest
+    unique keys (the accelerator path)."""
+    length = flat.shape[1]
+    keys = _ordered_keys(flat)
+    if keys.device.type == "cpu":  # numpy's partition is several times faster there than torch.topk
         best = torch.from_numpy(np.partition(keys.numpy(), length - k, axis=1)[:, length - k :])
         best = torch.sort(best, dim=1, descending=True).values
     else:
         best = torch.topk(keys, k, dim=1, sorted=True).values
-    return (best & 0xFFFFFFFF).view(*lead, k)
+    return best & 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=16)
+def _minus_inf_ramp(length: int) -> np.ndarray | None:
+    """Distinct float32 values far below any score, rising with position (None if float32 cannot
+    hold ``length`` of them apart)."""
+    ramp = (-1e30 - 1e24 * np.arange(length - 1, -1, -1, dtype=np.float64)).astype(np.float32)
+    return ramp if bool(np.all(np.diff(ramp) > 0)) else None
+
+
+def _untie_minus_inf(values: np.ndarray) -> np.ndarray:
+    """-inf scores (masked positions, or a GSU's "never") replaced by :func:`_minus_inf_ramp`: the
+    reference ranks them below every finite score and among themselves by position, later first,
+    which is how the ramp ranks them, and numpy's partition slows down badly on many equal values.
+    Unchanged when a finite score lies that low."""
+    minus_inf = np.isneginf(values)
+    if not minus_inf.any():
+        return values
+    ramp = _minus_inf_ramp(values.shape[1])
+    if ramp is None or not np.where(minus_inf, np.inf, values).min() > ramp[-1]:
+        return values
+    return np.where(minus_inf, ramp, values)
+
+
+def _latest_of_ties(hits: np.ndarray, values: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
+    """Of each row's hits (flat indices ascending, row by row, of the scores at or above its k-th
+    largest ``kth``), the k the reference keeps: all above, and of those equal to the k-th, the
+    latest ones that fill the places. Works on the hits alone, a few more than k per row."""
+    n, length = values.shape
+    rows = hits // length
+    equal = values.reshape(-1)[hits] == kth[rows]
+    equal_per_row = np.bincount(rows[equal], minlength=n)
+    missing = k - (np.bincount(rows, minlength=n) - equal_per_row)  # places the equal ones fill
+    nth_equal = np.cumsum(equal) - (np.cumsum(equal_per_row) - equal_per_row)[rows]  # 1-based in its row
+    from_right = equal_per_row[rows] - nth_equal + 1
+    return hits[~equal | (from_right <= missing[rows])]
+
+
+def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """CPU top-k positions [N, k], best first, and which rows are left for the caller (those
+    holding a NaN, which the reference ranks first).
+
+    Each row's k-th largest score (numpy's partition) splits it: where exactly k scores reach it,
+    those are the top-k; where more do (equal scores at the k-th place, e.g. repeated behaviours),
+    the latest of the equal ones fill the places. Only the k kept are then sorted.
+    """
+    values = _untie_minus_inf(values)
+    n, length = values.shape
+    partitioned = np.partition(values, length - k, axis=1)
+    kth = partitioned[:, length - k]
+    failed = np.isnan(partitioned[:, -1])  # the partition puts a row's NaN last
+    hits = np.flatnonzero(values >= kth[:, None])  # ascending, row by row
+    if failed.any():
+        hits = hits[~failed[hits // length]]
+    if hits.size != k * (n - int(failed.sum())):  # some k-th place is tied
+        hits = _latest_of_ties(hits, values, kth, k)
+    done = np.flatnonzero(~failed)
+    positions = (hits % length).reshape(-1, k)[:, ::-1]  # latest first
+    order = np.argsort(-values[done[:, None], positions], axis=1, kind="stable")
+    out = np.empty((n, k), dtype=np.int64)
+    out[done] = np.take_along_axis(positions, order, axis=1)
+    return out, failed
+
+
+def top_k_latest_first(scores: Tensor, k: int) -> Tensor:
+    """:func:`reference_top_k_latest_first` without sorting whole rows: :func:`_top_k_cpu` on the
+    CPU (numpy's partition, compare and flatnonzero are several times faster there than torch's
+    sort, top-k and reductions), :func:`top_k_by_keys` on an accelerator. Tests hold every path
+    equal to the reference on random inputs, ties included.
+    """
+    *lead, length = scores.shape
+    if k == 0 or scores.numel() == 0:
+        return reference_top_k_latest_first(scores, k)
+    flat = scores.detach().float().reshape(-1, length).contiguous()
+    if flat.device.type != "cpu":
+        return top_k_by_keys(flat, k).view(*lead, k)
+    out, failed = _top_k_cpu(flat.numpy(), k)
+    result = torch.from_numpy(out)
+    if failed.any():
+        rows = torch.from_numpy(failed)
+        result[rows] = reference_top_k_latest_first(flat[rows], k)
+    return result.view(*lead, k)
 
 
 def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
