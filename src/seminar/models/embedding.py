@@ -230,8 +230,20 @@ class PairEmbedding:
         return self._gather(query, self.query_inverse) + self._gather(items.sum(dim=1), self.item_inverse)
 
     def sum_at(self, tables: tuple[Tensor, Tensor], positions: Tensor) -> Tensor:
-        """Channel-summed rows of :meth:`weighted_channel_tables` at ``positions`` [B, C, K]: [B, C, K, d]."""
+        """Channel-summed rows of :meth:`weighted_channel_tables` at ``positions`` [B, C, K]: [B, C, K, d].
+
+        Without gradients (evaluation, serving), when the targets keep more slots than the
+        sequences hold, each behaviour's sum is formed once (:meth:`sum_all`) and gathered: one
+        gather of C·K rows instead of two and an addition. The same additions, so the same values.
+        Training keeps the per-slot form, whose gradients accumulate in the order they always did.
+        """
         query, items = tables
+        b, c, k = positions.shape
+        length = self.query_inverse.shape[1]
+        if not torch.is_grad_enabled() and c * k > length:
+            per_behaviour = self.sum_all(tables).reshape(b * length, -1)  # [B·L, d]
+            offsets = torch.arange(b, device=positions.device)[:, None, None] * length
+            return self._gather(per_behaviour, positions + offsets)
         query_rows, item_rows = self._inverse_at(positions)
         return self._gather(query, query_rows) + self._gather(items.sum(dim=1), item_rows)
 
