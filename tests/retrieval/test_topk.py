@@ -94,6 +94,8 @@ def test_torch_top_k_latest_first_equals_the_sort(lead, n, k, levels, masked, se
     scores = np.where(rng.random(shape) < masked, -np.inf, scores).astype(np.float32)
     if seed % 7 == 0:  # a NaN here and there: the reference ranks it first
         scores[rng.random(shape) < 0.01] = np.nan
+    if seed % 5 == 1:  # finite scores as low as the -inf stand-ins of the fast path
+        scores[rng.random(shape) < 0.05] = rng.choice([-1e31, -1e30, np.finfo(np.float32).min])
     k = min(k, n)
     tensor = torch.from_numpy(scores)
     got = top_k_latest_first(tensor, k)

@@ -92,24 +92,10 @@ def top_k_by_keys(flat: Tensor, k: int) -> Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _minus_inf_ramp(length: int) -> np.ndarray | None:
-    """Distinct float32 values far below any score, rising with position (None if float32 cannot
-    hold ``length`` of them apart)."""
+    """Distinct float32 values far below any real score, rising with position (None if float32
+    cannot hold ``length`` of them apart)."""
     ramp = (-1e30 - 1e24 * np.arange(length - 1, -1, -1, dtype=np.float64)).astype(np.float32)
     return ramp if bool(np.all(np.diff(ramp) > 0)) else None
-
-
-def _untie_minus_inf(values: np.ndarray) -> np.ndarray:
-    """-inf scores (masked positions, or a GSU's "never") replaced by :func:`_minus_inf_ramp`: the
-    reference ranks them below every finite score and among themselves by position, later first,
-    which is how the ramp ranks them, and numpy's partition slows down badly on many equal values.
-    Unchanged when a finite score lies that low."""
-    minus_inf = np.isneginf(values)
-    if not minus_inf.any():
-        return values
-    ramp = _minus_inf_ramp(values.shape[1])
-    if ramp is None or not np.where(minus_inf, np.inf, values).min() > ramp[-1]:
-        return values
-    return np.where(minus_inf, ramp, values)
 
 
 def _latest_of_ties(hits: np.ndarray, values: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
@@ -128,17 +114,25 @@ def _latest_of_ties(hits: np.ndarray, values: np.ndarray, kth: np.ndarray, k: in
 
 def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """CPU top-k positions [N, k], best first, and which rows are left for the caller (those
-    holding a NaN, which the reference ranks first).
+    holding a NaN, which the reference ranks first, or a finite score below -1e30).
 
     Each row's k-th largest score (numpy's partition) splits it: where exactly k scores reach it,
     those are the top-k; where more do (equal scores at the k-th place, e.g. repeated behaviours),
     the latest of the equal ones fill the places. Only the k kept are then sorted.
     """
-    values = _untie_minus_inf(values)
     n, length = values.shape
+    # -inf (masked positions, or a GSU's "never") lifted to the ramp: the reference ranks them below
+    # every finite score and among themselves later first, as the ramp does, and numpy's partition
+    # slows down badly on many equal values
+    ramp = _minus_inf_ramp(length)
+    original, values = values, values if ramp is None else np.maximum(values, ramp)
     partitioned = np.partition(values, length - k, axis=1)
     kth = partitioned[:, length - k]
     failed = np.isnan(partitioned[:, -1])  # the partition puts a row's NaN last
+    if ramp is not None and (low := np.flatnonzero(kth <= ramp[-1])).size:
+        # the k-th place lies in the ramp: exact only if every score lifted there was -inf
+        lifted = original[low]
+        failed[low[((lifted <= ramp[-1]) & ~np.isneginf(lifted)).any(axis=1)]] = True
     hits = np.flatnonzero(values >= kth[:, None])  # ascending, row by row
     if failed.any():
         hits = hits[~failed[hits // length]]
