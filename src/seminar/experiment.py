@@ -26,6 +26,8 @@ from seminar.models.ranker import Ranker, RankerConfig
 from seminar.models.registry import build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
 from seminar.settings import ExperimentSettings
+from seminar.train import distributed as ddp
+from seminar.train.evaluation import EvalSettings, rank_held_out
 from seminar.train.runs import MODEL_REGISTRY as MODEL_REGISTRY
 from seminar.train.runs import _config_from_dict as _config_from_dict
 from seminar.train.runs import load_run_model as load_run_model
@@ -124,9 +126,23 @@ def evaluate_run(
         if not isinstance(model, Ranker):
             raise ValueError(f"{run_dir} is not a ranker run; the PQ GSU replaces a ranker's GSU")
         save_gsu_pq(attach_pq_gsu(model, pq_config), run_dir)
-    train.out_dir = str(run_dir)
-    with Trainer(model, ds, train) as trainer:
-        return {mode: trainer.evaluate(stage, mode) for mode in modes}  # type: ignore[arg-type]
+    dist = ddp.env_dist_info()
+    device = ddp.resolve_device(train.device, dist)
+    owns_group = ddp.init_process_group(dist, device)
+    try:
+        settings = EvalSettings(
+            max_length=train.max_length,
+            batch_size=train.eval_batch_size,
+            device=device,
+            workers=train.num_workers,
+            distributed=dist.enabled,
+            progress=train.progress and dist.is_main,
+        )
+        model = model.to(device)
+        return {mode: rank_held_out(model, ds, stage, mode, settings) for mode in modes}
+    finally:
+        if owns_group:
+            ddp.shutdown()
 
 
 def demo_settings() -> ExperimentSettings:

@@ -57,7 +57,8 @@ from seminar.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from seminar.train.metrics import DEFAULT_KS, RankingAccumulator, ranking_metric_names
+from seminar.train.evaluation import EvalSettings, rank_held_out
+from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 
 logger = logging.getLogger(__name__)
 
@@ -588,31 +589,16 @@ class Trainer:
         candidates. ``record=True`` also appends the metrics to ``metrics.jsonl``. ``users`` in
         the result is the number of ranking tasks evaluated.
         """
-        if not self.can_score:
-            raise TypeError(f"{type(self.model).__name__} has no score_candidates; it cannot be evaluated")
         mode = mode or self.config.eval_mode
-        samples = EvalSamples(self.dataset, stage, mode, self.config.max_length)
-        if len(samples) == 0:  # e.g. search mode on a dataset without queries: nothing to rank
-            return {"users": 0}
-        loader = make_loader(  # under DDP: disjoint shards, no padding duplicates, so sums stay exact
-            samples,
-            self.config.eval_batch_size,
-            num_workers=self.config.num_workers,
+        settings = EvalSettings(
+            max_length=self.config.max_length,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
+            workers=self.config.num_workers,
             distributed=self.dist.enabled,
+            progress=self.config.progress and self.dist.is_main,
         )
-        acc = RankingAccumulator(DEFAULT_KS, device=self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():  # full precision: bf16 scores would tie far more often
-                for batch in self._bar(loader, desc=f"{stage} ({mode})", leave=False):
-                    scores = self.model.score_candidates(self._to_device(batch))
-                    acc.update(scores.float())
-        finally:
-            self.model.train(was_training)
-        ddp.all_reduce_sum_(acc.totals)
-        metrics = acc.compute()
-        metrics["users"] = acc.count
+        metrics = rank_held_out(self.model, self.dataset, stage, mode, settings)
         if record and self.dist.is_main:
             append_jsonl(self.metrics_path, {"stage": stage, "mode": mode, "metrics": metrics})
         return metrics
