@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -20,6 +20,9 @@ from seminar.errors import ConfigError
 from seminar.models.psu import NoPretrainingTask
 from seminar.train.checkpoint import CheckpointError
 from seminar.train.trainer import StaleRun
+
+if TYPE_CHECKING:
+    from seminar.settings import ExperimentSettings
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
@@ -366,7 +369,7 @@ def _add_run_options(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> ExperimentSettings:
     """The experiment settings the flags give; a combination the flags pass one by one but not
     together is a usage error, exit 2, before any work."""
     from seminar.settings import settings_from_args
