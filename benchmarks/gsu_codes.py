@@ -1,6 +1,7 @@
 """Which codes should stand in for the GSU's keys: bytes per behaviour against Recall@K.
 
     .venv/bin/python benchmarks/gsu_codes.py [--length 10000] [--targets 200] [--k 50] [--seed 0]
+    .venv/bin/python benchmarks/gsu_codes.py --export EXPORT      # a trained model's keys instead
 
 The GSU scores a behaviour by <u, Σ_j γ_j x_j> over its channels j (query, text, image). The paper
 quantizes each channel x_j; the score only needs the fused key Σ_j γ_j x_j, which can be quantized
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -60,8 +62,9 @@ class Channels:
         return out
 
 
-def fused(x: np.ndarray) -> np.ndarray:
-    return np.einsum("nmd,m->nd", x, np.asarray(GAMMAS, dtype=np.float32)).astype(np.float32)
+def fused(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ_j w_j x_j [n, d] of channels [n, M, d]."""
+    return np.einsum("nmd,m->nd", x, weights).astype(np.float32)
 
 
 def pq_reconstruction(train: np.ndarray, data: np.ndarray, n_sub: int, bits: int, seed: int) -> np.ndarray:
@@ -96,16 +99,16 @@ def recall(scores_by: np.ndarray, exact: np.ndarray, k: int, rerank: int) -> flo
 
 
 def methods(
-    train: np.ndarray, data: np.ndarray, seed: int
+    train: np.ndarray, data: np.ndarray, weights: np.ndarray, seed: int
 ) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
     """name -> (bytes per behaviour, the fused keys it scores with [n, d])."""
     channels = train.shape[1]
-    fused_train, fused_data = fused(train), fused(data)
+    fused_train, fused_data = fused(train, weights), fused(data, weights)
 
     def per_channel(n_sub: int) -> Callable[[], np.ndarray]:
         def build() -> np.ndarray:
             parts = [pq_reconstruction(train[:, j], data[:, j], n_sub, 8, seed) for j in range(channels)]
-            return fused(np.stack(parts, axis=1))
+            return fused(np.stack(parts, axis=1), weights)
 
         return build
 
@@ -127,23 +130,14 @@ def methods(
     return table
 
 
-def run(
-    length: int,
-    targets: int,
-    k: int,
-    seed: int,
-    dim: int = 64,
-    topics: int = 64,
-    train_size: int = TRAIN_SIZE,
+def compare(
+    train: np.ndarray, history: np.ndarray, u: np.ndarray, weights: np.ndarray, k: int, seed: int
 ) -> list[dict[str, float | str]]:
-    rng = np.random.default_rng(seed)
-    source = Channels.make(rng, topics, dim, len(GAMMAS))
-    train = source.sample(rng, train_size)
-    history = source.sample(rng, length)
-    u = fused(source.sample(rng, targets))  # targets look like behaviours of the same topics
-    exact = u @ fused(history).T
+    """Every method's bytes and Recall@k for GSU queries ``u`` [C, d] over ``history`` [n, M, d]
+    (codebooks fitted on ``train`` [T, M, d], never on the history)."""
+    exact = u @ fused(history, weights).T
     rows: list[dict[str, float | str]] = []
-    for name, (size, build) in methods(train, history, seed).items():
+    for name, (size, build) in methods(train, history, weights, seed).items():
         approx = u @ build().T
         rows.append(
             {
@@ -156,16 +150,71 @@ def run(
     return rows
 
 
+def run(
+    length: int,
+    targets: int,
+    k: int,
+    seed: int,
+    dim: int = 64,
+    topics: int = 64,
+    train_size: int = TRAIN_SIZE,
+) -> list[dict[str, float | str]]:
+    """:func:`compare` on synthetic clustered channels; targets look like behaviours of the same topics."""
+    rng = np.random.default_rng(seed)
+    source = Channels.make(rng, topics, dim, len(GAMMAS))
+    weights = np.asarray(GAMMAS, dtype=np.float32)
+    train, history = source.sample(rng, train_size), source.sample(rng, length)
+    u = fused(source.sample(rng, targets), weights)
+    return compare(train, history, u, weights, k, seed)
+
+
+def run_trained(export: Path, length: int, targets: int, k: int, seed: int) -> list[dict[str, float | str]]:
+    """:func:`compare` on a trained model's GSU keys: channel keys of a random history of the
+    export's ids (half of them searches), u of random (query, item) candidates; the codebooks are
+    fitted on random (query, item) pairs. The keys already carry their channel weights."""
+    import torch
+
+    from seminar.retrieval.gsu import gsu_key_tables, target_query_vectors
+    from seminar.serving import ScoringService
+    from seminar.serving.bundle import load_export
+
+    torch.set_num_threads(1)
+    ranker = ScoringService(load_export(export), threads=1).ranker
+    tables = gsu_key_tables(ranker)  # query [Nq+1, d], items [Ni+1, M-1, d]
+    rng = np.random.default_rng(seed)
+
+    def channels_of(n: int) -> np.ndarray:
+        queries = np.where(rng.random(n) < 0.5, rng.integers(1, tables.query.shape[0], n), 0)
+        items = rng.integers(1, tables.items.shape[0], n)
+        return np.concatenate([tables.query[queries][:, None], tables.items[items]], axis=1)
+
+    train, history = channels_of(TRAIN_SIZE), channels_of(length)
+    u = target_query_vectors(
+        ranker,
+        rng.integers(0, tables.query.shape[0], targets),
+        rng.integers(1, tables.items.shape[0], targets),
+    )
+    return compare(train, history, u, np.ones(train.shape[1], dtype=np.float32), k, seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=10_000, help="behaviours per user (L)")
     parser.add_argument("--targets", type=int, default=200, help="GSU queries (candidates)")
     parser.add_argument("--k", type=int, default=50, help="K")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--export", type=Path, default=None, help="a `seminar export`: its trained keys instead"
+    )
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
-    rows = run(args.length, args.targets, args.k, args.seed)
-    print(f"L = {args.length}, {args.targets} targets, K = {args.k}, d = 64, 3 channels, seed {args.seed}\n")
+    if args.export is None:
+        rows = run(args.length, args.targets, args.k, args.seed)
+        source = "synthetic clustered channels, d = 64, 3 channels"
+    else:
+        rows = run_trained(args.export, args.length, args.targets, args.k, args.seed)
+        source = f"trained GSU keys of {args.export}"
+    print(f"{source}; L = {args.length}, {args.targets} targets, K = {args.k}, seed {args.seed}\n")
     print(f"| codes | bytes/behaviour | Recall@{args.k} | Recall@{args.k}, exact re-rank of {4 * args.k} |")
     print("|---|---|---|---|")
     for row in rows:
