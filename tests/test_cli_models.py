@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from seminar.cli import main
+from seminar.data.schema import load_dataset
+from seminar.retrieval.gsu import PQGsuConfig
+from seminar.serving.export import export_run
+from seminar.settings import ExperimentSettings
 from seminar.train.trainer import read_jsonl
 
 TINY = ["--epochs", "1", "--max-length", "12", "--dim", "16", "--heads", "2", "--batch-size", "64", "--quiet"]
@@ -61,6 +65,18 @@ def test_pretrain_then_train_from_it_then_evaluate(
     assert code == 0
     records = read_jsonl(tmp_path / "sem" / "metrics.jsonl")
     assert any(r.get("stage") == "test" for r in records)
+    # each run records the settings its flags gave; an export carries them
+    psu_settings, sem_settings = (
+        ExperimentSettings.read(tmp_path / "psu"),
+        ExperimentSettings.read(tmp_path / "sem"),
+    )
+    assert psu_settings is not None and psu_settings.pretrain_epochs == 1 and psu_settings.dim == 16
+    assert sem_settings is not None and (sem_settings.top_k, sem_settings.max_length) == (4, 12)
+    export = export_run(
+        load_dataset(data), tmp_path / "sem", tmp_path / "export", PQGsuConfig(n_sub=4, n_centroids=16)
+    )
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["settings"]["top_k"] == 4
     capsys.readouterr()
     assert (
         main(

@@ -398,7 +398,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     tasks = [t for t in TASKS if not getattr(args, f"no_{t}")]
     config = _checked(lambda: settings.pretrain_config(tasks, seed=args.seed))
     train = settings.pretrain_train_config(seed=args.seed, progress=not args.quiet)
-    summary = pretrain(load_dataset(args.data), args.out, config, train, resume=args.resume)
+    summary = pretrain(
+        load_dataset(args.data), args.out, config, train, resume=args.resume, settings=settings
+    )
     if _is_main_process():
         console.print(
             f"pretrained {summary['epochs_run']} epochs ({', '.join(summary['tasks'])}); "
@@ -422,6 +424,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings.train_config(seed=args.seed, progress=not args.quiet),
         pretrained=args.pretrained,
         resume=args.resume,
+        settings=settings,
     )
     rows = [{"model": args.model, "mode": settings.eval_mode, **summary["test"]}]
     console.print(
@@ -435,6 +438,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seminar.experiment import evaluate_run, run_max_length
     from seminar.report import results_table
     from seminar.retrieval.gsu import PQGsuConfig
+    from seminar.settings import ExperimentSettings
     from seminar.train.trainer import TrainConfig
 
     ds = load_dataset(args.data)
@@ -446,9 +450,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     max_length = args.max_length or run_max_length(args.run)
+    saved = _checked(lambda: ExperimentSettings.read(args.run))  # the run's own evaluation batch
+    batch = saved.eval_batch_size if saved is not None else ExperimentSettings().eval_batch_size
     rows = []
     for gsu in args.gsu:
-        train = TrainConfig(max_length=max_length, device=args.device, progress=not args.quiet)
+        train = TrainConfig(
+            max_length=max_length, eval_batch_size=batch, device=args.device, progress=not args.quiet
+        )
         metrics = evaluate_run(
             ds, args.run, train, args.modes, stage=args.stage, gsu=gsu, pq_config=pq_config
         )

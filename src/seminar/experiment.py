@@ -45,8 +45,10 @@ def pretrain(
     *,
     resume: bool = False,
     tables: FeatureTables | None = None,
+    settings: ExperimentSettings | None = None,
 ) -> dict[str, Any]:
-    """Pretrain the PSU (monitors its loss: it has no ranking head).
+    """Pretrain the PSU (monitors its loss: it has no ranking head); ``settings``, when given, are
+    recorded beside the checkpoints once training ends.
 
     Tasks the dataset cannot support are switched off with a logged note (:func:`feasible_tasks`);
     the summary's ``dropped_tasks`` says which and why.
@@ -58,7 +60,14 @@ def pretrain(
     train.out_dir = str(out_dir)
     with Trainer(PretrainingSearchUnit(tables, model_config), ds, train) as trainer:
         summary = trainer.fit(resume=resume)
+    _record(settings, out_dir)
     return {**summary, "tasks": model_config.tasks(), "dropped_tasks": dropped}
+
+
+def _record(settings: ExperimentSettings | None, run_dir: Path | str) -> None:
+    """Write a run's settings after training (so a refused resume never overwrites the old ones)."""
+    if settings is not None and ddp.env_dist_info().is_main:
+        settings.save(run_dir)
 
 
 def restore_pretrained(ranker: Ranker, psu_run: Path | str, tables: FeatureTables) -> None:
@@ -82,8 +91,10 @@ def finetune(
     pretrained: Path | str | None = None,
     resume: bool = False,
     tables: FeatureTables | None = None,
+    settings: ExperimentSettings | None = None,
 ) -> dict[str, Any]:
-    """Train a ranker (SEMINAR, a baseline or a reference ranker), optionally initialised from a PSU run.
+    """Train a ranker (SEMINAR, a baseline or a reference ranker), optionally initialised from a PSU run;
+    ``settings``, when given, are recorded beside the checkpoints once training ends.
 
     Popularity and item-kNN are fitted by counting; their run holds the fitted tables as its checkpoint.
     """
@@ -97,7 +108,9 @@ def finetune(
         restore_pretrained(ranker, pretrained, tables)
     train.out_dir = str(out_dir)
     with Trainer(ranker, ds, train) as trainer:
-        return trainer.fit(resume=resume)
+        summary = trainer.fit(resume=resume)
+    _record(settings, out_dir)
+    return summary
 
 
 GSU_CHOICES = ("exact", "pq")
@@ -205,7 +218,10 @@ def run_demo(
     train = settings.pretrain_train_config(seed=config.seed, progress=config.progress)
     psu_config = settings.pretrain_config(PSU_TASKS, seed=config.seed)
     resume_or_restart(
-        psu_dir, lambda resume: pretrain(ds, psu_dir, psu_config, train, resume=resume, tables=tables)
+        psu_dir,
+        lambda resume: pretrain(
+            ds, psu_dir, psu_config, train, resume=resume, tables=tables, settings=settings
+        ),
     )
     ranker_train = settings.train_config(seed=config.seed, progress=config.progress)
     rows = []
@@ -223,6 +239,7 @@ def run_demo(
                 pretrained=psu_dir if ranker_config.model == "seminar" else None,
                 resume=resume,
                 tables=tables,
+                settings=settings,
             ),
         )
         metrics = evaluate_run(ds, run, ranker_train, config.modes, tables=tables)

@@ -17,22 +17,26 @@ recent window R and the seed (a reproduce grid's variants and seeds, a command's
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from seminar import cli_types as types
 from seminar.errors import InvalidValue
+from seminar.io import write_json_atomic
 from seminar.models.psu import PretrainConfig
 from seminar.models.ranker import RankerConfig
 from seminar.train.distributed import DEVICE_SPEC
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 from seminar.train.trainer import TrainConfig
 
-__all__ = ["COMMANDS", "ExperimentSettings", "add_setting_flags", "settings_from_args"]
+__all__ = ["COMMANDS", "SETTINGS_FILE", "ExperimentSettings", "add_setting_flags", "settings_from_args"]
 
 COMMANDS = ("train", "pretrain")
+SETTINGS_FILE = "settings.json"  # beside a run's checkpoints: the settings it was trained with
 _SAME = object()  # a flag whose default is the field's own
 
 
@@ -215,6 +219,22 @@ class ExperimentSettings:
     def replace(self, **changes: Any) -> ExperimentSettings:
         """A copy with some settings changed (validated again)."""
         return replace(self, **changes)
+
+    def save(self, run_dir: Path | str) -> None:
+        """Record the settings beside a run's checkpoints (atomically)."""
+        write_json_atomic(Path(run_dir) / SETTINGS_FILE, asdict(self))
+
+    @classmethod
+    def read(cls, run_dir: Path | str) -> ExperimentSettings | None:
+        """The settings a run was trained with, or None for a run that did not record them (made
+        by an older version, or by a Python caller that passed none). Keys this version does not
+        know are ignored; a value it refuses raises :class:`~seminar.errors.InvalidValue`."""
+        path = Path(run_dir) / SETTINGS_FILE
+        if not path.is_file():
+            return None
+        values = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     # ---- the one mapping to the model and trainer configs -------------------------------------
 

@@ -197,7 +197,15 @@ class GridRunner:
         resume = self._guard(psu_dir, psu_settings)
         ds, tables = self.dataset(spec.dataset)
         train = self.settings(spec).pretrain_train_config(seed=spec.seed)
-        summary = pretrain(ds, psu_dir, self.psu_config(spec), train, resume=resume, tables=tables)
+        summary = pretrain(
+            ds,
+            psu_dir,
+            self.psu_config(spec),
+            train,
+            resume=resume,
+            tables=tables,
+            settings=self.settings(spec),
+        )
         return psu_dir, summary["dropped_tasks"]
 
     def run_spec(self, spec: RunSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -215,7 +223,9 @@ class GridRunner:
             ds, tables = self.dataset(spec.dataset)
             ranker = experiment.ranker_config(spec.model, seed=spec.seed, recent=spec.recent)
             train = experiment.train_config(seed=spec.seed)
-            summary = finetune(ds, run, ranker, train, pretrained=psu_dir, resume=resume, tables=tables)
+            summary = finetune(
+                ds, run, ranker, train, pretrained=psu_dir, resume=resume, tables=tables, settings=experiment
+            )
             if summary.get("test") and t.eval_mode in self.config.modes:
                 metrics[t.eval_mode] = summary["test"]  # fit already tested the best weights in this mode
         todo = [m for m in self.config.modes if m not in metrics]

@@ -9,6 +9,7 @@ internal id maps. The directory is assembled under a temporary name and swapped 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from seminar.serving.bundle import (
 from seminar.serving.errors import ExportError
 from seminar.serving.ids import IdMaps
 from seminar.serving.tables_io import save_feature_tables
+from seminar.settings import ExperimentSettings
 from seminar.train.runs import load_run_model
 from seminar.train.trainer import BEST
 
@@ -41,6 +43,12 @@ def _check_servable(ranker: Ranker, run_dir: Path) -> None:
             f"{run_dir}: a {ranker.config.model!r} ranker cannot be exported; serving replaces the GSU "
             f"by PQ codes, which needs an inner-product GSU: {', '.join(SERVABLE_MODELS)}"
         )
+
+
+def _training_settings(run_dir: Path) -> dict[str, Any] | None:
+    """The settings the run recorded (None for a run that recorded none)."""
+    saved = ExperimentSettings.read(run_dir)
+    return None if saved is None else asdict(saved)
 
 
 def export_run(
@@ -87,6 +95,7 @@ def export_run(
                 "dim": keys.dim,
                 "bytes_per_behaviour": pq.bytes_per_behaviour,
             },
+            "settings": _training_settings(run_dir),
             "source": {
                 "data": str(ds.root),
                 "dataset": ds.manifest.get("source"),
