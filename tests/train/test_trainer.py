@@ -117,6 +117,21 @@ def test_evaluate_every_mode_with_checked_identities(ds: SeminarDataset, tmp_pat
     assert trainer.evaluate("valid")["users"] == ds.n_users
 
 
+def test_evaluation_without_a_trainer_equals_the_trainers(ds: SeminarDataset, tmp_path: Path) -> None:
+    """rank_held_out (what `seminar evaluate` calls) gives the trainer's numbers, any batch size,
+    and refuses a model that cannot score candidates."""
+    from seminar.train.evaluation import EvalSettings, rank_held_out
+
+    model = TinyModel(ds.n_items)
+    trainer = Trainer(model, ds, make_config(tmp_path / "run"))
+    for batch in (1, 7, 256):
+        settings = EvalSettings(max_length=trainer.config.max_length, batch_size=batch)
+        metrics = rank_held_out(model, ds, "test", "search", settings)
+        assert metrics == pytest.approx(trainer.evaluate("test", "search"))
+    with pytest.raises(TypeError, match="score_candidates"):
+        rank_held_out(nn.Linear(2, 2), ds, "test", "search", EvalSettings(max_length=10))
+
+
 def test_checkpoint_round_trip(ds: SeminarDataset, tmp_path: Path) -> None:
     model = TinyModel(ds.n_items, seed=3)
     state = {
