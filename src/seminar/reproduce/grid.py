@@ -196,15 +196,15 @@ class GridRunner:
         }
         resume = self._guard(psu_dir, psu_settings)
         ds, tables = self.dataset(spec.dataset)
-        train = self.settings(spec).pretrain_train_config(seed=spec.seed)
+        experiment = self.settings(spec)
         summary = pretrain(
             ds,
             psu_dir,
-            self.psu_config(spec),
-            train,
+            experiment.pretrain_config(spec.pretrain, seed=spec.seed),
+            experiment.pretrain_train_config(seed=spec.seed),
             resume=resume,
             tables=tables,
-            settings=self.settings(spec),
+            settings=experiment,
         )
         return psu_dir, summary["dropped_tasks"]
 
