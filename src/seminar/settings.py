@@ -29,6 +29,7 @@ from seminar.errors import InvalidValue
 from seminar.io import write_json_atomic
 from seminar.models.psu import PretrainConfig
 from seminar.models.ranker import RankerConfig
+from seminar.parsing import YAML_FIELDS
 from seminar.train.distributed import DEVICE_SPEC
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
 from seminar.train.trainer import TrainConfig
@@ -68,6 +69,8 @@ BOTH = {"train": Flag(), "pretrain": Flag()}
 class ExperimentSettings:
     """How rankers are fine-tuned and the PSU pretrained; defaults are the validated ones
     (docs/results.md)."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     # ---- the history window and the model's size, shared by the PSU and the ranker
     max_length: int = _knob(200, "history window L", parse=types.positive_int, **BOTH)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from seminar.data.tables import DataError
 from seminar.reproduce.cells import plan_cells, unique_specs
@@ -100,7 +101,7 @@ def test_source_options_are_checked_per_source() -> None:
     data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {"reviews": "x"}}])
     assert "datasets[0].options.reviews: unknown key" in error_of(data)
     data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {}}])
-    assert "datasets[0].options: missing required key(s) ['directory']" in error_of(data)
+    assert "datasets[0].options.directory: missing required key" in error_of(data)
     data = config_with(datasets=[{"name": "k", "source": "kuaisar", "options": {"directory": "raw"}}])
     dataset = parse_config(data).datasets[0]
     assert isinstance(dataset.options, KuaisarOptions) and dataset.options.directory == Path("raw")
@@ -137,7 +138,7 @@ def test_empty_or_repeated_seeds() -> None:
     assert "seeds: 1 is listed twice" in error_of(config_with(seeds=[1, 1]))
 
 
-def test_wrong_types_are_refused_not_coerced() -> None:
+def test_wrong_types_are_refused_not_coerced(tmp_path: Path) -> None:
     assert "training.epochs: expected an integer, got 'four'" in error_of(
         config_with(training={"epochs": "four"})
     )
@@ -145,8 +146,21 @@ def test_wrong_types_are_refused_not_coerced() -> None:
         config_with(training={"epochs": True})
     )
     assert "seeds: expected a list" in error_of(config_with(seeds=3))
-    # YAML 1.1 reads 1e-3 as a string; a number field takes it as the number it spells
-    assert parse_config(config_with(training={"lr": "1e-3"})).training.lr == pytest.approx(1e-3)
+    assert "training.lr: expected a number, got '0.001'" in error_of(config_with(training={"lr": "0.001"}))
+    no_dropout = config_with(training={"dropout": None})
+    assert "training.dropout: expected a number, got None" in error_of(no_dropout)
+    assert "models[1].pretrain: expected a list or a string, got 3" in error_of(
+        config_with(models=[BASE["models"][0], {**BASE["models"][1], "pretrain": 3}])
+    )
+    assert "expected a mapping, got [1, 2]" in error_of([1, 2])
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; the config's loader reads it as the number it spells
+    path = tmp_path / "grid.yaml"
+    text = yaml.safe_dump(BASE) + "training:\n  lr: 1e-3\n  weight_decay: -2.5E+1\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"training\.weight_decay: must be >= 0, got -25\.0"):
+        load_config(path)
+    path.write_text(yaml.safe_dump(BASE) + "training:\n  lr: 1e-3\n", encoding="utf-8")
+    assert load_config(path).training.lr == pytest.approx(1e-3)
 
 
 def test_value_ranges() -> None:
@@ -167,7 +181,7 @@ def test_value_ranges() -> None:
         config_with(training={"lr": float("nan")})
     )
     assert "training.temperature: expected a finite number" in error_of(
-        config_with(training={"temperature": "inf"})
+        config_with(training={"temperature": float("inf")})
     )
     assert "training.device: use auto, cpu, mps, cuda or cuda:N, got 'tpu'" in error_of(
         config_with(training={"device": "tpu"})
@@ -240,3 +254,30 @@ def test_ml100k_config_is_the_three_seed_grid_of_docs_results() -> None:
     specs = unique_specs(cells)
     # 15 variants; sweeps add epochs 1 and 4 and λ 0.1, 0.3, 0.5, 0.7, 0.9 (0, 2 and 0 reuse the grid)
     assert len(specs) == 3 * (15 + 2 + 5)
+
+
+def test_errors_name_the_key_a_person_wrote_not_the_parsers_internals() -> None:
+    # a sweep is a mapping or a bare list of values: the message follows the shape that was given
+    assert "sweeps.fusion_lambda[0]: expected a number, got 'a'" in error_of(
+        config_with(sweeps={"fusion_lambda": ["a"]})
+    )
+    assert "sweeps.fusion_lambda: expected a mapping or a list, got 'a'" in error_of(
+        config_with(sweeps={"fusion_lambda": "a"})
+    )
+    message = error_of(config_with(sweeps={"pretrain_epochs": {"values": [1], "variantt": "SEMINAR"}}))
+    assert "sweeps.pretrain_epochs.variantt: unknown key (did you mean 'variant'?)" in message
+    assert "PretrainEpochsSweep" not in message
+    assert "sweeps.pretrain_epochs[0]: expected an integer, got 1.5" in error_of(
+        config_with(sweeps={"pretrain_epochs": [1.5]})
+    )
+    # every problem of a dataset's options, each at its place in the file
+    typo = {"name": "s", "source": "synthetic", "options": {"usrs": 3, "dim": "x"}}
+    message = error_of(config_with(datasets=[typo]))
+    assert "datasets[0].options.usrs: unknown key (did you mean 'users'?)" in message
+    assert "datasets[0].options.dim: expected an integer, got 'x'" in message
+    bad_norm = {"name": "s", "source": "synthetic", "options": {"norms": {"text": "x"}}}
+    message = error_of(config_with(datasets=[bad_norm]))
+    assert "datasets[0].options.norms.text: expected a number, got 'x'" in message
+    assert "datasets[0].options: expected a mapping, got [1]" in error_of(
+        config_with(datasets=[{"name": "s", "source": "synthetic", "options": [1]}])
+    )

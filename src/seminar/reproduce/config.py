@@ -1,26 +1,27 @@
 """The reproduce config: a YAML file parsed with ``yaml.safe_load`` into typed dataclasses.
 
-Every mapping is checked against its dataclass: an unknown key, a missing required key or a value
-of the wrong type is a :class:`ConfigError` that names the file and the key's path
-(``datasets[0].build.negatives``), so a typo fails before hours of training instead of being
-silently ignored. Strings are never evaluated. docs/reproduce.md describes every key.
+The dataclasses declare the keys, their types and defaults, and check their values in
+``__post_init__``; :func:`seminar.parsing.parse_dataclass` (pydantic) builds them from the
+loaded YAML. An unknown key, a missing required key or a value of the wrong type is a
+:class:`ConfigError` that names the file and the key's path (``datasets[0].build.negatives``), so a
+typo fails before hours of training instead of being silently ignored. Strings are never
+evaluated. docs/reproduce.md describes every key.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-import types
+import re
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
 from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
 from seminar.errors import InvalidValue
 from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
+from seminar.parsing import YAML_FIELDS, parse_dataclass
 from seminar.reproduce.errors import ConfigError
 from seminar.settings import ExperimentSettings
 from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
@@ -70,6 +71,8 @@ def _metric_names(name: str, values: list[str]) -> None:
 class BuildOptions:
     """How a dataset is built (the options shared by every `seminar prepare` source)."""
 
+    __pydantic_config__ = YAML_FIELDS
+
     text_encoder: str | None = None  # default: minilm, or none for kuaisar and synthetic
     image_encoder: str = "none"
     negatives: int = 99
@@ -105,6 +108,8 @@ class BuildOptions:
 class DatasetConfig:
     """One dataset of the grid: a source, its reader options and build options."""
 
+    __pydantic_config__ = YAML_FIELDS
+
     name: str
     source: Literal["ml-100k", "recbole", "tables", "sequences", "kuaisar", "amazon", "synthetic", "lifelong"]
     options: Any = None  # parsed into the source's options dataclass (see sources.py)
@@ -114,7 +119,7 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         _check_name("name", self.name)
         if not isinstance(self.options, SOURCE_OPTIONS[self.source]):
-            self.options = build_dataclass(SOURCE_OPTIONS[self.source], self.options or {}, "options")
+            self.options = parse_dataclass(SOURCE_OPTIONS[self.source], self.options or {}, "options")
         if self.build.text_encoder is None:
             default = "none" if self.source in NO_TEXT_ENCODER_SOURCES else "minilm"
             self.build = replace(self.build, text_encoder=default)
@@ -123,6 +128,8 @@ class DatasetConfig:
 @dataclass
 class VariantConfig:
     """A row of the tables: a ranker model and, optionally, the PSU tasks it is pretrained with."""
+
+    __pydantic_config__ = YAML_FIELDS
 
     name: str
     model: str
@@ -186,14 +193,12 @@ def _check_sweep(values: list[Any], datasets: list[str] | None, seeds: list[int]
 class PretrainEpochsSweep:
     """Figure 3: one variant fine-tuned after 0 (no pretraining), 1, 2, ... PSU epochs."""
 
+    __pydantic_config__ = YAML_FIELDS
+
     values: list[int]
     variant: str | None = None  # default: the first SEMINAR variant with full pretraining
     datasets: list[str] | None = None  # default: every dataset
     seeds: list[int] | None = None  # default: the grid's seeds
-
-    @staticmethod
-    def shorthand(value: Any) -> Any:
-        return {"values": value} if isinstance(value, list) else value
 
     def __post_init__(self) -> None:
         _check_sweep(self.values, self.datasets, self.seeds)
@@ -205,14 +210,12 @@ class PretrainEpochsSweep:
 class FusionLambdaSweep:
     """Figure 4: one variant trained (and pretrained) at each query/item fusion weight λ."""
 
+    __pydantic_config__ = YAML_FIELDS
+
     values: list[float]
     variant: str | None = None  # default: the first SEMINAR variant
     datasets: list[str] | None = None
     seeds: list[int] | None = None
-
-    @staticmethod
-    def shorthand(value: Any) -> Any:
-        return {"values": value} if isinstance(value, list) else value
 
     def __post_init__(self) -> None:
         _check_sweep(self.values, self.datasets, self.seeds)
@@ -222,13 +225,28 @@ class FusionLambdaSweep:
 
 @dataclass
 class SweepsConfig:
-    pretrain_epochs: PretrainEpochsSweep | None = None
-    fusion_lambda: FusionLambdaSweep | None = None
+    """The sweeps; a bare list of values is short for ``{values: [...]}``."""
+
+    __pydantic_config__ = YAML_FIELDS
+
+    pretrain_epochs: PretrainEpochsSweep | list[int] | None = None
+    fusion_lambda: FusionLambdaSweep | list[float] | None = None
+
+    def __post_init__(self) -> None:
+        for key, sweep in (("pretrain_epochs", PretrainEpochsSweep), ("fusion_lambda", FusionLambdaSweep)):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                try:
+                    setattr(self, key, sweep(values=value))
+                except InvalidValue as err:
+                    raise InvalidValue(f"{key}.{err.key}", err.message) from None
 
 
 @dataclass
 class RQVAEOptions:
     """Overrides of :class:`seminar.retrieval.baselines.RQVAEConfig` (null keeps the preset's value)."""
+
+    __pydantic_config__ = YAML_FIELDS
 
     latent_dim: int | None = None
     hidden_dim: int | None = None
@@ -247,6 +265,8 @@ class RetrievalConfig:
     ``preset`` picks the base grid (``paper``: the paper's setup; ``quick``: seconds); every other
     key overrides one field of it.
     """
+
+    __pydantic_config__ = YAML_FIELDS
 
     preset: Literal["paper", "quick"] = "paper"
     lengths: list[int] | None = None
@@ -307,6 +327,8 @@ DEFAULT_COLUMNS = ["ndcg@5", "ndcg@10", "ndcg@50", "hr@1", "hr@10", "mrr", "auc"
 class ReportConfig:
     """What the report shows; metrics absent from every cell (e.g. AUC) are left out of the tables."""
 
+    __pydantic_config__ = YAML_FIELDS
+
     columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     figure_metrics: list[str] = field(default_factory=lambda: ["ndcg@5", "ndcg@10", "ndcg@50"])
     model_recall: bool = True  # Table 4: Recall@K on the first seed's SEMINAR/TWIN/SIM-soft GSU keys
@@ -330,6 +352,8 @@ class ReportConfig:
 @dataclass
 class ReproduceConfig:
     """An experiment grid: datasets × model variants × seeds, sweeps, and the retrieval grid."""
+
+    __pydantic_config__ = YAML_FIELDS
 
     datasets: list[DatasetConfig] = field(default_factory=list)
     models: list[VariantConfig] = field(default_factory=list)
@@ -447,133 +471,10 @@ def _check_name(key: str, name: str) -> None:
         raise InvalidValue(key, f"{name!r} must be a folder-safe name (letters, digits, '-', '_', '.')")
 
 
-# --------------------------------------------------------------------------------------------------
-# The parser: mappings into dataclasses, checked against their type hints.
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _describe(hint: Any) -> str:
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None)) + (
-            " or null" if type(None) in args else ""
-        )
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple):
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    if origin is dict or is_dataclass(hint):
-        return "a mapping"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}
-    return names.get(hint, str(hint))
-
-
-def _shape_fits(hint: Any, value: Any) -> bool:
-    """Whether ``value`` has the YAML shape ``hint`` expects (picks the arm of a union)."""
-    origin = get_origin(hint)
-    if is_dataclass(hint) or origin is dict:
-        return isinstance(value, dict)
-    if origin in (list, tuple):
-        return isinstance(value, list)
-    if hint in (str, Path) or origin is Literal:
-        return isinstance(value, str)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return True
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{where}: a value is required, expected {_describe(hint)}")
-        arms = [a for a in args if a is not type(None)]
-        arm = next((a for a in arms if _shape_fits(a, value)), arms[0])
-        return _convert(value, arm, where)
-    if is_dataclass(hint):
-        return build_dataclass(hint, value, where)
-    if value is None:
-        raise ConfigError(f"{where}: a value is required, expected {_describe(hint)}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-        items = [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], _join(where, str(k))) for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint in (str, Path):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
-        return Path(value) if hint is Path else value
-    raise TypeError(f"{where}: unsupported type {hint!r}")  # a bug in a config dataclass
-
-
-def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
-    """Build ``cls`` from a YAML mapping: unknown keys, missing keys and wrong types are ConfigErrors."""
-    if hasattr(cls, "shorthand"):
-        data = cls.shorthand(data)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    known = [f.name for f in fields(cls) if f.init]
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{_join(where, str(key))}: unknown key{hint}; known keys: {', '.join(known)}")
-    required = [
-        f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING
-    ]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ConfigError(f"{where or 'config'}: missing required key(s) {missing}")
-    hints = get_type_hints(cls)
-    values = {k: _convert(v, hints[k], _join(where, k)) for k, v in data.items()}
-    try:
-        return cls(**values)
-    except InvalidValue as err:
-        raise ConfigError(f"{_join(where, err.key)}: {err.message}") from None
-    except ConfigError as err:  # raised by a nested build inside __post_init__
-        text = str(err)
-        raise ConfigError(_join(where, text) if where else text) from None
-
-
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key repeated in one mapping (YAML would keep the last
-    silently, so a setting written twice would be half-ignored)."""
+    silently, so a setting written twice would be half-ignored) and reads ``1e-3`` as a number
+    (YAML 1.1, PyYAML's dialect, wants a dot in the mantissa and would hand over a string)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -591,10 +492,17 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def parse_config(data: Any, source: str = "config") -> ReproduceConfig:
     """A :class:`ReproduceConfig` from an already-loaded mapping; errors are prefixed by ``source``."""
     try:
-        return build_dataclass(ReproduceConfig, data)
+        return parse_dataclass(ReproduceConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -18,11 +18,14 @@ from seminar.data.sources.lifelong import LifelongConfig, generate_lifelong
 from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.tables import DataError, SourceTables
 from seminar.errors import InvalidValue
+from seminar.parsing import YAML_FIELDS
 
 
 @dataclass
 class Ml100kOptions:
     """The embedded MovieLens-100k; ``query_fraction`` of behaviours get a generated genre query."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     query_fraction: float = 0.5
 
@@ -38,6 +41,8 @@ class Ml100kOptions:
 @dataclass
 class RecboleOptions:
     """RecBole atomic files (``.inter``/``.item``/``.user``) in ``directory``."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     directory: Path
     name: str | None = None
@@ -72,6 +77,8 @@ class RecboleOptions:
 @dataclass
 class TablesOptions:
     """The user's own CSV/Parquet interactions and optional items and users files (as `prepare tables`)."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     interactions: Path
     items: Path | None = None
@@ -110,6 +117,8 @@ class TablesOptions:
 class SequencesOptions:
     """One line per user (user id, then item ids in time order) and an optional item-attributes JSON."""
 
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
+
     file: Path
     attributes: Path | None = None  # JSON object: item id -> list of attribute ids
 
@@ -122,6 +131,8 @@ class SequencesOptions:
 @dataclass
 class KuaisarOptions:
     """A KuaiSAR (or KuaiSAR-small) folder with src_inter.csv, rec_inter.csv and the feature files."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     directory: Path
     max_users: int | None = None
@@ -139,6 +150,8 @@ class KuaisarOptions:
 @dataclass
 class AmazonOptions:
     """Amazon Reviews 2018: a ``*_5.json.gz`` reviews file and its ``meta_*.json.gz``."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     reviews: Path
     meta: Path
@@ -161,6 +174,8 @@ class SyntheticOptions(SyntheticConfig):
 
     Its ``seed`` is not a key: each of the grid's seeds generates its own data.
     """
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     def __post_init__(self) -> None:
         if self.seed != 0:
@@ -186,6 +201,8 @@ class LifelongOptions(LifelongConfig):
     It has no ``seed`` key: the build seed (``build.seed`` in a reproduce config, or ``--seed``)
     generates the data.
     """
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     def read(self, seed: int) -> SourceTables:
         values = {f.name: getattr(self, f.name) for f in fields(LifelongConfig)}
