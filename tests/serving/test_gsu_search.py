@@ -70,3 +70,17 @@ def test_serve_refuses_an_unknown_gsu_before_loading(tmp_path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", str(tmp_path), "--gsu", "hnsw"])
     assert exit_info.value.code == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300), rows=st.integers(1, 20), width=st.integers(1, 30), seed=st.integers(0, 2**31 - 1)
+)
+def test_union_of_kept_positions_equals_numpy_unique(n: int, rows: int, width: int, seed: int) -> None:
+    from seminar.serving.service import _union_and_slots
+
+    kept = np.random.default_rng(seed).integers(0, n, (rows, width))
+    union, slots = _union_and_slots(kept, n)
+    expected_union, expected_slots = np.unique(kept, return_inverse=True)
+    np.testing.assert_array_equal(union, expected_union)
+    np.testing.assert_array_equal(slots, expected_slots.reshape(kept.shape))
