@@ -227,3 +227,36 @@ def test_flags_valid_alone_but_not_together_are_exit_2(
     err = capsys.readouterr().err
     assert "knn_span" in err and "must be >= 2" in err
     assert not run_dir.exists()
+
+
+def test_prepare_flags_and_a_reproduce_build_section_give_the_same_build() -> None:
+    """Every build option is a `prepare` flag, and both routes reach BuildConfig through BuildOptions."""
+    from dataclasses import fields
+
+    from seminar.cli import build_parser
+    from seminar.data.sources.options import BuildOptions
+    from seminar.reproduce.config import parse_config
+
+    values = {
+        "text_encoder": "hashing:32",
+        "negatives": 7,
+        "sampling": "popularity",
+        "eval_negatives": "category",
+        "seed": 3,
+        "min_behaviours": 5,
+        "max_behaviours": 100,
+        "cache_dir": "vectors",
+    }
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+    args = build_parser().parse_args(["prepare", "ml-100k", "--out", "data", *flags])
+    from_flags = BuildOptions(**{f.name: getattr(args, f.name) for f in fields(BuildOptions)})
+    dataset = {"name": "d", "source": "ml-100k", "build": values}
+    grid = {"datasets": [dataset], "models": [{"name": "P", "model": "popularity"}]}
+    from_yaml = parse_config(grid).datasets[0].build
+    assert from_flags == from_yaml
+    config = from_flags.build_config(progress=False)
+    assert config == from_yaml.build_config(progress=False)
+    split = config.split
+    assert (split.negatives, split.eval_negatives, split.seed) == (7, "category", 3)
+    assert config.max_behaviours == 100
+    assert config.text_encoder == "hashing:32" and str(config.cache_dir) == "vectors"

@@ -16,7 +16,7 @@ from rich.console import Console
 from seminar import cli_types as types
 from seminar.data.split import EVAL_NEGATIVES
 from seminar.data.tables import DataError
-from seminar.errors import ConfigError
+from seminar.errors import ConfigError, InvalidValue
 from seminar.models.psu import NoPretrainingTask
 from seminar.train.checkpoint import CheckpointError
 from seminar.train.trainer import StaleRun
@@ -88,7 +88,6 @@ def _source_from_options(args: argparse.Namespace):
     mapping from options to the reader's arguments is written once (in seminar.data.sources.options).
     """
     from seminar.data.sources.options import SOURCE_OPTIONS, read_source
-    from seminar.errors import InvalidValue
 
     cls = SOURCE_OPTIONS[args.source]
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
@@ -288,23 +287,14 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
 
 def prepare_from_args(args: argparse.Namespace) -> Path:
     """Read the source and build the dataset unless an identical one is already there."""
-    from seminar.data.build import BuildConfig, prepare
-    from seminar.data.split import SplitConfig
+    from seminar.data.build import prepare
+    from seminar.data.sources.options import BuildOptions
 
-    config = BuildConfig(
-        text_encoder=args.text_encoder,
-        image_encoder=args.image_encoder,
-        split=SplitConfig(
-            negatives=args.negatives,
-            sampling=args.sampling,
-            eval_negatives=args.eval_negatives,
-            seed=args.seed,
-            min_behaviours=args.min_behaviours,
-        ),
-        max_behaviours=args.max_behaviours,
-        cache_dir=args.cache_dir,
-        progress=not args.quiet,
-    )
+    options = {f.name: getattr(args, f.name) for f in fields(BuildOptions)}
+    try:
+        config = BuildOptions(**options).build_config(progress=not args.quiet)
+    except InvalidValue as exc:
+        raise ConfigError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
     tables = args.read(args)
     built = prepare(tables, args.out, config, force=args.force)
     if not built:

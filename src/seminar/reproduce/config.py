@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS
+from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS, BuildOptions
 from seminar.errors import InvalidValue
 from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
 from seminar.parsing import YAML_FIELDS, parse_dataclass
@@ -45,7 +45,6 @@ __all__ = [
 PSU_TASKS = ("next_pair", "align", "relevance")
 TEST_MODES = ("recommendation", "search", "pair")
 METRICS = (*ranking_metric_names(DEFAULT_KS), "auc", "gauc")
-_TEXT_ENCODER_HEADS = ("minilm", "hashing", "clip", "none")
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -65,43 +64,6 @@ def _metric_names(name: str, values: list[str]) -> None:
     bad = [v for v in values if v not in METRICS]
     if bad:
         raise InvalidValue(name, f"unknown metric(s) {bad}; choose from {list(METRICS)}")
-
-
-@dataclass
-class BuildOptions:
-    """How a dataset is built (the options shared by every `seminar prepare` source)."""
-
-    __pydantic_config__ = YAML_FIELDS
-
-    text_encoder: str | None = None  # default: minilm, or none for kuaisar and synthetic
-    image_encoder: str = "none"
-    negatives: int = 99
-    sampling: Literal["uniform", "popularity"] = "uniform"
-    eval_negatives: Literal["uniform", "category", "query"] = "uniform"
-    seed: int = 0
-    min_behaviours: int = 3
-    max_behaviours: int | None = None
-    cache_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        _positive(self, "negatives", "max_behaviours")
-        if self.min_behaviours < 3:
-            raise InvalidValue("min_behaviours", "must be >= 3 (test, validation and one training target)")
-        if self.seed < 0:
-            raise InvalidValue("seed", f"must be >= 0, got {self.seed}")
-        if self.text_encoder is not None:
-            head = self.text_encoder.strip().partition(":")[0].lower()
-            if head not in _TEXT_ENCODER_HEADS:
-                raise InvalidValue(
-                    "text_encoder",
-                    f"unknown encoder {self.text_encoder!r}; use minilm, hashing[:DIM], clip:CHECKPOINT_DIR "
-                    "or none",
-                )
-        head = self.image_encoder.strip().partition(":")[0].lower()
-        if head not in ("clip", "none"):
-            raise InvalidValue(
-                "image_encoder", f"use clip:CHECKPOINT_DIR or none, got {self.image_encoder!r}"
-            )
 
 
 @dataclass

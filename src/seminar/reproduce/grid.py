@@ -18,10 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from seminar.data.build import BuildConfig, prepare
+from seminar.data.build import prepare
 from seminar.data.schema import SeminarDataset, load_dataset
 from seminar.data.sources.options import missing_inputs, read_source
-from seminar.data.split import SplitConfig
 from seminar.experiment import evaluate_run, finetune, pretrain
 from seminar.io import write_json_atomic
 from seminar.models.features import FeatureTables
@@ -112,23 +111,9 @@ class GridRunner:
         self._loaded = None
         cfg = self.config.dataset(name)
         assert cfg is not None
-        b = cfg.build
-        build = BuildConfig(
-            text_encoder=b.text_encoder or "none",
-            image_encoder=b.image_encoder,
-            split=SplitConfig(
-                negatives=b.negatives,
-                sampling=b.sampling,
-                seed=b.seed,
-                min_behaviours=b.min_behaviours,
-                eval_negatives=b.eval_negatives,
-            ),
-            max_behaviours=b.max_behaviours,
-            cache_dir=b.cache_dir,
-            progress=self.progress,
-        )
+        build = cfg.build.build_config(self.progress)
         directory = self.layout.data_dir(self.config, name)
-        prepare(read_source(cfg.source, cfg.options, b.seed), directory, build)
+        prepare(read_source(cfg.source, cfg.options, cfg.build.seed), directory, build)
         ds = load_dataset(directory)
         self._loaded = (name, ds, FeatureTables.from_dataset(ds))
         return self._loaded[1], self._loaded[2]

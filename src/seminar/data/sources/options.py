@@ -12,13 +12,77 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from seminar.data.sources.lifelong import LifelongConfig, generate_lifelong
 from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.tables import DataError, SourceTables
 from seminar.errors import InvalidValue
 from seminar.parsing import YAML_FIELDS
+
+TEXT_ENCODER_HEADS = ("minilm", "hashing", "clip", "none")
+
+
+@dataclass
+class BuildOptions:
+    """How a dataset is built: the options every `seminar prepare` source shares (its flags are
+    named after these fields) and a reproduce config's ``build:`` section. :meth:`build_config` is
+    the one mapping to :class:`~seminar.data.build.BuildConfig`."""
+
+    __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
+
+    text_encoder: str | None = None  # default: minilm, or none for sources without text
+    image_encoder: str = "none"
+    negatives: int = 99
+    sampling: Literal["uniform", "popularity"] = "uniform"
+    eval_negatives: Literal["uniform", "category", "query"] = "uniform"
+    seed: int = 0
+    min_behaviours: int = 3
+    max_behaviours: int | None = None
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("negatives", "max_behaviours"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidValue(name, f"must be >= 1, got {value}")
+        if self.min_behaviours < 3:
+            raise InvalidValue("min_behaviours", "must be >= 3 (test, validation and one training target)")
+        if self.seed < 0:
+            raise InvalidValue("seed", f"must be >= 0, got {self.seed}")
+        if self.text_encoder is not None:
+            head = self.text_encoder.strip().partition(":")[0].lower()
+            if head not in TEXT_ENCODER_HEADS:
+                raise InvalidValue(
+                    "text_encoder",
+                    f"unknown encoder {self.text_encoder!r}; use minilm, hashing[:DIM], clip:CHECKPOINT_DIR "
+                    "or none",
+                )
+        head = self.image_encoder.strip().partition(":")[0].lower()
+        if head not in ("clip", "none"):
+            raise InvalidValue(
+                "image_encoder", f"use clip:CHECKPOINT_DIR or none, got {self.image_encoder!r}"
+            )
+
+    def build_config(self, progress: bool = True) -> Any:
+        """The :class:`~seminar.data.build.BuildConfig` these options describe."""
+        from seminar.data.build import BuildConfig
+        from seminar.data.split import SplitConfig
+
+        return BuildConfig(
+            text_encoder=self.text_encoder or "none",
+            image_encoder=self.image_encoder,
+            split=SplitConfig(
+                negatives=self.negatives,
+                sampling=self.sampling,
+                eval_negatives=self.eval_negatives,
+                seed=self.seed,
+                min_behaviours=self.min_behaviours,
+            ),
+            max_behaviours=self.max_behaviours,
+            cache_dir=self.cache_dir,
+            progress=progress,
+        )
 
 
 @dataclass
