@@ -64,7 +64,7 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
         "--min-behaviours",
         type=types.positive_int,
         default=3,
-        help="users with fewer behaviours are dropped (counted in the manifest)",
+        help="users with fewer behaviours are dropped (counted in the manifest); at least 3",
     )
     parser.add_argument(
         "--max-behaviours", type=types.positive_int, default=None, help="keep only each user's latest N"
