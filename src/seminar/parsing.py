@@ -55,7 +55,8 @@ class ParseError(ConfigError):
     nested in another (a dataset's options) can be re-anchored at its place in the file."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{path}: {text}" if path else text for path, text in problems))
+        lines = [f"{path}: {text}" if path else text for path, text in problems]
+        super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines))
         self.problems = problems
 
 
