@@ -275,6 +275,7 @@ def test_errors_name_the_key_a_person_wrote_not_the_parsers_internals() -> None:
     message = error_of(config_with(datasets=[typo]))
     assert "datasets[0].options.usrs: unknown key (did you mean 'users'?)" in message
     assert "datasets[0].options.dim: expected an integer, got 'x'" in message
+    assert "2 problems:\n  datasets[0].options." in message  # one line each
     bad_norm = {"name": "s", "source": "synthetic", "options": {"norms": {"text": "x"}}}
     message = error_of(config_with(datasets=[bad_norm]))
     assert "datasets[0].options.norms.text: expected a number, got 'x'" in message
