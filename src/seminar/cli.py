@@ -427,18 +427,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
     from seminar.experiment import evaluate_run, run_max_length
     from seminar.report import results_table
-    from seminar.retrieval.gsu import PQGsuConfig
     from seminar.settings import ExperimentSettings
     from seminar.train.trainer import TrainConfig
 
     ds = load_dataset(args.data)
-    pq_config = PQGsuConfig(
-        n_sub=args.pq_sub,
-        n_centroids=args.pq_centroids,
-        rerank_factor=args.pq_rerank,
-        n_iter=args.pq_iter,
-        seed=args.seed,
-    )
+    pq_config = types.pq_config_from_args(args)
     max_length = args.max_length or run_max_length(args.run)
     saved = _checked(lambda: ExperimentSettings.read(args.run))  # the run's own evaluation batch
     batch = saved.eval_batch_size if saved is not None else ExperimentSettings().eval_batch_size

@@ -10,6 +10,7 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 from seminar.train.distributed import DEVICE_SPEC
 
@@ -112,3 +113,16 @@ def add_pq_options(parser: argparse.ArgumentParser, *, rerank_default: int | Non
     )
     parser.add_argument("--pq-iter", type=positive_int, default=20, help="k-means iterations")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="k-means seed of the PQ codebooks")
+
+
+def pq_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~seminar.retrieval.gsu.PQGsuConfig` that :func:`add_pq_options`' flags describe."""
+    from seminar.retrieval.gsu import PQGsuConfig
+
+    return PQGsuConfig(
+        n_sub=args.pq_sub,
+        n_centroids=args.pq_centroids,
+        rerank_factor=args.pq_rerank,
+        n_iter=args.pq_iter,
+        seed=args.seed,
+    )

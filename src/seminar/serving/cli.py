@@ -25,18 +25,11 @@ def _fail(message: str) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
-    from seminar.retrieval.gsu import PQGsuConfig
     from seminar.serving.export import export_run
     from seminar.train.checkpoint import CheckpointError
 
     try:
-        config = PQGsuConfig(
-            n_sub=args.pq_sub,
-            n_centroids=args.pq_centroids,
-            rerank_factor=args.pq_rerank,
-            n_iter=args.pq_iter,
-            seed=args.seed,
-        )
+        config = types.pq_config_from_args(args)
         out = export_run(
             load_dataset(args.data),
             args.run,
