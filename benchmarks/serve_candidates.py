@@ -207,7 +207,8 @@ def main() -> None:
         from seminar.retrieval.gsu import PQGsuConfig
         from seminar.serving.export import export_run
 
-        export_dir = export_run(load_dataset(args.data), args.run, args.work / "export", PQGsuConfig(), overwrite=True)
+        dataset = load_dataset(args.data)
+        export_dir = export_run(dataset, args.run, args.work / "export", PQGsuConfig(), overwrite=True)
     export = load_export(export_dir)
     exact = ScoringService(export, threads=1)
     pq = ScoringService(export, gsu="pq", threads=1)
