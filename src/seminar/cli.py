@@ -81,6 +81,11 @@ def _comma_list(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _as_flag(exc: InvalidValue) -> str:
+    """A refused option value, named as the flag that set it."""
+    return f"--{exc.key.replace('_', '-')}: {exc.message}"
+
+
 def _source_from_options(args: argparse.Namespace):
     """Read a source through the option dataclass a reproduce config uses for it.
 
@@ -94,7 +99,7 @@ def _source_from_options(args: argparse.Namespace):
     try:
         options = cls(**values)
     except InvalidValue as exc:
-        raise DataError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
+        raise DataError(_as_flag(exc)) from exc
     return read_source(args.source, options, args.seed)
 
 
@@ -294,7 +299,7 @@ def prepare_from_args(args: argparse.Namespace) -> Path:
     try:
         config = BuildOptions(**options).build_config(progress=not args.quiet)
     except InvalidValue as exc:
-        raise ConfigError(f"--{exc.key.replace('_', '-')}: {exc.message}") from exc
+        raise ConfigError(_as_flag(exc)) from exc
     tables = args.read(args)
     built = prepare(tables, args.out, config, force=args.force)
     if not built:

@@ -20,7 +20,7 @@ import json
 import types
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
-from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -142,18 +142,12 @@ def _path(where: str, loc: Sequence[int | str]) -> str:
 
 
 def _unwrap(hint: Any) -> Any:
-    """The type inside ``Annotated[...]`` and ``X | None``."""
-    while True:
-        origin = get_origin(hint)
-        if origin is Annotated:
-            hint = get_args(hint)[0]
-        elif origin in (Union, types.UnionType):
-            arms = [a for a in get_args(hint) if a is not type(None)]
-            if len(arms) > 1:
-                return hint
-            hint = arms[0]
-        else:
-            return hint
+    """The type inside ``X | None`` (a union of several types stays as it is)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        arms = [a for a in get_args(hint) if a is not type(None)]
+        if len(arms) == 1:
+            return arms[0]
+    return hint
 
 
 def _arm(union: Any, tag: str) -> Any:

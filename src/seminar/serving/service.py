@@ -401,4 +401,3 @@ def _union_and_slots(kept: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     union = np.flatnonzero(marked)
     slot_of = np.cumsum(marked) - 1
     return union, slot_of[kept]
-
