@@ -179,8 +179,7 @@ def test_demo_runs(tmp_path: Path) -> None:
         ("train", ["--dropout", "1"], "argument --dropout: must lie in [0, 1)"),
         ("pretrain", ["--fusion-lambda", "-0.5"], "argument --fusion-lambda: must lie in [0, 1]"),
         ("pretrain", ["--temperature", "inf"], "argument --temperature: 'inf' is not a finite number"),
-        ("prepare", ["--negatives", "-1"], "argument --negatives: must be ≥ 1, got -1"),
-        ("prepare", ["--text-encoder", "bogus"], "argument --text-encoder: 'bogus'"),
+        ("prepare", ["--negatives", "x"], "argument --negatives: 'x' is not a number"),
     ],
 )
 def test_bad_values_are_usage_errors_before_any_work(
@@ -194,6 +193,27 @@ def test_bad_values_are_usage_errors_before_any_work(
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--negatives", "-1"], "--negatives: must be >= 1, got -1"),
+        (["--min-behaviours", "2"], "--min-behaviours: must be >= 3"),
+        (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+        (["--text-encoder", "bogus"], "--text-encoder: unknown encoder 'bogus'"),
+        (["--image-encoder", "minilm"], "--image-encoder: use clip:CHECKPOINT_DIR or none"),
+    ],
+)
+def test_build_options_refused_by_their_own_check_are_exit_2_before_the_source_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: list[str], message: str
+) -> None:
+    """The prepare flags are typed from BuildOptions and bounded by its check: one place."""
+    out = tmp_path / "out"
+    missing = tmp_path / "no-such-dir"  # reading it would fail with another message
+    assert main(["prepare", "kuaisar", str(missing), "--out", str(out), *bad]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 

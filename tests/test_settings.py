@@ -51,8 +51,8 @@ def argv_for(values: ExperimentSettings, command: str) -> list[str]:
     argv = []
     for name, flag in shown(command).items():
         value = getattr(values, name)
-        if isinstance(value, bool):
-            argv += [] if value else [flag]
+        if isinstance(value, bool):  # a flag switches its setting from the default
+            argv += [flag] if value != ExperimentSettings.__dataclass_fields__[name].default else []
         elif value is not None:
             argv += [flag, repr(value) if isinstance(value, float) else str(value)]
     return argv
@@ -77,6 +77,7 @@ random_settings = st.builds(
     monitor=st.sampled_from(["ndcg@10", "hr@5", "mrr"]),
     user_id=st.booleans(),
     user_features=st.booleans(),
+    gsu_recency=st.booleans(),
     knn_span=st.one_of(st.none(), st.integers(2, 1000)),
     device=st.sampled_from(["auto", "cpu", "cuda:1"]),
     workers=st.integers(0, 8),

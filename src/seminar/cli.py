@@ -9,12 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from rich.console import Console
 
 from seminar import cli_types as types
-from seminar.data.split import EVAL_NEGATIVES
 from seminar.data.tables import DataError
 from seminar.errors import ConfigError, InvalidValue
 from seminar.models.psu import NoPretrainingTask
@@ -34,44 +33,22 @@ def _is_main_process() -> bool:
 
 
 def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "minilm") -> None:
+    """`--out` and every :class:`~seminar.data.sources.options.BuildOptions` field as a flag of its
+    own name; a refused value exits 2 before the source is read (:func:`prepare_from_args`)."""
+    from seminar.data.sources.options import BuildOptions
+
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
-    parser.add_argument(
-        "--text-encoder",
-        type=types.text_encoder,
-        default=text_encoder,
-        help="minilm | hashing[:DIM] | clip:CHECKPOINT_DIR | none (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--image-encoder",
-        type=types.image_encoder,
-        default="none",
-        help="clip:CHECKPOINT_DIR to encode item images, or none (default)",
-    )
-    parser.add_argument(
-        "--negatives", type=types.positive_int, default=99, help="sampled negatives per test/valid user"
-    )
-    parser.add_argument("--sampling", choices=["uniform", "popularity"], default="uniform")
-    parser.add_argument(
-        "--eval-negatives",
-        choices=EVAL_NEGATIVES,
-        default="uniform",
-        help="test/validation negatives from all items, from the held-out positive's own category "
-        "(so a query naming the category does not single the positive out), or from the items "
-        "clicked under the held-out behaviour's own query (query)",
-    )
-    parser.add_argument("--seed", type=types.non_negative_int, default=0, help="split and sampling seed")
-    parser.add_argument(
-        "--min-behaviours",
-        type=types.positive_int,
-        default=3,
-        help="users with fewer behaviours are dropped (counted in the manifest); at least 3",
-    )
-    parser.add_argument(
-        "--max-behaviours", type=types.positive_int, default=None, help="keep only each user's latest N"
-    )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="content vector cache (default ~/.cache/seminar)"
-    )
+    hints = get_type_hints(BuildOptions)
+    defaults = {"text_encoder": text_encoder}
+    for f in fields(BuildOptions):
+        types.add_field_flag(
+            parser,
+            "--" + f.name.replace("_", "-"),
+            hints[f.name],
+            dest=f.name,
+            default=defaults.get(f.name, f.default),
+            help=f.metadata["help"],
+        )
     parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

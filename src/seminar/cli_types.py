@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import types
 from collections.abc import Callable
-from typing import Any
-
-from seminar.train.distributed import DEVICE_SPEC
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
 TEXT_ENCODER = re.compile(r"^(minilm|none|hashing(:[1-9]\d*)?|clip:.+)$", re.IGNORECASE)
 IMAGE_ENCODER = re.compile(r"^(none|clip:.+)$", re.IGNORECASE)
@@ -72,6 +72,8 @@ def dropout_rate(text: str) -> float:
 
 
 def device(text: str) -> str:
+    from seminar.train.distributed import DEVICE_SPEC  # (imports torch: only when a device is named)
+
     if not DEVICE_SPEC.match(text):
         raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, mps, cuda or cuda:N")
     return text
@@ -87,6 +89,57 @@ def image_encoder(text: str) -> str:
     if not IMAGE_ENCODER.match(text):
         raise argparse.ArgumentTypeError(f"{text!r}: use clip:CHECKPOINT_DIR or none")
     return text
+
+
+def integer(text: str) -> int:
+    """Any integer (the option's own check bounds it)."""
+    return int(_number(text, int))
+
+
+def number(text: str) -> float:
+    """Any finite number (the option's own check bounds it)."""
+    return _number(text, float)
+
+
+_PLAIN_TYPES: dict[Any, Callable[[str], Any]] = {int: integer, float: number, str: str, Path: Path}
+
+
+def add_field_flag(
+    parser: argparse.ArgumentParser,
+    name: str,
+    hint: Any,
+    *,
+    dest: str,
+    default: Any,
+    help: str = "",
+    parse: Callable[[str], Any] | None = None,
+) -> None:
+    """One flag for a typed dataclass field: the type (or ``parse``) converts the text, a ``Literal``
+    gives the choices, ``X | None`` is an ``X`` that may be left unset (its help says what unset
+    means), and a boolean is the flag
+    that switches it from its default (``--no-...`` for one that is on)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        arms = [arm for arm in get_args(hint) if arm is not type(None)]
+        if len(arms) != 1:
+            raise TypeError(f"{name}: a flag has one type, got {hint}")
+        hint = arms[0]
+    if hint is bool:
+        if name.startswith("--no-") != (default is True):
+            raise TypeError(f"{name}: a boolean option on by default is shown as --no-..., one off as --...")
+        action = "store_false" if default else "store_true"
+        parser.add_argument(name, dest=dest, action=action, help=help or None)
+        return
+    choices = get_args(hint) if get_origin(hint) is Literal else None
+    if parse is None:
+        parse = str if choices else _PLAIN_TYPES[hint]
+    parser.add_argument(
+        name,
+        dest=dest,
+        type=parse,
+        choices=choices,
+        default=default,
+        help=f"{help} (default: {default})" if help and default is not None else help or None,
+    )
 
 
 def add_pq_options(parser: argparse.ArgumentParser, *, rerank_default: int | None = 4) -> None:

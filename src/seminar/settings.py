@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
 
 from seminar import cli_types as types
 from seminar.errors import InvalidValue
@@ -120,6 +120,11 @@ class ExperimentSettings:
         "no per-user id embedding: the user vector is the profile alone, so a user absent from "
         "training is scored like any other (serving)",
         train=Flag("--no-user-id"),
+    )
+    gsu_recency: bool = _knob(
+        False,
+        "a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's learned recency bias to its scores",
+        train=Flag(),
     )
     # ---- reference rankers
     knn_history: int = _knob(20, "itemknn: the user's last N items", parse=types.positive_int, train=Flag())
@@ -258,6 +263,7 @@ class ExperimentSettings:
             knn_neighbours=self.knn_neighbours,
             knn_span=self.knn_span,
             layers=self.layers,
+            gsu_recency=self.gsu_recency,
             seed=seed,
         )
 
@@ -331,23 +337,14 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
     ``args.setting_<field>`` and :func:`settings_from_args` reads them back."""
     hints = get_type_hints(ExperimentSettings)
     for f, flag in _shown(command):
-        name = _flag_name(f, flag)
-        default = f.default if flag.default is _SAME else flag.default
-        dest = f"setting_{f.name}"
-        help_text = f.metadata["help"]
-        if hints[f.name] is bool:  # shown as the flag that switches a default-on setting off
-            if default is not True or not name.startswith("--no-"):
-                raise TypeError(f"{f.name}: a boolean setting is shown as --no-... and defaults to on")
-            parser.add_argument(name, dest=dest, action="store_false", help=help_text)
-            continue
-        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else None
-        parser.add_argument(
-            name,
-            dest=dest,
-            type=f.metadata["parse"],
-            choices=choices,
-            default=default,
-            help=f"{help_text} (default: {default})" if help_text else None,
+        types.add_field_flag(
+            parser,
+            _flag_name(f, flag),
+            hints[f.name],
+            dest=f"setting_{f.name}",
+            default=f.default if flag.default is _SAME else flag.default,
+            help=f.metadata["help"],
+            parse=f.metadata["parse"],
         )
 
 

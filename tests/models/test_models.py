@@ -326,3 +326,34 @@ def test_seminar_kept_logits_equal_the_full_gsu_gathered(ds: SeminarDataset, tab
     tables = ranker.search.key_tables(inputs.history)  # the training step's shared, projected-once keys
     assert torch.allclose(ranker.search.relevance(inputs, tables), full, rtol=1e-5, atol=1e-6)
     assert torch.allclose(ranker.search.logits_at(inputs, indices, tables), kept, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["sim_soft", "twin", "seminar"])
+def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
+    ds: SeminarDataset, tables: FeatureTables, model: str
+) -> None:
+    """With a zero bias the selection is the content GSU's; a large bias on the nearest buckets makes
+    the kept behaviours the most recent ones; in both cases it equals relevance + mean bias, top-K."""
+    batch = EvalSamples(ds, "test", "pair", max_length=24).__getitems__([0, 1, 2, 3])
+    config = RankerConfig(model=model, dim=16, heads=2, top_k=4)
+    plain = Ranker(tables, config).eval()
+    biased = Ranker(tables, replace(config, gsu_recency=True)).eval()
+    assert biased.uses_gsu_recency and not plain.uses_gsu_recency
+    items, queries = batch["cand_items"], batch["cand_queries"]
+    inputs = plain._search_inputs(batch, items, queries)
+    with torch.no_grad():
+        kept_plain, _ = plain._select(inputs, None)
+        kept_zero, _ = biased._select(inputs, None)
+        assert torch.equal(kept_plain, kept_zero)
+        biased.recency.zero_()
+        biased.recency[:, :3] = 1e4  # buckets 0-2: the 7 behaviours nearest the target
+        kept, valid = biased._select(inputs, None)
+        relevance = biased.search.relevance(inputs)
+        length = batch["mask"].shape[1]
+        distance = length - 1 - torch.arange(length)
+        bucket = torch.log2(distance.float() + 1).long()
+        reference = relevance + biased.recency.mean(0)[bucket]
+        expected, _ = select_top_k(reference, inputs.target_mask, 4)
+    assert torch.equal(kept, expected)
+    real = kept[valid]
+    assert (real >= length - 7).all()  # every kept real behaviour is among the 7 most recent

@@ -33,6 +33,7 @@ from seminar.models.attention import TargetAttention
 from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding
 from seminar.models.features import FeatureTables
 from seminar.models.search import (
+    BilinearSearch,
     EtaSearch,
     GeneralSearch,
     KeyTables,
@@ -74,6 +75,9 @@ class RankerConfig:
     interactions: bool = True  # interest ⊙ target and user ⊙ target in the head's input
     dot: bool = True  # add <interest, target> + <user, target> to the head's logit
     recency_bias: bool = True  # ESU logit bias by log2 distance of a kept behaviour to the target
+    # a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's head-averaged recency bias to its scores,
+    # as TWIN adds its behaviours' time features to the attention logits in both stages
+    gsu_recency: bool = False
     dropout: float = 0.0  # on the head's hidden layers
     loss: LossKind = "softmax"
     user_features: bool = True  # pool the dataset's user profile attributes into the user vector
@@ -273,13 +277,15 @@ class Ranker(nn.Module):
             times = batch["target_timestamps"][:, None].expand_as(items)
         esu_tables = self.search.esu_tables(inputs.history)
         train_gsu = self.search.trains_selection and self.training and self.config.gsu_consistency > 0
+        distance = batch.get("hist_distance") if ends is None else None
         if kept is None:
-            indices, valid = self._select(inputs, esu_tables if train_gsu else None, keep_all)
+            indices, valid = self._select(
+                inputs, esu_tables if train_gsu else None, keep_all, ends=ends, distance=distance
+            )
         else:
             indices = kept
             valid = torch.gather(inputs.mask[:, None, :].expand(-1, kept.shape[1], -1), 2, kept)
         target = self.search.esu_target(inputs.target)
-        distance = batch.get("hist_distance") if ends is None else None
         interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends, distance)
         _b, c = items.shape
         user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
@@ -342,14 +348,28 @@ class Ranker(nn.Module):
         """
         if self.recency is None:
             return torch.zeros((), device=ends.device)
+        bucket = self._distance_buckets(ends, positions, window_distance)
+        return self.recency[:, bucket].permute(1, 2, 0, 3)
+
+    def _distance_buckets(self, ends: Tensor, positions: Tensor, window_distance: Tensor | None) -> Tensor:
+        """log2 distance bucket [B, C, P] of each position to its target (see :meth:`_recency_bias`)."""
         if window_distance is not None:
             b, c, _ = positions.shape
             rows = window_distance[:, None, :].expand(b, c, -1)
             distance = torch.gather(rows, 2, positions).clamp_min(0).float()
         else:
             distance = (ends[:, :, None] - 1 - positions).clamp_min(0).float()
-        bucket = torch.log2(distance + 1).long().clamp(max=self.recency.shape[1] - 1)
-        return self.recency[:, bucket].permute(1, 2, 0, 3)
+        return torch.log2(distance + 1).long().clamp(max=RECENCY_BUCKETS - 1)
+
+    def _gsu_recency_bias(self, inputs: SearchInputs, ends: Tensor | None, distance: Tensor | None) -> Tensor:
+        """The ESU's recency bias averaged over heads at every window slot, [B, C, L]: what a content
+        GSU with ``gsu_recency`` adds to its (head-averaged) scores."""
+        b, c = inputs.target_items.shape
+        length = inputs.mask.shape[1]
+        device = inputs.mask.device
+        ends = torch.full((b, c), length, device=device) if ends is None else ends
+        positions = torch.arange(length, device=device).expand(b, c, -1)
+        return self.recency.mean(dim=0)[self._distance_buckets(ends, positions, distance)]
 
     def _consistency(
         self,
@@ -393,7 +413,13 @@ class Ranker(nn.Module):
         return consistency_loss(gsu, weights, all_valid)
 
     def _select(
-        self, inputs: SearchInputs, gsu_tables: KeyTables | None, keep_all: bool = False
+        self,
+        inputs: SearchInputs,
+        gsu_tables: KeyTables | None,
+        keep_all: bool = False,
+        *,
+        ends: Tensor | None = None,
+        distance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The GSU's top-K positions [B, C, K] for every target, and which of them are real.
 
@@ -425,10 +451,19 @@ class Ranker(nn.Module):
                 relevance = self.search.relevance(inputs)  # B C L
             else:
                 relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
+            if self.uses_gsu_recency:
+                relevance = relevance + self._gsu_recency_bias(inputs, ends, distance)
         kept, valid = select_top_k(relevance, target_mask, self.config.top_k - recent)
         if not recent:
             return kept, valid
         return torch.cat([kept, recent_kept], dim=2), torch.cat([valid, recent_valid], dim=2)
+
+    @property
+    def uses_gsu_recency(self) -> bool:
+        """Whether the GSU's scores carry the recency bias (a content GSU with ``gsu_recency``)."""
+        return (
+            self.config.gsu_recency and self.recency is not None and isinstance(self.search, BilinearSearch)
+        )
 
     def user_vector(self, users: Tensor) -> Tensor:
         """The user feature [B, d]: the user's id embedding plus the mean of its profile attributes.

@@ -23,6 +23,11 @@ from seminar.parsing import YAML_FIELDS
 TEXT_ENCODER_HEADS = ("minilm", "hashing", "clip", "none")
 
 
+def _option(default: Any, help: str) -> Any:
+    """A build option and its help text (`seminar prepare` shows each as a flag)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class BuildOptions:
     """How a dataset is built: the options every `seminar prepare` source shares (its flags are
@@ -31,15 +36,28 @@ class BuildOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    text_encoder: str | None = None  # default: minilm, or none for sources without text
-    image_encoder: str = "none"
-    negatives: int = 99
-    sampling: Literal["uniform", "popularity"] = "uniform"
-    eval_negatives: Literal["uniform", "category", "query"] = "uniform"
-    seed: int = 0
-    min_behaviours: int = 3
-    max_behaviours: int | None = None
-    cache_dir: Path | None = None
+    # unset: minilm, or none for the sources that bring their own vectors (NO_TEXT_ENCODER_SOURCES)
+    text_encoder: str | None = _option(
+        None,
+        "minilm | hashing[:DIM] | clip:CHECKPOINT_DIR | none",
+    )
+    image_encoder: str = _option("none", "clip:CHECKPOINT_DIR to encode item images, or none")
+    negatives: int = _option(99, "sampled negatives per test/validation user")
+    sampling: Literal["uniform", "popularity"] = _option("uniform", "how evaluation negatives are drawn")
+    eval_negatives: Literal["uniform", "category", "query"] = _option(
+        "uniform",
+        "test/validation negatives from all items, from the held-out positive's own category "
+        "(so a query naming the category does not single the positive out), or from the items "
+        "clicked under the held-out behaviour's own query (query)",
+    )
+    seed: int = _option(0, "split and sampling seed (and a generated source's seed)")
+    min_behaviours: int = _option(
+        3, "users with fewer behaviours are dropped (counted in the manifest); at least 3"
+    )
+    max_behaviours: int | None = _option(None, "keep only each user's latest N behaviours (default: all)")
+    cache_dir: Path | None = field(
+        default=None, metadata={"help": "content vector cache (default: ~/.cache/seminar)"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("negatives", "max_behaviours"):
