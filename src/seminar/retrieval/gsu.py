@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seminar.errors import ConfigError
 from seminar.models.embedding import PairEmbedding
 from seminar.models.ranker import Ranker
 from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, KeyTables, SearchInputs
@@ -219,6 +220,11 @@ def attach_pq_gsu(
 ) -> MultiModalPQ:
     """Replace the ranker's GSU by its PQ version (inference only); returns the quantizer used."""
     config = config or PQGsuConfig()
+    if ranker.uses_gsu_recency:
+        raise ConfigError(
+            "this ranker was trained with --gsu-recency: its GSU adds a recency bias that the PQ GSU does "
+            "not apply yet; evaluate it with its exact GSU"
+        )
     exact = bilinear_search(ranker)
     keys = gsu_key_tables(ranker)
     pq = pq or fit_gsu_pq(keys, config)
