@@ -280,3 +280,39 @@ def test_prepare_flags_and_a_reproduce_build_section_give_the_same_build() -> No
     assert (split.negatives, split.eval_negatives, split.seed) == (7, "category", 3)
     assert config.max_behaviours == 100
     assert config.text_encoder == "hashing:32" and str(config.cache_dir) == "vectors"
+
+
+@pytest.mark.parametrize(
+    "source", ["ml-100k", "recbole", "tables", "sequences", "kuaisar", "amazon", "lifelong"]
+)
+def test_every_source_option_is_an_argument_of_its_prepare_command_with_the_same_default(source: str) -> None:
+    """`seminar prepare SOURCE` is generated from the source's options dataclass: every field is an
+    argument, its default is the field's, and a list option takes a comma list."""
+    from dataclasses import MISSING, fields
+
+    from seminar.cli import build_parser
+    from seminar.data.sources.options import SOURCE_OPTIONS
+
+    cls = SOURCE_OPTIONS[source]
+    required = {
+        f.name: Path(f"/x/{f.name}")
+        for f in fields(cls)
+        if f.default is MISSING and f.default_factory is MISSING
+    }
+    argv = ["prepare", source, "--out", "d"]
+    for f in fields(cls):
+        if f.name in required:
+            argv += (
+                [str(required[f.name])]
+                if f.metadata.get("positional")
+                else [f"--{f.name.replace('_', '-')}", str(required[f.name])]
+            )
+    args = build_parser().parse_args(argv)
+    from_args = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    assert from_args == cls(**required)
+    if source == "tables":
+        args = build_parser().parse_args([*argv, "--attribute-cols", "genre, year", "--time-col", "none"])
+        assert args.attribute_cols == ["genre", "year"] and args.time_col == "none"
+    if source == "lifelong":
+        args = build_parser().parse_args([*argv, "--broad-query-share", "0.5", "--fine-topics", "16"])
+        assert (args.broad_query_share, args.fine_topics) == (0.5, 16)

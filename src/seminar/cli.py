@@ -7,13 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 from rich.console import Console
 
 from seminar import cli_types as types
+from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES
 from seminar.data.tables import DataError
 from seminar.errors import ConfigError, InvalidValue
 from seminar.models.psu import NoPretrainingTask
@@ -51,6 +52,39 @@ def _add_build_options(parser: argparse.ArgumentParser, *, text_encoder: str = "
         )
     parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_source_options(parser: argparse.ArgumentParser, source: str) -> None:
+    """One argument per field of the source's options dataclass (:data:`SOURCE_OPTIONS`), named
+    after it, typed and described by it; :func:`_source_from_options` builds the dataclass back, whose
+    own check bounds the values (exit 2 naming the flag)."""
+    from seminar.data.sources.options import SOURCE_OPTIONS
+
+    cls = SOURCE_OPTIONS[source]
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=Path, help=help_text or None)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is MISSING and f.default_factory is MISSING
+        default = None if required else f.default if f.default is not MISSING else f.default_factory()
+        if get_origin(hints[f.name]) is list or list in [get_origin(a) for a in get_args(hints[f.name])]:
+            parser.add_argument(
+                flag, dest=f.name, type=_comma_list, default=default, help=f"{help_text} (comma list)"
+            )
+            continue
+        types.add_field_flag(
+            parser,
+            flag,
+            hints[f.name],
+            dest=f.name,
+            default=default,
+            help=help_text,
+            required=required,
+            metavar=f.metadata.get("metavar"),
+        )
 
 
 def _comma_list(value: str | None) -> list[str] | None:
@@ -98,117 +132,31 @@ def _source_synthetic(args: argparse.Namespace):
     )
 
 
-def _register_prepare(sub: argparse._SubParsersAction) -> None:
-    prepare = sub.add_parser(
-        "prepare",
-        help="read raw data into a canonical dataset directory",
-        description="Read raw data in its official format and write a validated dataset.",
-    )
-    sources = prepare.add_subparsers(dest="source", required=True, metavar="SOURCE")
-
-    p = sources.add_parser("ml-100k", help="the embedded MovieLens-100k (from the recbole wheel)")
-    p.add_argument(
-        "--query-fraction",
-        type=float,
-        default=0.5,
-        help="share of behaviours given a generated (genre) query",
-    )
-    _add_build_options(p)
-    p.set_defaults(read=_source_from_options)
-
-    p = sources.add_parser("recbole", help="RecBole atomic files (.inter/.item/.user)")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--name", default=None, help="file stem (default: the directory name)")
-    p.add_argument("--user-field", default="user_id")
-    p.add_argument("--item-field", default="item_id")
-    p.add_argument("--time-field", default="timestamp")
-    p.add_argument("--title-field", default=None)
-    p.add_argument(
-        "--query-fields",
-        type=_comma_list,
-        default=None,
-        help="item fields to generate queries from (comma list)",
-    )
-    p.add_argument("--query-fraction", type=float, default=1.0)
-    p.add_argument(
-        "--user-feature-fields",
-        type=_comma_list,
-        default=None,
-        help="token fields of the .user file stored as user features (comma list; default: all)",
-    )
-    _add_build_options(p)
-    p.set_defaults(read=_source_from_options)
-
-    p = sources.add_parser("tables", help="your own CSV/Parquet interactions (+ optional items and users)")
-    p.add_argument(
-        "--interactions", type=Path, required=True, help="CSV or Parquet file, one behaviour per row"
-    )
-    p.add_argument("--items", type=Path, default=None, help="CSV or Parquet file, one item per row")
-    p.add_argument("--user-col", default="user", help="user id column (default: %(default)s)")
-    p.add_argument("--item-col", default="item", help="item id column, in both files (default: %(default)s)")
-    p.add_argument(
-        "--time-col",
-        default="timestamp",
-        help="integers or ISO dates/datetimes, or 'none': the rows are in time order and a behaviour's "
-        "timestamp is its position among its user's rows (default: %(default)s)",
-    )
-    p.add_argument("--query-col", default=None, help="query text column (empty = recommendation)")
-    p.add_argument("--title-col", default=None, help="item title/description column of the items file")
-    p.add_argument("--image-col", default=None, help="image path column of the items file")
-    p.add_argument("--image-root", type=Path, default=None, help="relative image paths start here")
-    p.add_argument(
-        "--attribute-cols",
-        type=_comma_list,
-        default=[],
-        help="comma list of attribute columns of the items file",
-    )
-    p.add_argument("--multi-value-sep", default="|", help="separator inside multi-valued attributes")
-    p.add_argument(
-        "--users", type=Path, default=None, help="CSV or Parquet file, one user per row (user profile)"
-    )
-    p.add_argument(
-        "--user-features",
-        type=_comma_list,
-        default=None,
-        help="comma list of user feature columns of the users file (default: every column but the user id)",
-    )
-    _add_build_options(p)
-    p.set_defaults(read=_source_from_options)
-
-    p = sources.add_parser(
-        "sequences",
-        help="one line per user: the user id, then its item ids in time order (S3-Rec's Beauty.txt, ...)",
-        description="Read a text file with one line per user: the user id followed by that user's item ids "
+SOURCE_HELP: dict[str, tuple[str, str | None]] = {
+    "ml-100k": ("the embedded MovieLens-100k (from the recbole wheel)", None),
+    "recbole": ("RecBole atomic files (.inter/.item/.user)", None),
+    "tables": ("your own CSV/Parquet interactions (+ optional items and users)", None),
+    "sequences": (
+        "one line per user: the user id, then its item ids in time order (S3-Rec's Beauty.txt, ...)",
+        "Read a text file with one line per user: the user id followed by that user's item ids "
         "in time order, separated by whitespace (e.g. `1 1 2 3 4 5`). A behaviour's timestamp is its "
         "position in the line; there are no queries and no text.",
-    )
-    p.add_argument("file", type=Path, help="the sequences file (e.g. Beauty.txt)")
-    p.add_argument(
-        "--attributes",
-        type=Path,
-        default=None,
-        metavar="JSON",
-        help='JSON object mapping item ids to lists of attribute ids, e.g. {"1": [3, 7]} '
-        "(S3-Rec's *_item2attributes.json); items it does not list get no attributes",
-    )
-    _add_build_options(p, text_encoder="none")
-    p.set_defaults(read=_source_from_options)
+    ),
+    "kuaisar": ("KuaiSAR (src_inter.csv, rec_inter.csv, item/user features)", None),
+    "amazon": ("Amazon Reviews 2018 (*_5.json.gz + meta_*.json.gz)", None),
+    "synthetic": ("synthetic lifelong data with controllable channel norms", None),
+    "lifelong": (
+        "generated lifelong query-item sequences with a planted, known structure (see docs/lifelong.md)",
+        "Generate users whose long-term interests (fine topics) recur in bursts hundreds of "
+        "behaviours apart, among short-lived interests and random behaviours; items are mostly rare; "
+        "search queries name the topic. The generator's parameters go into the manifest, from which the "
+        "`oracle` reference ranker recovers the ground truth. --seed also seeds the generator.",
+    ),
+}
 
-    p = sources.add_parser("kuaisar", help="KuaiSAR (src_inter.csv, rec_inter.csv, item/user features)")
-    p.add_argument("directory", type=Path)
-    p.add_argument("--max-users", type=types.positive_int, default=None)
-    _add_build_options(p, text_encoder="none")
-    p.set_defaults(read=_source_from_options)
 
-    p = sources.add_parser("amazon", help="Amazon Reviews 2018 (*_5.json.gz + meta_*.json.gz)")
-    p.add_argument("--reviews", type=Path, required=True)
-    p.add_argument("--meta", type=Path, required=True)
-    p.add_argument("--core", type=types.positive_int, default=5)
-    p.add_argument("--image-dir", type=Path, default=None, help="folder with <asin>.jpg thumbnails")
-    _add_build_options(p)
-    p.set_defaults(read=_source_from_options)
-
-    p = sources.add_parser("synthetic", help="synthetic lifelong data with controllable channel norms")
+def _add_synthetic_options(p: argparse.ArgumentParser) -> None:
+    """The synthetic source's flags: a few of its generator's knobs and one flag per channel norm."""
     p.add_argument("--users", type=types.positive_int, default=1000)
     p.add_argument("--items", type=types.positive_int, default=5000)
     p.add_argument("--mean-length", type=types.positive_float, default=200.0)
@@ -219,51 +167,25 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-norm", type=float, default=0.5)
     p.add_argument("--text-norm", type=float, default=1.0)
     p.add_argument("--image-norm", type=float, default=2.0)
-    _add_build_options(p, text_encoder="none")
     p.set_defaults(read=_source_synthetic)
 
-    from seminar.data.sources.lifelong import LifelongConfig
 
-    p = sources.add_parser(
-        "lifelong",
-        help="generated lifelong query-item sequences with a planted, known structure (see docs/lifelong.md)",
-        description="Generate users whose long-term interests (fine topics) recur in bursts hundreds of "
-        "behaviours apart, among short-lived interests and random behaviours; items are mostly rare; "
-        "search queries name the topic. The generator's parameters go into the manifest, from which the "
-        "`oracle` reference ranker recovers the ground truth. --seed also seeds the generator.",
+def _register_prepare(sub: argparse._SubParsersAction) -> None:
+    prepare = sub.add_parser(
+        "prepare",
+        help="read raw data into a canonical dataset directory",
+        description="Read raw data in its official format and write a validated dataset.",
     )
-    defaults = LifelongConfig()
-    for name, kind, text in (
-        ("users", types.positive_int, "users"),
-        ("items", types.positive_int, "items (spread evenly over the fine topics)"),
-        ("mean_length", types.positive_float, "mean behaviours per user (log-normal)"),
-        ("max_length", types.positive_int, "longest sequence"),
-        ("min_length", types.positive_int, "shortest sequence"),
-        ("fine_topics", types.positive_int, "fine topics (the hidden structure)"),
-        ("categories", types.positive_int, "coarse categories (the only item attribute)"),
-        ("interests_per_user", types.positive_int, "long-term interests (fine topics) per user"),
-        ("long_term_share", types.unit_interval, "share of bursts that follow a long-term interest"),
-        ("burst_length", types.positive_float, "mean behaviours per burst (geometric, >= 1)"),
-        ("random_share", types.unit_interval, "share of behaviours of a uniformly random topic"),
-        ("zipf", types.non_negative_float, "exponent of the item popularity within a topic"),
-        ("search_fraction", types.unit_interval, "share of behaviours that are searches"),
-        ("broad_query_share", types.unit_interval, "share of queries naming only the coarse category"),
-        ("queries_per_topic", types.positive_int, "distinct query strings per topic (and per category)"),
-        ("dim", types.positive_int, "dimension of the item and query vectors"),
-        ("noise", types.non_negative_float, "noise of a vector around its topic centre"),
-        ("topic_spread", types.non_negative_float, "how far fine-topic centres lie from their category's"),
-        ("query_norm", types.positive_float, "norm of the query vectors"),
-        ("text_norm", types.positive_float, "norm of the item text vectors"),
-        ("image_norm", types.positive_float, "norm of the item image vectors"),
-    ):
-        p.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=kind,
-            default=getattr(defaults, name),
-            help=f"{text} (default: %(default)s)",
-        )
-    _add_build_options(p, text_encoder="none")
-    p.set_defaults(read=_source_from_options)
+    sources = prepare.add_subparsers(dest="source", required=True, metavar="SOURCE")
+
+    for source, (help_text, description) in SOURCE_HELP.items():
+        p = sources.add_parser(source, help=help_text, description=description)
+        if source == "synthetic":  # its channel norms are one mapping of three flags
+            _add_synthetic_options(p)
+        else:
+            _add_source_options(p, source)
+            p.set_defaults(read=_source_from_options)
+        _add_build_options(p, text_encoder="none" if source in NO_TEXT_ENCODER_SOURCES else "minilm")
     prepare.set_defaults(func=cmd_prepare)
 
 

@@ -113,6 +113,8 @@ def add_field_flag(
     default: Any,
     help: str = "",
     parse: Callable[[str], Any] | None = None,
+    required: bool = False,
+    metavar: str | None = None,
 ) -> None:
     """One flag for a typed dataclass field: the type (or ``parse``) converts the text, a ``Literal``
     gives the choices, ``X | None`` is an ``X`` that may be left unset (its help says what unset
@@ -138,6 +140,8 @@ def add_field_flag(
         type=parse,
         choices=choices,
         default=default,
+        required=required,
+        metavar=metavar,
         help=f"{help} (default: {default})" if help and default is not None else help or None,
     )
 

@@ -19,16 +19,27 @@ import functools
 import json
 import types
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from seminar.errors import ConfigError, InvalidValue
 
-__all__ = ["YAML_FIELDS", "ParseError", "parse_dataclass"]
+__all__ = ["YAML_FIELDS", "ParseError", "described", "parse_dataclass"]
 
 YAML_FIELDS = ConfigDict(extra="forbid", allow_inf_nan=False, str_min_length=1)
+
+
+
+def described(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
+    """A config field with the help text its command-line flag shows (a list default is copied per
+    instance); ``cli`` holds how the flag is shown (``positional=True``, ``metavar=...``)."""
+    metadata = {"help": help, **cli}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 _EXPECTED = {
     "int_type": "expected an integer",

@@ -32,6 +32,7 @@ import polars as pl
 
 from seminar.data.tables import ITEM, QUERY, TIMESTAMP, USER, SourceTables
 from seminar.errors import InvalidValue
+from seminar.parsing import described
 
 SOURCE_NAME = "lifelong"
 LENGTH_SIGMA = 0.75  # log-normal spread of the sequence lengths
@@ -45,27 +46,27 @@ ITEM_STREAM, USER_STREAM, BEHAVIOUR_STREAM, VECTOR_STREAM = 0, 1, 2, 3
 class LifelongConfig:
     """The generator's knobs (see the module docstring and docs/lifelong.md for each)."""
 
-    users: int = 1000
-    items: int = 100_000
-    mean_length: float = 1000.0
-    max_length: int = 10_000
-    min_length: int = 5
-    fine_topics: int = 64
-    categories: int = 8
-    interests_per_user: int = 4
-    long_term_share: float = 0.3
-    burst_length: float = 30.0
-    random_share: float = 0.1
-    zipf: float = 1.1
-    search_fraction: float = 0.3
-    broad_query_share: float = 0.0
-    queries_per_topic: int = 8
-    dim: int = 64
-    noise: float = 0.5
-    topic_spread: float = 1.0
-    query_norm: float = 1.0
-    text_norm: float = 1.0
-    image_norm: float = 1.0
+    users: int = described(1000, "users")
+    items: int = described(100_000, "items (spread evenly over the fine topics)")
+    mean_length: float = described(1000.0, "mean behaviours per user (log-normal)")
+    max_length: int = described(10_000, "longest sequence")
+    min_length: int = described(5, "shortest sequence")
+    fine_topics: int = described(64, "fine topics (the hidden structure)")
+    categories: int = described(8, "coarse categories (the only item attribute)")
+    interests_per_user: int = described(4, "long-term interests (fine topics) per user")
+    long_term_share: float = described(0.3, "share of bursts that follow a long-term interest")
+    burst_length: float = described(30.0, "mean behaviours per burst (geometric, >= 1)")
+    random_share: float = described(0.1, "share of behaviours of a uniformly random topic")
+    zipf: float = described(1.1, "exponent of the item popularity within a topic")
+    search_fraction: float = described(0.3, "share of behaviours that are searches")
+    broad_query_share: float = described(0.0, "share of queries naming only the coarse category")
+    queries_per_topic: int = described(8, "distinct query strings per topic (and per category)")
+    dim: int = described(64, "dimension of the item and query vectors")
+    noise: float = described(0.5, "noise of a vector around its topic centre")
+    topic_spread: float = described(1.0, "how far fine-topic centres lie from their category's")
+    query_norm: float = described(1.0, "norm of the query vectors")
+    text_norm: float = described(1.0, "norm of the item text vectors")
+    image_norm: float = described(1.0, "norm of the item image vectors")
 
     def __post_init__(self) -> None:
         for name in (

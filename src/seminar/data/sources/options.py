@@ -10,7 +10,7 @@ parsing a config never loads data code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,14 +18,9 @@ from seminar.data.sources.lifelong import LifelongConfig, generate_lifelong
 from seminar.data.sources.synthetic import SyntheticConfig, generate_synthetic
 from seminar.data.tables import DataError, SourceTables
 from seminar.errors import InvalidValue
-from seminar.parsing import YAML_FIELDS
+from seminar.parsing import YAML_FIELDS, described
 
 TEXT_ENCODER_HEADS = ("minilm", "hashing", "clip", "none")
-
-
-def _option(default: Any, help: str) -> Any:
-    """A build option and its help text (`seminar prepare` shows each as a flag)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -37,27 +32,25 @@ class BuildOptions:
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
     # unset: minilm, or none for the sources that bring their own vectors (NO_TEXT_ENCODER_SOURCES)
-    text_encoder: str | None = _option(
+    text_encoder: str | None = described(
         None,
         "minilm | hashing[:DIM] | clip:CHECKPOINT_DIR | none",
     )
-    image_encoder: str = _option("none", "clip:CHECKPOINT_DIR to encode item images, or none")
-    negatives: int = _option(99, "sampled negatives per test/validation user")
-    sampling: Literal["uniform", "popularity"] = _option("uniform", "how evaluation negatives are drawn")
-    eval_negatives: Literal["uniform", "category", "query"] = _option(
+    image_encoder: str = described("none", "clip:CHECKPOINT_DIR to encode item images, or none")
+    negatives: int = described(99, "sampled negatives per test/validation user")
+    sampling: Literal["uniform", "popularity"] = described("uniform", "how evaluation negatives are drawn")
+    eval_negatives: Literal["uniform", "category", "query"] = described(
         "uniform",
         "test/validation negatives from all items, from the held-out positive's own category "
         "(so a query naming the category does not single the positive out), or from the items "
         "clicked under the held-out behaviour's own query (query)",
     )
-    seed: int = _option(0, "split and sampling seed (and a generated source's seed)")
-    min_behaviours: int = _option(
+    seed: int = described(0, "split and sampling seed (and a generated source's seed)")
+    min_behaviours: int = described(
         3, "users with fewer behaviours are dropped (counted in the manifest); at least 3"
     )
-    max_behaviours: int | None = _option(None, "keep only each user's latest N behaviours (default: all)")
-    cache_dir: Path | None = field(
-        default=None, metadata={"help": "content vector cache (default: ~/.cache/seminar)"}
-    )
+    max_behaviours: int | None = described(None, "keep only each user's latest N behaviours (default: all)")
+    cache_dir: Path | None = described(None, "content vector cache (default: ~/.cache/seminar)")
 
     def __post_init__(self) -> None:
         for name in ("negatives", "max_behaviours"):
@@ -109,7 +102,7 @@ class Ml100kOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    query_fraction: float = 0.5
+    query_fraction: float = described(0.5, "share of behaviours that get a generated genre query")
 
     def __post_init__(self) -> None:
         _check_fraction("query_fraction", self.query_fraction)
@@ -126,15 +119,19 @@ class RecboleOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    directory: Path
-    name: str | None = None
-    user_field: str = "user_id"
-    item_field: str = "item_id"
-    time_field: str = "timestamp"
-    title_field: str | None = None
-    query_fields: list[str] | None = None
-    query_fraction: float = 1.0
-    user_feature_fields: list[str] | None = None  # token fields of the .user file; default: all
+    directory: Path = described(help="folder with the atomic files", positional=True)
+    name: str | None = described(None, "file stem (default: the directory name)")
+    user_field: str = described("user_id", "user id field of the .inter file")
+    item_field: str = described("item_id", "item id field of the .inter and .item files")
+    time_field: str = described("timestamp", "timestamp field of the .inter file")
+    title_field: str | None = described(None, "item title field of the .item file (default: none)")
+    query_fields: list[str] | None = described(
+        None, "item fields to generate queries from (default: none: recommendation only)"
+    )
+    query_fraction: float = described(1.0, "share of behaviours that get a generated query")
+    user_feature_fields: list[str] | None = described(
+        None, "token fields of the .user file stored as user features (default: all)"
+    )
 
     def __post_init__(self) -> None:
         _check_fraction("query_fraction", self.query_fraction)
@@ -162,19 +159,25 @@ class TablesOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    interactions: Path
-    items: Path | None = None
-    user_col: str = "user"
-    item_col: str = "item"
-    time_col: str | None = "timestamp"  # None or "none": rows in time order, timestamp = position
-    query_col: str | None = None
-    title_col: str | None = None
-    image_col: str | None = None
-    image_root: Path | None = None
-    attribute_cols: list[str] = field(default_factory=list)
-    multi_value_sep: str = "|"
-    users: Path | None = None
-    user_features: list[str] | None = None  # columns of the users file; default: all but the user id
+    interactions: Path = described(help="CSV or Parquet file, one behaviour per row")
+    items: Path | None = described(None, "CSV or Parquet file, one item per row (default: none)")
+    user_col: str = described("user", "user id column")
+    item_col: str = described("item", "item id column, in both files")
+    time_col: str | None = described(
+        "timestamp",
+        "integers or ISO dates/datetimes, or 'none': the rows are in time order and a behaviour's "
+        "timestamp is its position among its user's rows",
+    )
+    query_col: str | None = described(None, "query text column (default: none: recommendation only)")
+    title_col: str | None = described(None, "item title/description column of the items file")
+    image_col: str | None = described(None, "image path column of the items file")
+    image_root: Path | None = described(None, "relative image paths start here")
+    attribute_cols: list[str] = described([], "attribute columns of the items file")
+    multi_value_sep: str = described("|", "separator inside multi-valued attributes")
+    users: Path | None = described(None, "CSV or Parquet file, one user per row (user profile)")
+    user_features: list[str] | None = described(
+        None, "user feature columns of the users file (default: every column but the user id)"
+    )
 
     def read(self, seed: int) -> SourceTables:
         from seminar.data.sources.tables import TableColumns, read_interaction_tables
@@ -201,8 +204,13 @@ class SequencesOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    file: Path
-    attributes: Path | None = None  # JSON object: item id -> list of attribute ids
+    file: Path = described(help="the sequences file (e.g. Beauty.txt)", positional=True)
+    attributes: Path | None = described(
+        None,
+        'JSON object mapping item ids to lists of attribute ids, e.g. {"1": [3, 7]} '
+        "(S3-Rec's *_item2attributes.json); items it does not list get no attributes",
+        metavar="JSON",
+    )
 
     def read(self, seed: int) -> SourceTables:
         from seminar.data.sources.sequences import read_sequence_file
@@ -216,8 +224,8 @@ class KuaisarOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    directory: Path
-    max_users: int | None = None
+    directory: Path = described(help="the KuaiSAR folder", positional=True)
+    max_users: int | None = described(None, "read only the first N users (default: all)")
 
     def __post_init__(self) -> None:
         if self.max_users is not None and self.max_users < 1:
@@ -235,10 +243,10 @@ class AmazonOptions:
 
     __pydantic_config__ = YAML_FIELDS  # reproduce YAML: unknown keys are errors
 
-    reviews: Path
-    meta: Path
-    core: int = 5
-    image_dir: Path | None = None
+    reviews: Path = described(help="the *_5.json.gz reviews file")
+    meta: Path = described(help="its meta_*.json.gz item metadata")
+    core: int = described(5, "keep users and items with at least N reviews (k-core)")
+    image_dir: Path | None = described(None, "folder with <asin>.jpg thumbnails")
 
     def __post_init__(self) -> None:
         if self.core < 1:
