@@ -316,3 +316,17 @@ def test_every_source_option_is_an_argument_of_its_prepare_command_with_the_same
     if source == "lifelong":
         args = build_parser().parse_args([*argv, "--broad-query-share", "0.5", "--fine-topics", "16"])
         assert (args.broad_query_share, args.fine_topics) == (0.5, 16)
+
+
+def test_pq_flags_are_generated_from_pq_gsu_config_and_bounded_by_it() -> None:
+    from seminar.cli import build_parser
+    from seminar.cli_types import pq_config_from_args
+    from seminar.errors import ConfigError
+    from seminar.retrieval.gsu import PQGsuConfig
+
+    base = ["evaluate", "--data", "d", "--run", "r"]
+    assert pq_config_from_args(build_parser().parse_args(base)) == PQGsuConfig()
+    args = build_parser().parse_args([*base, "--pq-sub", "8", "--rerank-factor", "0", "--pq-iter", "3"])
+    assert pq_config_from_args(args) == PQGsuConfig(n_sub=8, rerank_factor=0, n_iter=3)
+    with pytest.raises(ConfigError, match="--pq-centroids: must be ≥ 1"):
+        pq_config_from_args(build_parser().parse_args([*base, "--pq-centroids", "0"]))

@@ -11,6 +11,7 @@ import math
 import re
 import types
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -146,40 +147,40 @@ def add_field_flag(
     )
 
 
-def add_pq_options(parser: argparse.ArgumentParser, *, rerank_default: int | None = 4) -> None:
-    """The GSU quantizer's flags, shared by `evaluate` and `export` (one definition, one meaning).
+def add_pq_options(parser: argparse.ArgumentParser) -> None:
+    """The GSU quantizer's flags, shared by `evaluate` and `export`: one per field of
+    :class:`~seminar.retrieval.gsu.PQGsuConfig`, under the name its metadata gives (``--pq-rerank``
+    is also spelt ``--rerank-factor``)."""
+    from typing import get_type_hints
 
-    ``--pq-rerank`` is also spelt ``--rerank-factor``; both set ``pq_rerank``.
-    """
-    parser.add_argument(
-        "--pq-sub",
-        type=positive_int,
-        default=None,
-        help="PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
-    )
-    parser.add_argument(
-        "--pq-centroids", type=positive_int, default=256, help="PQ centroids per sub-vector (≤ 256: 8 bit)"
-    )
-    parser.add_argument(
-        "--pq-rerank",
-        "--rerank-factor",
-        dest="pq_rerank",
-        type=non_negative_int,
-        default=rerank_default,
-        help="exact re-rank of the ADC top factor·K (0: none)",
-    )
-    parser.add_argument("--pq-iter", type=positive_int, default=20, help="k-means iterations")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="k-means seed of the PQ codebooks")
+    from seminar.retrieval.gsu import PQGsuConfig
+
+    hints = get_type_hints(PQGsuConfig)
+    for f in fields(PQGsuConfig):
+        aliases = f.metadata.get("aliases", ())
+        for alias in aliases:  # the same value under an older name (the default stays the field's)
+            parser.add_argument(
+                alias, dest=f"pq_{f.name}", type=integer, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )
+        also = f" (also {', '.join(aliases)})" if aliases else ""
+        add_field_flag(
+            parser,
+            f.metadata["flag"],
+            hints[f.name],
+            dest=f"pq_{f.name}",
+            default=f.default,
+            help=f.metadata["help"] + also,
+        )
 
 
 def pq_config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~seminar.retrieval.gsu.PQGsuConfig` that :func:`add_pq_options`' flags describe."""
+    """The :class:`~seminar.retrieval.gsu.PQGsuConfig` that :func:`add_pq_options`' flags describe; a
+    value it refuses is a :class:`~seminar.errors.ConfigError` naming the flag (exit 2)."""
+    from seminar.errors import ConfigError, InvalidValue
     from seminar.retrieval.gsu import PQGsuConfig
 
-    return PQGsuConfig(
-        n_sub=args.pq_sub,
-        n_centroids=args.pq_centroids,
-        rerank_factor=args.pq_rerank,
-        n_iter=args.pq_iter,
-        seed=args.seed,
-    )
+    flags = {f.name: f.metadata["flag"] for f in fields(PQGsuConfig)}
+    try:
+        return PQGsuConfig(**{name: getattr(args, f"pq_{name}") for name in flags})
+    except InvalidValue as exc:
+        raise ConfigError(f"{flags[exc.key]}: {exc.message}") from exc

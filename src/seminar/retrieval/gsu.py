@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seminar.errors import ConfigError
+from seminar.errors import ConfigError, InvalidValue
 from seminar.models.embedding import PairEmbedding
 from seminar.models.ranker import Ranker
 from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, KeyTables, SearchInputs
+from seminar.parsing import described
 from seminar.retrieval.pq import MultiModalPQ, PQConfig
 
 PQ_FILE = "gsu_pq.safetensors"
@@ -41,15 +42,27 @@ class PQGsuConfig:
     is at most 32, so any model dimension can be quantized without choosing it by hand.
     """
 
-    n_sub: int | None = None
-    n_centroids: int = 256
-    rerank_factor: int = 4  # shortlist R = factor·K re-scored exactly; 0 turns re-rank off
-    n_iter: int = 20
-    seed: int = 0
+    n_sub: int | None = described(
+        None,
+        "PQ sub-vectors per channel (default: the largest divisor of the model's dimension ≤ 32)",
+        flag="--pq-sub",
+    )
+    n_centroids: int = described(256, "PQ centroids per sub-vector (≤ 256: 8 bit)", flag="--pq-centroids")
+    rerank_factor: int = described(
+        4, "exact re-rank of the ADC top factor·K (0: none)", flag="--pq-rerank", aliases=("--rerank-factor",)
+    )
+    n_iter: int = described(20, "k-means iterations", flag="--pq-iter")
+    seed: int = described(0, "k-means seed of the PQ codebooks", flag="--seed")
 
     def __post_init__(self) -> None:
-        if self.rerank_factor < 0:
-            raise ValueError(f"rerank_factor must be ≥ 0, got {self.rerank_factor}")
+        for name in ("n_centroids", "n_iter"):
+            if getattr(self, name) < 1:
+                raise InvalidValue(name, f"must be ≥ 1, got {getattr(self, name)}")
+        if self.n_sub is not None and self.n_sub < 1:
+            raise InvalidValue("n_sub", f"must be ≥ 1, got {self.n_sub}")
+        for name in ("rerank_factor", "seed"):
+            if getattr(self, name) < 0:
+                raise InvalidValue(name, f"must be ≥ 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
