@@ -129,3 +129,19 @@ def test_shard_sampler_covers_every_index_once(length: int, world: int) -> None:
     flat = [i for shard in shards for i in shard]
     assert sorted(flat) == list(range(length))  # disjoint and complete: no padding duplicates
     assert [len(ShardSampler(length, rank, world)) for rank in range(world)] == [len(s) for s in shards]
+
+
+def test_batches_of_read_only_arrays_become_writable_tensors_without_a_warning() -> None:
+    import warnings
+
+    import torch
+
+    from seminar.data.loader import _to_torch
+
+    frozen = np.arange(6, dtype=np.int64).reshape(2, 3)
+    frozen.flags.writeable = False  # as a slice of a dataset opened read-only (memory-mapped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = _to_torch({"x": frozen})["x"]
+    tensor += 1  # its own memory: the source array is untouched
+    assert tensor.dtype == torch.int64 and frozen[0, 0] == 0

@@ -71,7 +71,10 @@ def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     for key, value in batch.items():
         if value.dtype in (np.int32, np.int8, np.int16):
             value = value.astype(np.int64)
-        converted[key] = torch.from_numpy(np.ascontiguousarray(value))
+        value = np.ascontiguousarray(value)
+        if not value.flags.writeable:  # a view of a read-only memory map: torch wants memory it may write
+            value = value.copy()
+        converted[key] = torch.from_numpy(value)
     return converted
 
 
