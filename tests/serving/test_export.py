@@ -142,20 +142,24 @@ def test_serve_command(
     assert "no export" in capsys.readouterr().err
 
 
-def test_a_gsu_recency_run_is_not_exported_or_given_a_pq_gsu(trained: Trained, tmp_path: Path) -> None:
-    """Serving's and evaluation's PQ GSUs score content only: a run whose GSU adds the recency bias is
-    refused, not served with a different selection."""
+def test_a_gsu_recency_run_is_served_exactly_and_refused_by_the_pq_gsus(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """The PQ GSUs of evaluation and serving score content only: a run whose GSU adds the recency bias
+    is refused there (with the way out), not served with a different selection; export keeps it."""
     from seminar.errors import ConfigError
     from seminar.experiment import finetune
     from seminar.retrieval.gsu import attach_pq_gsu
+    from seminar.serving import ScoringService
     from seminar.train.trainer import TrainConfig
 
     run = tmp_path / "run"
     config = RankerConfig(model="twin", dim=16, heads=2, top_k=4, gsu_recency=True)
     train = TrainConfig(epochs=1, max_length=30, batch_size=64, positions_per_user=2, progress=False)
     finetune(trained.ds, run, config, train, tables=trained.tables)
-    with pytest.raises(ExportError, match="gsu-recency"):
-        export_run(trained.ds, run, tmp_path / "export")
-    assert not (tmp_path / "export").exists()
+    export = export_run(trained.ds, run, tmp_path / "export")
+    assert ScoringService.load(export).search.recency is not None
+    with pytest.raises(ValueError, match=r"gsu-recency.*exact GSU"):
+        ScoringService.load(export, gsu="pq")
     with pytest.raises(ConfigError, match="gsu-recency"):
         attach_pq_gsu(load_run_model(run, trained.tables))

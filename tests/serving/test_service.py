@@ -293,15 +293,30 @@ def test_an_unknown_gsu_mode_is_refused(trained: Trained) -> None:
         ScoringService.load(trained.export, gsu="hnsw")
 
 
-@pytest.mark.parametrize(("model", "recent"), [("twin", 0), ("sim_soft", 0), ("seminar", 2), ("twin", TOP_K)])
-@pytest.mark.parametrize("rerank", [None, RERANK, 0])
+OTHER_GSUS = [
+    (model, recent, rerank, False)
+    for model, recent in (("twin", 0), ("sim_soft", 0), ("seminar", 2), ("twin", TOP_K))
+    for rerank in (None, RERANK, 0)
+] + [("twin", 0, None, True), ("seminar", 0, None, True), ("seminar", 2, None, True)]
+
+
+@pytest.mark.parametrize(("model", "recent", "rerank", "gsu_recency"), OTHER_GSUS)
 def test_other_inner_product_gsus_equal_the_reference(
-    trained: Trained, tmp_path, model: str, recent: int, rerank: int | None
+    trained: Trained, tmp_path, model: str, recent: int, rerank: int | None, gsu_recency: bool
 ) -> None:
-    """Other GSUs, and models that keep their last ``recent`` behaviours beside the GSU's choice."""
-    config = RankerConfig(model=model, dim=16, heads=2, top_k=TOP_K, recent=recent, seed=1)
+    """Other GSUs, models that keep their last ``recent`` behaviours beside the GSU's choice, and GSUs
+    that add the ESU's recency bias (served exactly; the bias drawn large enough to change choices)."""
+    config = RankerConfig(
+        model=model, dim=16, heads=2, top_k=TOP_K, recent=recent, seed=1, gsu_recency=gsu_recency
+    )
+    ranker = Ranker(trained.tables, config)
+    if gsu_recency:
+        with torch.no_grad():
+            ranker.recency.copy_(
+                torch.randn(ranker.recency.shape, generator=torch.Generator().manual_seed(5)) * 3
+            )
     meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
-    save_checkpoint(tmp_path / "run" / "best", Ranker(trained.tables, config), {}, meta)
+    save_checkpoint(tmp_path / "run" / "best", ranker, {}, meta)
     other = dataclasses.replace(
         trained,
         run=tmp_path / "run",

@@ -369,7 +369,14 @@ class Ranker(nn.Module):
         device = inputs.mask.device
         ends = torch.full((b, c), length, device=device) if ends is None else ends
         positions = torch.arange(length, device=device).expand(b, c, -1)
-        return self.recency.mean(dim=0)[self._distance_buckets(ends, positions, distance)]
+        return self.gsu_recency_table()[self._distance_buckets(ends, positions, distance)]
+
+    def gsu_recency_table(self) -> Tensor:
+        """The GSU's recency bias per log2 distance bucket, [RECENCY_BUCKETS]: the ESU's per-head bias
+        averaged over heads, as the GSU's scores are head-averaged logits (serving adds it too)."""
+        if not self.uses_gsu_recency:
+            raise ValueError("this ranker's GSU scores content only (gsu_recency is off)")
+        return self.recency.mean(dim=0)
 
     def _consistency(
         self,

@@ -43,11 +43,6 @@ def _check_servable(ranker: Ranker, run_dir: Path) -> None:
             f"{run_dir}: a {ranker.config.model!r} ranker cannot be exported; serving replaces the GSU "
             f"by PQ codes, which needs an inner-product GSU: {', '.join(SERVABLE_MODELS)}"
         )
-    if ranker.uses_gsu_recency:
-        raise ExportError(
-            f"{run_dir}: trained with --gsu-recency, whose GSU adds a recency bias that the serving GSU "
-            "does not apply yet; train without it to export"
-        )
 
 
 def _training_settings(run_dir: Path) -> dict[str, Any] | None:

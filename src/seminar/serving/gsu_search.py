@@ -112,12 +112,24 @@ class ExactSearch:
 
     per_id_max_targets = 32
 
-    def __init__(self, tables: CodeTables) -> None:
+    def __init__(self, tables: CodeTables, recency: np.ndarray | None = None) -> None:
         self.tables = tables
+        self.recency = None if recency is None else np.asarray(recency, dtype=np.float32)
 
-    def scores(self, history: History, u: np.ndarray) -> np.ndarray:
+    def bias(self, n: int, end: int | None = None) -> np.ndarray | None:
+        """The recency bias [n] of behaviours 0..n-1 of a history that ends at ``end`` (default n),
+        or None for a GSU that scores content only. Buckets as the ranker's: floor(log2(distance + 1))."""
+        if self.recency is None:
+            return None
+        distance = ((n if end is None else end) - 1 - np.arange(n)).astype(np.float32)
+        bucket = np.minimum(np.log2(distance + 1).astype(np.int64), self.recency.shape[0] - 1)
+        return self.recency[bucket]
+
+    def scores(self, history: History, u: np.ndarray, end: int | None = None) -> np.ndarray:
         """Exact GSU scores [C, n] of every behaviour for every target (the plain reference)."""
-        return check_targets(u) @ self.tables.keys(history.queries, history.items).T
+        scores = check_targets(u) @ self.tables.keys(history.queries, history.items).T
+        bias = self.bias(len(history), end)
+        return scores if bias is None else scores + bias
 
     def _per_id_scores(self, history: History, u: np.ndarray) -> np.ndarray:
         """The same scores via the id tables: [C, Nq] and [C, Ni] products, gathered at the history."""
@@ -130,18 +142,26 @@ class ExactSearch:
         rows = self.tables.exact_query.shape[0] + self.tables.exact_items.shape[0]
         return targets <= self.per_id_max_targets and rows <= len(history)
 
-    def select(self, history: History, u: np.ndarray, k: int, rerank_factor: int = 0) -> Selection:
+    def select(
+        self, history: History, u: np.ndarray, k: int, rerank_factor: int = 0, end: int | None = None
+    ) -> Selection:
         """The K behaviours the ranker's exact GSU keeps for each target u [C, d] (``rerank_factor``
-        is ignored: nothing is approximate)."""
+        is ignored: nothing is approximate). ``end``: the length of the whole history when this is
+        its head (distances for the recency bias count from there)."""
         u = check_targets(u)
+        bias = self.bias(len(history), end)
         if self.uses_id_tables(history, u.shape[0]):
             block = self._per_id_scores(history, u)
+            if bias is not None:
+                block += bias
             kept = top_k_latest(block, k, check=False)
             return Selection(kept, None, np.take_along_axis(block, kept, axis=1), "exact")
         keys = self.tables.keys(history.queries, history.items)
         positions, scores = [], []
         for start in range(0, u.shape[0], EXACT_BLOCK):
             block = u[start : start + EXACT_BLOCK] @ keys.T  # BLAS reads the transpose in place
+            if bias is not None:
+                block += bias
             kept = top_k_latest(block, k, check=False)
             positions.append(kept)
             scores.append(np.take_along_axis(block, kept, axis=1))
@@ -210,9 +230,14 @@ def select_with_recent(
     tail = np.broadcast_to(np.arange(n - r, n, dtype=np.int64), (u.shape[0], r))
     tail_exact = search.tables.exact_scores(u, history.queries[tail], history.items[tail])
     tail_adc = search.adc_at(u, history.codes, tail) if isinstance(search, CodeSearch) else None
+    if isinstance(search, ExactSearch) and search.recency is not None:
+        tail_exact += search.bias(n)[n - r :]
     if k == r or n == r:
         return Selection(np.ascontiguousarray(tail), tail_adc, tail_exact, "recent")
-    chosen = search.select(history.head(n - r), u, k - r, rerank_factor)
+    if isinstance(search, ExactSearch):
+        chosen = search.select(history.head(n - r), u, k - r, rerank_factor, end=n)
+    else:
+        chosen = search.select(history.head(n - r), u, k - r, rerank_factor)
     adc = None if chosen.adc is None or tail_adc is None else np.concatenate([chosen.adc, tail_adc], axis=1)
     return Selection(
         np.concatenate([chosen.positions, tail], axis=1),
