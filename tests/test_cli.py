@@ -180,6 +180,7 @@ def test_demo_runs(tmp_path: Path) -> None:
         ("pretrain", ["--fusion-lambda", "-0.5"], "argument --fusion-lambda: must lie in [0, 1]"),
         ("pretrain", ["--temperature", "inf"], "argument --temperature: 'inf' is not a finite number"),
         ("prepare", ["--negatives", "x"], "argument --negatives: 'x' is not a number"),
+        ("evaluate", ["--device", "tpu"], "argument --device: 'tpu'"),
     ],
 )
 def test_bad_values_are_usage_errors_before_any_work(
@@ -188,6 +189,8 @@ def test_bad_values_are_usage_errors_before_any_work(
     out = tmp_path / "out"
     if command == "prepare":
         args = ["prepare", "synthetic", "--users", "5", "--out", str(out), *bad]
+    elif command == "evaluate":
+        args = ["evaluate", "--data", str(tmp_path / "missing"), "--run", str(out), *bad]
     else:
         args = [command, "--data", str(tmp_path / "missing"), "--out", str(out), *bad]
     with pytest.raises(SystemExit) as exit_:

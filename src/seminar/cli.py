@@ -404,7 +404,7 @@ def _register_model_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="history window L (default: the run's own)",
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=types.device, default="auto", help="auto | cpu | mps | cuda | cuda:N")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -32,7 +32,7 @@ from seminar.train.runs import MODEL_REGISTRY as MODEL_REGISTRY
 from seminar.train.runs import _config_from_dict as _config_from_dict
 from seminar.train.runs import load_run_model as load_run_model
 from seminar.train.runs import run_max_length as run_max_length
-from seminar.train.trainer import LAST, StaleRun, TrainConfig, Trainer
+from seminar.train.trainer import LAST, StaleRun, TrainConfig, Trainer, started_without_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def finetune(
     """
     tables = tables or FeatureTables.from_dataset(ds)
     ranker = build_ranker(tables, model_config, ds)
-    if pretrained is not None and not resume:
+    # a resumed run restores its own weights; one with nothing to resume starts from the PSU's
+    if pretrained is not None and not (resume and (Path(out_dir) / LAST).exists()):
         if not isinstance(ranker, Ranker):
             raise ValueError(
                 f"{model_config.model} has no PSU embeddings to initialise from a pretrained run"
@@ -189,8 +190,8 @@ class DemoConfig:
 def resume_or_restart(run_dir: Path, fit: Callable[[bool], Any]) -> Any:
     """``fit(resume)``: resume a run that has a checkpoint; a stale one (made for another dataset or
     configuration, e.g. by an older version) is moved to ``RUN.stale`` and started again."""
-    if not (run_dir / LAST).exists():
-        return fit(False)
+    if not (run_dir / LAST).exists():  # a run killed before its first checkpoint is started again
+        return fit(started_without_checkpoint(run_dir))
     try:
         return fit(True)
     except StaleRun as exc:

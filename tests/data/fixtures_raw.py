@@ -17,21 +17,50 @@ from pathlib import Path
 # ----------------------------------------------------------------------------------- KuaiSAR
 
 REC_HEADER = [
-    "user_id", "item_id", "playing_time", "duration_ms", "time", "timestamp",
-    "click", "forward", "like", "follow", "search", "search_item_related",
+    "user_id",
+    "item_id",
+    "playing_time",
+    "duration_ms",
+    "time",
+    "timestamp",
+    "click",
+    "forward",
+    "like",
+    "follow",
+    "search",
+    "search_item_related",
 ]
 SRC_HEADER = [
-    "user_id", "search_session_id", "search_session_time", "search_session_timestamp",
-    "keyword", "search_source", "item_id", "click_cnt", "item_type",
+    "user_id",
+    "search_session_id",
+    "search_session_time",
+    "search_session_timestamp",
+    "keyword",
+    "search_source",
+    "item_id",
+    "click_cnt",
+    "item_type",
 ]
 ITEM_HEADER = [
-    "item_id", "caption", "author_id", "item_type", "upload_time", "upload_type", "music_id",
-    "first_level_category_id", "first_level_category_name",
-    "second_level_category_id", "second_level_category_name",
-    "third_level_category_id", "third_level_category_name",
-    "fourth_level_category_id", "fourth_level_category_name",
-    "first_level_category_name_en", "second_level_category_name_en",
-    "third_level_category_name_en", "fourth_level_category_name_en",
+    "item_id",
+    "caption",
+    "author_id",
+    "item_type",
+    "upload_time",
+    "upload_type",
+    "music_id",
+    "first_level_category_id",
+    "first_level_category_name",
+    "second_level_category_id",
+    "second_level_category_name",
+    "third_level_category_id",
+    "third_level_category_name",
+    "fourth_level_category_id",
+    "fourth_level_category_name",
+    "first_level_category_name_en",
+    "second_level_category_name_en",
+    "third_level_category_name_en",
+    "fourth_level_category_name_en",
 ]
 USER_HEADER = ["user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"]
 
@@ -112,10 +141,22 @@ def write_kuaisar(root: Path, *, n_users: int = 12, n_items: int = 40, seed: int
             item = rng.choice(items)
             click = rng.random() < 0.5
             duration = float(rng.randint(5_000, 90_000))
-            rec_rows.append([
-                user, item, float(rng.randint(0, 120_000)), duration, _human(t), f"{float(t)}",
-                int(click), 0, int(rng.random() < 0.1), 0, 0, 0,
-            ])
+            rec_rows.append(
+                [
+                    user,
+                    item,
+                    float(rng.randint(0, 120_000)),
+                    duration,
+                    _human(t),
+                    f"{float(t)}",
+                    int(click),
+                    0,
+                    int(rng.random() < 0.1),
+                    0,
+                    0,
+                    0,
+                ]
+            )
             if click:
                 fx.rec.append((user, item, t))
             else:
@@ -131,10 +172,19 @@ def write_kuaisar(root: Path, *, n_users: int = 12, n_items: int = 40, seed: int
             for pos in range(n_shown):
                 item = rng.choice(shown)
                 click = pos == 0 or rng.random() < 0.3  # at least one click per session
-                src_rows.append([
-                    user, session, _human(t), t, keyword, source, item, int(click),
-                    "LIVE" if item in fx.missing_items else "VIDEO",
-                ])
+                src_rows.append(
+                    [
+                        user,
+                        session,
+                        _human(t),
+                        t,
+                        keyword,
+                        source,
+                        item,
+                        int(click),
+                        "LIVE" if item in fx.missing_items else "VIDEO",
+                    ]
+                )
                 if not click:
                     fx.n_src_unclicked += 1
                 elif empty:

@@ -51,7 +51,10 @@ def test_counts_and_rows_after_click_filters(fx: KuaiSARFixture) -> None:
     assert t.text_kind == "tokens"
     assert not t.synthetic_queries
     assert [p.name for p in t.raw_files] == [
-        "src_inter.csv", "rec_inter.csv", "item_features.csv", "user_features.csv"
+        "src_inter.csv",
+        "rec_inter.csv",
+        "item_features.csv",
+        "user_features.csv",
     ]
     assert t.params["n_search"] == len(fx.search) and t.params["n_rec"] == len(fx.rec)
 

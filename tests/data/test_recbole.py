@@ -43,6 +43,19 @@ def test_typed_headers_become_interactions_and_attributes(tmp_path: Path) -> Non
     assert row["year"][0].to_list() == ["1999"]
 
 
+def test_fractional_timestamps_are_truncated_and_counted_and_long_bad_values_cut(tmp_path: Path) -> None:
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t100.5\n1\t11\t200\n2\t10\t150.25\n"
+    tables = read_recbole(_write(tmp_path / "frac", "frac", inter), query_fraction=0.0)
+    assert tables.interactions["timestamp"].to_list() == [100, 200, 150]
+    assert tables.skipped == {"timestamps with a fraction (truncated to whole units; kept)": 2}
+    whole = read_recbole(_write(tmp_path / "toy", "toy", INTER, ITEM), query_fraction=0.0)
+    assert whole.skipped == {}  # 100.0 has no fraction
+    huge = "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t" + "x" * 100_000 + "\n"
+    with pytest.raises(DataError, match="line 2, column 'timestamp'") as info:
+        read_recbole(_write(tmp_path / "huge", "huge", huge))
+    assert len(str(info.value)) < 500
+
+
 def test_generated_queries_are_marked_and_partial(tmp_path: Path) -> None:
     tables = read_recbole(_write(tmp_path / "toy", "toy", INTER, ITEM), query_fraction=1.0)
     assert tables.synthetic_queries

@@ -212,6 +212,11 @@ def test_ragged_rows_and_bad_bytes_name_their_line_without_echoing_the_input(tmp
     short.write_text("user,item,timestamp\n" + "\n".join([*rows[:2], "u9,i1", *rows[2:]]))
     with pytest.raises(DataError, match=r"short\.csv: row 3 \(line 4\)"):  # missing fields read as empty
         read_interaction_tables(short)
+    stamp = tmp_path / "stamp.csv"  # a value quoted in a message is cut too
+    stamp.write_text("user,item,timestamp\n" + "\n".join([*rows[:2], "u9,i1," + "y" * 300000]))
+    with pytest.raises(DataError, match=r"stamp\.csv: .*column 'timestamp'") as error:
+        read_interaction_tables(stamp)
+    assert len(str(error.value)) < 500
     latin = tmp_path / "latin.csv"
     latin.write_bytes(("user,item,timestamp\n" + "\n".join([*rows[:3], "u9,café,3"])).encode("latin-1"))
     with pytest.raises(DataError, match=r"latin\.csv: line 5: not UTF-8 text"):

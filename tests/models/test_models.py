@@ -72,6 +72,34 @@ def test_user_profile_enters_the_user_vector(tables: FeatureTables) -> None:
     assert all(torch.equal(v, plain.state_dict()[k]) for k, v in with_profile.items())
 
 
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"heads": 0}, "heads"),
+        ({"dim": 0}, "dim"),
+        ({"fusion_lambda": 5.0}, "fusion_lambda"),
+        ({"gsu_consistency": float("nan")}, "gsu_consistency"),
+        ({"layers": 0}, "layers"),
+        ({"gate": "bogus"}, "gate"),
+        ({"eta_bits": 32}, "eta_bits"),
+        ({"consistency_samples": -1}, "consistency_samples"),
+        ({"hidden": [128, 0]}, "hidden"),
+        ({"recent": 60}, "recent"),
+    ],
+)
+def test_ranker_config_refuses_values_no_model_could_use(bad: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        RankerConfig(**bad)
+
+
+def test_an_unknown_model_name_is_refused_when_built(tables: FeatureTables) -> None:
+    from seminar.models.registry import build_ranker
+
+    with pytest.raises(ValueError, match="unknown model 'bogus'"):
+        build_ranker(tables, RankerConfig(model="bogus"))
+
+
 def test_ranker_config_round_trips_and_reads_legacy_runs_without_user_features() -> None:
     config = RankerConfig(model="twin", top_k=7)
     assert RankerConfig.from_dict(config.to_dict()) == config

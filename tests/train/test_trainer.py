@@ -381,6 +381,50 @@ def test_resume_or_restart_moves_a_stale_run_aside(ds: SeminarDataset, tmp_path:
     assert [r["stage"] for r in records(run)] == ["epoch", "test"]
 
 
+def test_resume_or_restart_starts_again_a_run_killed_before_its_first_checkpoint(
+    ds: SeminarDataset, tmp_path: Path
+) -> None:
+    """As the demo resumes its runs: metrics line and best/ of epoch 1 written, last/ not."""
+    from seminar.experiment import resume_or_restart
+
+    def fit(run: Path):
+        return lambda resume: Trainer(TinyModel(ds.n_items), ds, make_config(run, epochs=1)).fit(
+            resume=resume
+        )
+
+    resume_or_restart(tmp_path / "a", fit(tmp_path / "a"))
+    b = tmp_path / "b"
+    resume_or_restart(b, fit(b))
+    __import__("shutil").rmtree(b / "last")
+    resume_or_restart(b, fit(b))  # would raise "already holds a run" if started fresh
+    assert records(b) == records(tmp_path / "a") and (b / "last").exists()
+
+
+def test_a_fine_tuning_restarted_on_resume_starts_from_the_pretrained_psu_again(
+    ds: SeminarDataset, tmp_path: Path
+) -> None:
+    """`train --pretrained P --resume` on a run killed before its first checkpoint: nothing to resume,
+    so the ranker starts again from the PSU's embeddings, exactly as the first attempt did."""
+    from seminar.experiment import finetune, pretrain
+    from seminar.models.psu import PretrainConfig
+    from seminar.models.ranker import RankerConfig
+
+    pretrain(ds, tmp_path / "psu", PretrainConfig(dim=8, heads=2), make_config(tmp_path / "psu", epochs=1))
+    ranker = RankerConfig(model="seminar", dim=8, heads=2, top_k=4, fusion_lambda=0.5)
+
+    def attempt(run: Path, resume: bool) -> dict:
+        return finetune(
+            ds, run, ranker, make_config(run, epochs=1), pretrained=tmp_path / "psu", resume=resume
+        )
+
+    expected = attempt(tmp_path / "a", resume=False)
+    b = tmp_path / "b"
+    attempt(b, resume=False)
+    __import__("shutil").rmtree(b / "last")
+    assert attempt(b, resume=True) == expected
+    assert records(b) == records(tmp_path / "a")
+
+
 class NaNLoss(TinyModel):
     def forward(self, batch):
         loss, parts = super().forward(batch)

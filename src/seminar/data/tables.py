@@ -33,6 +33,12 @@ class DataError(ValueError):
     """Raw input that cannot be turned into a dataset; the message names file, row and column."""
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """An error message (or a value quoted in one) cut to a readable length: a malformed file must
+    not flood the terminal."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class SourceTables:
     """Raw behaviours and item side information, with raw (not yet internal) ids.

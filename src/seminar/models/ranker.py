@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -102,6 +103,23 @@ class RankerConfig:
             raise ValueError(f"recent must lie in [0, top_k={self.top_k}], got {self.recent}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.fusion_lambda <= 1.0:
+            raise ValueError(f"fusion_lambda must lie in [0, 1], got {self.fusion_lambda}")
+        if not (math.isfinite(self.gsu_consistency) and self.gsu_consistency >= 0):
+            raise ValueError(f"gsu_consistency must be a finite number >= 0, got {self.gsu_consistency}")
+        if self.gate not in get_args(Gate):
+            raise ValueError(f"unknown gate {self.gate!r}; choose one of {get_args(Gate)}")
+        for name in ("layers", "knn_history", "knn_neighbours"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.consistency_samples < 0:
+            raise ValueError(f"consistency_samples must be >= 0, got {self.consistency_samples}")
+        if self.eta_bits < 64 or self.eta_bits % 64:
+            raise ValueError(f"eta_bits must be a positive multiple of 64, got {self.eta_bits}")
+        if self.qin_first_stage is not None and self.qin_first_stage < 1:
+            raise ValueError(f"qin_first_stage must be >= 1, got {self.qin_first_stage}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden layer sizes must be >= 1, got {self.hidden}")
         if self.model == "sasrec" and self.dim % self.heads:  # SASRec's heads split d; MHTA heads do not
             raise ValueError(f"SASRec needs dim divisible by heads, got dim {self.dim}, {self.heads} heads")
 

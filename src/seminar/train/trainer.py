@@ -209,6 +209,14 @@ class StaleRun(ValueError):
     """A run that cannot be resumed: its configuration or its dataset changed since it was saved."""
 
 
+
+def started_without_checkpoint(out_dir: Path | str) -> bool:
+    """Whether ``out_dir`` holds a run stopped before its first complete checkpoint (its first
+    epoch's metrics line or ``best/``, no ``last/``): resuming it starts it again."""
+    out_dir = Path(out_dir)
+    partial = (out_dir / METRICS_FILE).exists() or (out_dir / BEST).exists()
+    return partial and not (out_dir / LAST).exists()
+
 class Trainer:
     """Trains ``model`` on ``dataset``; see the module docstring for the contract and guarantees.
 
@@ -364,8 +372,7 @@ class Trainer:
         self.progress = Progress()
 
     def _resume(self) -> None:
-        partial = self.metrics_path.exists() or (self.out_dir / BEST).exists()
-        if not (self.out_dir / LAST).exists() and partial:
+        if started_without_checkpoint(self.out_dir):
             # stopped before its first checkpoint was complete: there is nothing to resume, and the
             # first epoch's partial files (its metrics line, a best/ checkpoint) are not trusted
             logger.warning("%s has no complete checkpoint yet: starting it again", self.out_dir)

@@ -249,8 +249,8 @@ def _users(path: Path, wanted: pl.Series) -> tuple[pl.DataFrame, list[str]]:
     columns: dict[str, pl.Expr] = {USER: pl.col("__user")}
     for name in fields:
         value = pl.col(name).str.strip_chars()
-        columns[name] = pl.concat_list(value).list.drop_nulls().list.eval(
-            pl.element().filter(pl.element() != "")
+        columns[name] = (
+            pl.concat_list(value).list.drop_nulls().list.eval(pl.element().filter(pl.element() != ""))
         )
     return frame.select(**columns), fields
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seminar.data.tables import ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
+from seminar.data.tables import ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables, shorten
 
 FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
 TITLE_CANDIDATES = ("movie_title", "title", "item_name", "name")
@@ -78,14 +78,17 @@ def read_atomic(path: Path) -> tuple[pl.DataFrame, list[AtomicField]]:
     return frame, fields
 
 
-def _to_int(frame: pl.DataFrame, column: str, path: Path) -> pl.Series:
-    """Parse integer or float-formatted integers (RecBole writes timestamps as floats)."""
+def _to_int(frame: pl.DataFrame, column: str, path: Path) -> tuple[pl.Series, int]:
+    """Parse integer or float-formatted integers (RecBole writes timestamps as floats), and count
+    the values with a fraction (truncated to whole units)."""
     parsed = frame[column].str.strip_chars().cast(pl.Float64, strict=False)
-    bad = parsed.is_null() | parsed.is_nan()
+    bad = parsed.is_null() | parsed.is_nan() | parsed.is_infinite()
     if bad.any():
         row = int(bad.arg_max())
-        raise DataError(f"{path}: line {row + 2}, column {column!r}: {frame[column][row]!r} is not a number")
-    return parsed.cast(pl.Int64)
+        value = shorten(repr(frame[column][row]))
+        raise DataError(f"{path}: line {row + 2}, column {column!r}: {value} is not a number")
+    fractional = int((parsed != parsed.floor()).sum())
+    return parsed.cast(pl.Int64), fractional
 
 
 def _pick(
@@ -161,11 +164,12 @@ def read_recbole(
     inter, inter_fields = read_atomic(inter_path)
     for wanted, role in ((user_field, "user"), (item_field, "item"), (time_field, "timestamp")):
         _pick(inter_fields, wanted, (), inter_path, role)
+    timestamps, fractional = _to_int(inter, time_field, inter_path)
     interactions = pl.DataFrame(
         {
             USER: inter[user_field].str.strip_chars(),
             ITEM: inter[item_field].str.strip_chars(),
-            TIMESTAMP: _to_int(inter, time_field, inter_path),
+            TIMESTAMP: timestamps,
         }
     )
     for col in (USER, ITEM):
@@ -218,7 +222,7 @@ def read_recbole(
         )
     else:
         interactions = interactions.with_columns(pl.lit(None, dtype=pl.String).alias(QUERY))
-    return SourceTables(
+    tables = SourceTables(
         name=f"recbole:{name}",
         interactions=interactions,
         items=items,
@@ -238,6 +242,9 @@ def read_recbole(
             "user_feature_fields": user_feature_fields,
         },
     )
+    # kept, and said so: a time unit finer than the stored integer ties behaviours (file order breaks ties)
+    tables.count_skip("timestamps with a fraction (truncated to whole units; kept)", fractional)
+    return tables
 
 
 def embedded_ml100k_dir() -> Path:

@@ -137,7 +137,6 @@ def generate_synthetic(cfg: SyntheticConfig | None = None) -> SourceTables:
     )
 
 
-
 def _profiles(cfg: SyntheticConfig, user_topics: np.ndarray, user_cdf: np.ndarray) -> pl.DataFrame:
     """One profile row per user: the topic with the largest weight, and a random region."""
     weights = np.diff(user_cdf, axis=1, prepend=0.0)

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import polars as pl
 
-from seminar.data.tables import IMAGE_PATH, ITEM, QUERY, TIMESTAMP, TITLE, USER, DataError, SourceTables
+from seminar.data.tables import (
+    IMAGE_PATH,
+    ITEM,
+    QUERY,
+    TIMESTAMP,
+    TITLE,
+    USER,
+    DataError,
+    SourceTables,
+    shorten,
+)
 
 
 @dataclass
@@ -51,14 +61,9 @@ def read_table(path: Path) -> pl.DataFrame:
             return pl.read_csv(path, separator=sep, infer_schema=False, quote_char='"')
     except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, OSError) as exc:
         where = _first_bad_line(path, "\t" if suffix == ".tsv" else ",") if suffix != ".parquet" else None
-        reason = _shorten(str(exc).split("\n")[0])
+        reason = shorten(str(exc).split("\n")[0])
         raise DataError(f"{path}: {where or f'cannot be read as {suffix[1:]}'} ({reason})") from exc
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    """An error message cut to a readable length (a malformed file must not flood the terminal)."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_bad_line(path: Path, separator: str) -> str | None:
@@ -123,7 +128,8 @@ def parse_timestamps(values: pl.Series, path: Path, column: str) -> pl.Series:
     bad = parsed.is_null()
     if bad.any():
         row = int(bad.arg_max())
-        raise DataError(f"{path}: {_line(row)}, column {column!r}: {values[row]!r} is not a timestamp")
+        value = shorten(repr(values[row]))
+        raise DataError(f"{path}: {_line(row)}, column {column!r}: {value} is not a timestamp")
     return parsed
 
 
