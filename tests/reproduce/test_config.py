@@ -87,6 +87,31 @@ def test_a_variant_can_keep_recent_behaviours_beside_the_gsus() -> None:
     assert "recent" in error_of(config_with(models=[{"name": "kNN", "model": "itemknn", "recent": 2}]))
 
 
+def test_a_variant_can_add_the_recency_bias_to_its_gsu() -> None:
+    """`gsu_recency: true` on a row is the same run as the grid's training setting for that row:
+    a folder of its own, the same compared settings, one PSU for both rows."""
+    from seminar.reproduce.cells import run_settings
+
+    models = [
+        {"name": "TWIN", "model": "twin"},
+        {"name": "TWIN + GSU recency", "model": "twin", "gsu_recency": True},
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR + GSU recency", "model": "seminar", "pretrain": "all", "gsu_recency": True},
+    ]
+    config = parse_config(config_with(models=models, seeds=[0]))
+    twin, twin_timed, seminar, seminar_timed = (cell.spec for cell in plan_cells(config))
+    assert (twin.gsu_recency, twin_timed.gsu_recency) == (False, True)
+    assert twin_timed.key.endswith("-gsu-recency") and twin.key != twin_timed.key
+    assert seminar.psu_key == seminar_timed.psu_key
+    assert "gsu_recency" not in run_settings(config, twin)["training"]  # older cells keep matching
+    on_grid = parse_config(config_with(models=models[:1], seeds=[0], training={"gsu_recency": True}))
+    grid_spec = plan_cells(on_grid)[0].spec
+    assert grid_spec.gsu_recency and run_settings(on_grid, grid_spec) == run_settings(config, twin_timed)
+    assert "gsu_recency" in error_of(
+        config_with(models=[{"name": "kNN", "model": "itemknn", "gsu_recency": True}])
+    )
+
+
 def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:
     message = error_of({**BASE, "trainng": {"epochs": 1}})
     assert "trainng: unknown key" in message and "did you mean 'training'" in message

@@ -26,7 +26,7 @@ UNCOMPARED_TRAINING = frozenset(
 )
 PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature", "pretrain_lr"})
 # Settings added after cells were first written: left out at their default, so those cells still match.
-LATER_TRAINING = frozenset({"knn_history", "knn_neighbours", "layers", "pretrain_lr"})
+LATER_TRAINING = frozenset({"knn_history", "knn_neighbours", "layers", "pretrain_lr", "gsu_recency"})
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,17 @@ class RunSpec:
     seed: int
     user_features: bool = True
     recent: int = 0
+    gsu_recency: bool = False
 
     @property
     def key(self) -> str:
-        """A readable folder name, unique per (model, pretraining, λ, user features, recent)."""
+        """A readable folder name, unique per (model, pretraining, λ, user features, recent, GSU
+        recency)."""
         profile = "" if self.user_features else "-no-user-features"
         recent = f"-recent{self.recent}" if self.recent else ""
-        return f"{self.model}-{self.psu_key or 'scratch'}-lambda{self.fusion_lambda:g}{profile}{recent}"
+        timed = "-gsu-recency" if self.gsu_recency else ""
+        lam = f"lambda{self.fusion_lambda:g}"
+        return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{recent}{timed}"
 
     @property
     def psu_key(self) -> str | None:
@@ -83,10 +87,13 @@ def make_spec(
     seed: int,
     user_features: bool = True,
     recent: int = 0,
+    gsu_recency: bool = False,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
     if pretrain is None or pretrain_epochs == 0:
-        return RunSpec(dataset, model, None, None, float(fusion_lambda), seed, user_features, recent)
+        return RunSpec(
+            dataset, model, None, None, float(fusion_lambda), seed, user_features, recent, gsu_recency
+        )
     return RunSpec(
         dataset,
         model,
@@ -96,6 +103,7 @@ def make_spec(
         seed,
         user_features,
         recent,
+        gsu_recency,
     )
 
 
@@ -119,6 +127,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     seed,
                     config.user_features(v),
                     v.recent,
+                    config.gsu_recency(v),
                 )
                 cells.append(Cell(ds.name, v.name, seed, spec))
     for sweep_name in SWEEPS:
@@ -136,7 +145,15 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     lam = float(value) if sweep_name == "fusion_lambda" else train.fusion_lambda
                     profile = config.user_features(variant)
                     spec = make_spec(
-                        ds.name, variant.model, variant.psu_tasks, epochs, lam, seed, profile, variant.recent
+                        ds.name,
+                        variant.model,
+                        variant.psu_tasks,
+                        epochs,
+                        lam,
+                        seed,
+                        profile,
+                        variant.recent,
+                        config.gsu_recency(variant),
                     )
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
@@ -213,7 +230,10 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
         "fusion_lambda": spec.fusion_lambda,
         "user_features": spec.user_features,
         "seed": spec.seed,
-        "training": compared_training(config.training, spec.pretrain is not None),
+        # the variant's own GSU recency is a training setting of its run (as if the grid set it)
+        "training": compared_training(
+            config.training.replace(gsu_recency=spec.gsu_recency), spec.pretrain is not None
+        ),
     }
     if spec.recent:  # absent at its default, so that cells from before it still match
         settings["recent"] = spec.recent

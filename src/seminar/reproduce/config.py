@@ -99,6 +99,7 @@ class VariantConfig:
     tables: list[int] | None = None  # default: baselines 2, full SEMINAR 2 and 3, ablations 3
     user_features: bool | None = None  # default: training.user_features
     recent: int = 0  # of the K kept behaviours, the last R always (RankerConfig.recent)
+    gsu_recency: bool | None = None  # default: training.gsu_recency
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -107,6 +108,8 @@ class VariantConfig:
             raise InvalidValue("recent", f"must be >= 0, got {self.recent}")
         if self.recent and self.model in REFERENCE_MODELS:
             raise InvalidValue("recent", f"{self.model} is a reference ranker; it has no GSU to share K with")
+        if self.gsu_recency and self.model in REFERENCE_MODELS:
+            raise InvalidValue("gsu_recency", f"{self.model} is a reference ranker; it has no GSU")
         if self.model not in ALL_MODELS:
             raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(ALL_MODELS)}")
         if self.model in REFERENCE_MODELS and self.pretrain is not None:
@@ -408,6 +411,10 @@ class ReproduceConfig:
     def user_features(self, variant: VariantConfig) -> bool:
         """Whether the variant's ranker uses user profiles: its own setting, else the training's."""
         return self.training.user_features if variant.user_features is None else variant.user_features
+
+    def gsu_recency(self, variant: VariantConfig) -> bool:
+        """Whether the variant's GSU adds the recency bias: its own setting, else the training's."""
+        return self.training.gsu_recency if variant.gsu_recency is None else variant.gsu_recency
 
     def dataset(self, name: str) -> DatasetConfig | None:
         return next((d for d in self.datasets if d.name == name), None)

@@ -35,6 +35,7 @@ from seminar.train.trainer import BEST, LAST, METRICS_FILE
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
 _RANKER_ONLY = (
+    "gsu_recency",
     "epochs",
     "top_k",
     "monitor",
@@ -126,6 +127,7 @@ class GridRunner:
         return self.config.training.replace(
             fusion_lambda=spec.fusion_lambda,
             user_features=spec.user_features,
+            gsu_recency=spec.gsu_recency,
             pretrain_epochs=spec.pretrain_epochs or self.config.training.pretrain_epochs,
         )
 
