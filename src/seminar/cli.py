@@ -431,10 +431,26 @@ def build_parser() -> argparse.ArgumentParser:
     from seminar.models.registry import ALL_MODELS
 
     demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
-    demo.add_argument("--out", type=Path, default=Path("runs/ml-100k"))
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/ml-100k"),
+        help="folder of the dataset, the runs and the results table; an interrupted demo resumes "
+        "there (default: %(default)s)",
+    )
     defaults = DemoConfig()
-    demo.add_argument("--epochs", type=types.positive_int, default=defaults.settings.epochs)
-    demo.add_argument("--pretrain-epochs", type=types.positive_int, default=defaults.settings.pretrain_epochs)
+    demo.add_argument(
+        "--epochs",
+        type=types.positive_int,
+        default=defaults.settings.epochs,
+        help="ranker epochs, at most (early stopping) (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--pretrain-epochs",
+        type=types.positive_int,
+        default=defaults.settings.pretrain_epochs,
+        help="PSU pretraining epochs (default: %(default)s)",
+    )
     demo.add_argument(
         "--baselines",
         nargs="*",
@@ -442,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[m for m in ALL_MODELS if m not in ("seminar", "oracle")],  # the oracle: lifelong data only
         help="models to train beside SEMINAR (reference rankers first)",
     )
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
     from seminar.retrieval.cli import add_retrieval_commands

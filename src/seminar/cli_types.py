@@ -133,6 +133,8 @@ def add_field_flag(
         parser.add_argument(name, dest=dest, action=action, help=help or None)
         return
     choices = get_args(hint) if get_origin(hint) is Literal else None
+    if metavar is None and choices is None:  # named after the flag, not after where it is stored
+        metavar = name.lstrip("-").replace("-", "_").upper()
     if parse is None:
         parse = str if choices else _PLAIN_TYPES[hint]
     parser.add_argument(
