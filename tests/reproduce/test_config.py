@@ -273,12 +273,12 @@ def test_ml100k_config_is_the_three_seed_grid_of_docs_results() -> None:
     assert (t.max_length, t.top_k, t.dim, t.heads, t.epochs, t.patience) == (100, 50, 32, 2, 15, 3)
     assert (t.pretrain_epochs, t.positions_per_user, t.eval_batch_size) == (2, None, 128)
     assert (t.lr, t.train_negatives, t.loss, t.fusion_lambda) == (0.003, 10, "softmax", 0.0)
-    assert config.seeds == [0, 1, 2] and len(config.models) == 15
+    assert config.seeds == [0, 1, 2] and len(config.models) == 17
     assert [v.model for v in config.models[:3]] == ["popularity", "itemknn", "sasrec"]
     cells = plan_cells(config)
     specs = unique_specs(cells)
-    # 15 variants; sweeps add epochs 1 and 4 and λ 0.1, 0.3, 0.5, 0.7, 0.9 (0, 2 and 0 reuse the grid)
-    assert len(specs) == 3 * (15 + 2 + 5)
+    # 17 variants; sweeps add epochs 1 and 4 and λ 0.1, 0.3, 0.5, 0.7, 0.9 (0, 2 and 0 reuse the grid)
+    assert len(specs) == 3 * (17 + 2 + 5)
 
 
 def test_errors_name_the_key_a_person_wrote_not_the_parsers_internals() -> None:
