@@ -385,3 +385,11 @@ def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
     assert torch.equal(kept, expected)
     real = kept[valid]
     assert (real >= length - 7).all()  # every kept real behaviour is among the 7 most recent
+
+
+def test_gsu_recency_on_a_gsu_without_content_scores_is_said_to_change_nothing(
+    tables: FeatureTables, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        ranker = Ranker(tables, RankerConfig(model="sim_hard", dim=16, heads=2, gsu_recency=True))
+    assert not ranker.uses_gsu_recency and "gsu_recency changes nothing" in caplog.text

@@ -215,6 +215,12 @@ class Ranker(nn.Module):
                     tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
                 )
                 self.register_buffer("user_attributes", tables.user_attributes, persistent=False)
+        if config.gsu_recency and not self.uses_gsu_recency:
+            logger.warning(
+                "%s has no content GSU to add the recency bias to (sim_soft, twin and seminar do): "
+                "gsu_recency changes nothing",
+                config.model,
+            )
         if self.search.trains_selection and config.gsu_consistency <= 0:
             logger.warning(
                 "%s with gsu_consistency=0: its GSU's own weights (SEMINAR: W^GSU) get no training signal",
