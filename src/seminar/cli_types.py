@@ -13,7 +13,7 @@ import types
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 TEXT_ENCODER = re.compile(r"^(minilm|none|hashing(:[1-9]\d*)?|clip:.+)$", re.IGNORECASE)
 IMAGE_ENCODER = re.compile(r"^(none|clip:.+)$", re.IGNORECASE)
@@ -119,8 +119,8 @@ def add_field_flag(
 ) -> None:
     """One flag for a typed dataclass field: the type (or ``parse``) converts the text, a ``Literal``
     gives the choices, ``X | None`` is an ``X`` that may be left unset (its help says what unset
-    means), and a boolean is the flag
-    that switches it from its default (``--no-...`` for one that is on)."""
+    means), and a boolean is the flag that switches it from its default (``--no-...`` for one that
+    is on)."""
     if get_origin(hint) in (Union, types.UnionType):
         arms = [arm for arm in get_args(hint) if arm is not type(None)]
         if len(arms) != 1:
@@ -153,8 +153,6 @@ def add_pq_options(parser: argparse.ArgumentParser) -> None:
     """The GSU quantizer's flags, shared by `evaluate` and `export`: one per field of
     :class:`~seminar.retrieval.gsu.PQGsuConfig`, under the name its metadata gives (``--pq-rerank``
     is also spelt ``--rerank-factor``)."""
-    from typing import get_type_hints
-
     from seminar.retrieval.gsu import PQGsuConfig
 
     hints = get_type_hints(PQGsuConfig)

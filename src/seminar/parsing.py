@@ -31,7 +31,6 @@ __all__ = ["YAML_FIELDS", "ParseError", "described", "parse_dataclass"]
 YAML_FIELDS = ConfigDict(extra="forbid", allow_inf_nan=False, str_min_length=1)
 
 
-
 def described(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
     """A config field with the help text its command-line flag shows (a list default is copied per
     instance); ``cli`` holds how the flag is shown (``positional=True``, ``metavar=...``)."""
