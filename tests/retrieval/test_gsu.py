@@ -151,6 +151,51 @@ def test_full_shortlist_reproduces_exact_scores(
     assert isinstance(ranker.search, BilinearSearch)
 
 
+@pytest.mark.parametrize("model", BILINEAR)
+def test_a_gsu_recency_ranker_keeps_its_bias_under_the_pq_gsu(
+    tables: FeatureTables, ds: SeminarDataset, model: str
+) -> None:
+    """With a shortlist covering the sequence, the PQ GSU of a ``gsu_recency`` ranker selects as its
+    exact GSU does, recency bias included (drawn large enough to change what is kept)."""
+    ranker = perturbed_ranker(tables, model, top_k=5)
+    ranker.config = replace(ranker.config, gsu_recency=True)
+    with torch.no_grad():
+        ranker.recency.copy_(torch.randn(ranker.recency.shape, generator=torch.Generator().manual_seed(2)))
+        ranker.recency[:, :3] += 50.0  # the 7 behaviours nearest the target first
+    batch = EvalSamples(ds, "test", "search", max_length=30).__getitems__(list(range(8)))
+    exact = ranker.score_candidates(batch)
+    ranker.config = replace(ranker.config, gsu_recency=False)
+    plain = ranker.score_candidates(batch)
+    ranker.config = replace(ranker.config, gsu_recency=True)
+    assert not torch.allclose(plain, exact, rtol=1e-4, atol=1e-5)  # the bias changes the selection here
+    attach_pq_gsu(ranker, PQGsuConfig(n_sub=2, n_centroids=16, rerank_factor=100, n_iter=5))
+    assert ranker.uses_gsu_recency
+    assert torch.allclose(ranker.score_candidates(batch), exact, rtol=1e-4, atol=1e-5)
+
+
+def test_the_pq_shortlist_ranks_by_adc_plus_the_bias(tables: FeatureTables, ds: SeminarDataset) -> None:
+    ranker = perturbed_ranker(tables, "twin", top_k=2)
+    keys = gsu_key_tables(ranker)
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=2, n_centroids=16, n_iter=5))
+    search = PQSearch(ranker.search, pq, keys, top_k=2, rerank_factor=3)  # shortlist R = 6 < L
+    with torch.no_grad():
+        inputs = search_inputs(ranker, ds)
+        bias = torch.randn(inputs.mask.shape, generator=torch.Generator().manual_seed(4))[:, None, :] * 2
+        relevance = search.biased_relevance(inputs, bias)
+        exact = ranker.search.relevance(inputs) + bias
+        approx = search.approximate(inputs) + bias
+        assert torch.equal(search.biased_relevance(inputs, None), search.relevance(inputs))
+    kept = torch.isfinite(relevance) & (relevance > -1e8)
+    real = inputs.mask.sum(dim=1)[:, None].expand(-1, relevance.shape[1])
+    assert torch.equal(kept.sum(dim=-1), real.clamp(max=6))
+    assert torch.allclose(relevance[kept], exact.expand_as(relevance)[kept], rtol=1e-4, atol=1e-5)
+    approx = approx.expand_as(relevance)
+    for row in zip(*torch.nonzero(kept.any(-1), as_tuple=True), strict=True):
+        dropped = ~kept[row] & inputs.mask[row[0]]
+        if dropped.any():
+            assert approx[row][kept[row]].min() >= approx[row][dropped].max()
+
+
 def test_pq_gsu_without_rerank_changes_the_selection_but_scores_stay_finite(
     tables: FeatureTables, ds: SeminarDataset
 ) -> None:

@@ -142,12 +142,10 @@ def test_serve_command(
     assert "no export" in capsys.readouterr().err
 
 
-def test_a_gsu_recency_run_is_served_exactly_and_refused_by_the_pq_gsus(
-    trained: Trained, tmp_path: Path
-) -> None:
-    """The PQ GSUs of evaluation and serving score content only: a run whose GSU adds the recency bias
-    is refused there (with the way out), not served with a different selection; export keeps it."""
-    from seminar.errors import ConfigError
+def test_a_gsu_recency_run_keeps_its_bias_in_every_gsu(trained: Trained, tmp_path: Path) -> None:
+    """Export keeps the recency bias of a run whose GSU adds it, and both serving GSUs and the PQ GSU
+    of evaluation apply it (their selections are held equal to the ranker's in test_service and
+    tests/retrieval/test_gsu.py)."""
     from seminar.experiment import finetune
     from seminar.retrieval.gsu import attach_pq_gsu
     from seminar.serving import ScoringService
@@ -158,8 +156,8 @@ def test_a_gsu_recency_run_is_served_exactly_and_refused_by_the_pq_gsus(
     train = TrainConfig(epochs=1, max_length=30, batch_size=64, positions_per_user=2, progress=False)
     finetune(trained.ds, run, config, train, tables=trained.tables)
     export = export_run(trained.ds, run, tmp_path / "export")
-    assert ScoringService.load(export).search.recency is not None
-    with pytest.raises(ValueError, match=r"gsu-recency.*exact GSU"):
-        ScoringService.load(export, gsu="pq")
-    with pytest.raises(ConfigError, match="gsu-recency"):
-        attach_pq_gsu(load_run_model(run, trained.tables))
+    for gsu in ("exact", "pq"):
+        assert ScoringService.load(export, gsu=gsu).search.recency is not None
+    ranker = load_run_model(run, trained.tables)
+    attach_pq_gsu(ranker)
+    assert ranker.uses_gsu_recency

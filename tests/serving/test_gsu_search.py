@@ -84,3 +84,33 @@ def test_union_of_kept_positions_equals_numpy_unique(n: int, rows: int, width: i
     expected_union, expected_slots = np.unique(kept, return_inverse=True)
     np.testing.assert_array_equal(union, expected_union)
     np.testing.assert_array_equal(slots, expected_slots.reshape(kept.shape))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2, 600), r=st.integers(1, 80), seed=st.integers(0, 2**31 - 1))
+def test_the_biased_adc_shortlist_is_the_top_r_of_adc_plus_bias(n: int, r: int, seed: int) -> None:
+    """Scanned once per run of equal bias (a log2-distance bucket), the shortlist holds the r best
+    ADC + bias scores of the whole history, and reports those sums."""
+    from seminar.retrieval.pq import MultiModalPQ, PQConfig
+    from seminar.serving.gsu_search import CodeSearch
+
+    rng = np.random.default_rng(seed)
+    dim, channels = 8, 2
+    train = [rng.standard_normal((64, dim)).astype(np.float32) for _ in range(channels)]
+    pq = MultiModalPQ.train(train, PQConfig(channels, dim, 2, 16, n_iter=3, seed=0))
+    tables = CodeTables(
+        np.zeros((1, 2), np.uint8), np.zeros((1, 1, 2), np.uint8), np.zeros((1, dim), np.float32),
+        np.zeros((1, dim), np.float32),
+    )
+    recency = (rng.standard_normal(16) * 2).astype(np.float32)
+    search = CodeSearch(pq, tables, backend="numpy", recency=recency)
+    codes = rng.integers(0, 16, (n, channels * 2)).astype(np.uint8)
+    u = rng.standard_normal((3, dim)).astype(np.float32)
+    bias = search.bias(n)
+    everything = np.broadcast_to(np.arange(n), (3, n))
+    full = search.adc_at(u, codes, everything) + bias
+    positions, scores = search.shortlist(u, codes, min(r, n), bias)
+    assert positions.shape == (3, min(r, n))
+    np.testing.assert_allclose(scores, np.take_along_axis(full, positions, axis=1), rtol=1e-5, atol=1e-5)
+    best = -np.sort(-full, axis=1)[:, : min(r, n)]
+    np.testing.assert_allclose(np.sort(scores, axis=1)[:, ::-1], best, rtol=1e-5, atol=1e-5)

@@ -297,7 +297,11 @@ OTHER_GSUS = [
     (model, recent, rerank, False)
     for model, recent in (("twin", 0), ("sim_soft", 0), ("seminar", 2), ("twin", TOP_K))
     for rerank in (None, RERANK, 0)
-] + [("twin", 0, None, True), ("seminar", 0, None, True), ("seminar", 2, None, True)]
+] + [
+    (model, recent, rerank, True)
+    for model, recent in (("twin", 0), ("seminar", 0), ("seminar", 2))
+    for rerank in (None, RERANK, 0)
+]
 
 
 @pytest.mark.parametrize(("model", "recent", "rerank", "gsu_recency"), OTHER_GSUS)
@@ -305,7 +309,7 @@ def test_other_inner_product_gsus_equal_the_reference(
     trained: Trained, tmp_path, model: str, recent: int, rerank: int | None, gsu_recency: bool
 ) -> None:
     """Other GSUs, models that keep their last ``recent`` behaviours beside the GSU's choice, and GSUs
-    that add the ESU's recency bias (served exactly; the bias drawn large enough to change choices)."""
+    that add the ESU's recency bias (exact and PQ; the bias drawn large enough to change choices)."""
     config = RankerConfig(
         model=model, dim=16, heads=2, top_k=TOP_K, recent=recent, seed=1, gsu_recency=gsu_recency
     )

@@ -34,7 +34,6 @@ from seminar.models.attention import TargetAttention
 from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding
 from seminar.models.features import FeatureTables
 from seminar.models.search import (
-    BilinearSearch,
     EtaSearch,
     GeneralSearch,
     KeyTables,
@@ -478,12 +477,9 @@ class Ranker(nn.Module):
             target_mask = target_mask.expand_as(latest).scatter(2, recent_kept, False)
             inputs = replace(inputs, visible=target_mask)
         with torch.no_grad():  # selection has no gradient; a GSU's own weights get the consistency loss
-            if gsu_tables is None:
-                relevance = self.search.relevance(inputs)  # B C L
-            else:
-                relevance = self.search.relevance(inputs, (gsu_tables[0].detach(), gsu_tables[1].detach()))
-            if self.uses_gsu_recency:
-                relevance = relevance + self._gsu_recency_bias(inputs, ends, distance)
+            bias = self._gsu_recency_bias(inputs, ends, distance) if self.uses_gsu_recency else None
+            tables = None if gsu_tables is None else (gsu_tables[0].detach(), gsu_tables[1].detach())
+            relevance = self.search.biased_relevance(inputs, bias, tables)  # B C L
         kept, valid = select_top_k(relevance, target_mask, self.config.top_k - recent)
         if not recent:
             return kept, valid
@@ -493,7 +489,7 @@ class Ranker(nn.Module):
     def uses_gsu_recency(self) -> bool:
         """Whether the GSU's scores carry the recency bias (a content GSU with ``gsu_recency``)."""
         return (
-            self.config.gsu_recency and self.recency is not None and isinstance(self.search, BilinearSearch)
+            self.config.gsu_recency and self.recency is not None and self.search.scores_content
         )
 
     def user_vector(self, users: Tensor) -> Tensor:

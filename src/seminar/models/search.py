@@ -199,8 +199,22 @@ class GeneralSearch(nn.Module):
     the ESU's key tables (x^ESU = x^GSU), takes them as ``relevance(inputs, history_tables)`` so the
     history is projected once, and gives its trainable logits through :meth:`logits_at`."""
 
+    scores_content: ClassVar[bool] = False
+    """Whether the GSU scores what a behaviour is by an inner product with its content key (a
+    bilinear GSU, exact or held as codes): the GSUs that ``gsu_recency`` adds the recency bias to."""
+
     def relevance(self, inputs: SearchInputs) -> Tensor:
         raise NotImplementedError
+
+    def biased_relevance(
+        self, inputs: SearchInputs, bias: Tensor | None, history_tables: KeyTables | None = None
+    ) -> Tensor:
+        """:meth:`relevance` plus a per-behaviour ``bias`` [B, C, L] (None: none). A GSU that
+        shortlists by approximate scores overrides this to shortlist by the biased ones."""
+        # a GSU that trains its selection scores with the ESU's tables (see trains_selection)
+        with_tables = (history_tables,) if history_tables is not None else ()
+        scores = self.relevance(inputs, *with_tables)
+        return scores if bias is None else scores + bias
 
     def logits_at(
         self,
@@ -228,6 +242,8 @@ class BilinearSearch(GeneralSearch):
     per-id key tables exist; that is what lets product quantization of those tables stand in for
     the GSU at inference (:mod:`seminar.retrieval.gsu`).
     """
+
+    scores_content = True
 
     def key_tables(self, pair: PairEmbedding) -> KeyTables:
         """(query keys [Uq, d], item keys [Ui, M-1, d]) over the distinct ids of ``pair``."""

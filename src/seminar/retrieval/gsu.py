@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seminar.errors import ConfigError, InvalidValue
+from seminar.errors import InvalidValue
 from seminar.models.embedding import PairEmbedding
 from seminar.models.ranker import Ranker
 from seminar.models.search import NEG_INF, BilinearSearch, GeneralSearch, KeyTables, SearchInputs
@@ -173,7 +173,13 @@ def encode_key_tables(pq: MultiModalPQ, keys: GsuKeyTables) -> tuple[np.ndarray,
 
 
 class PQSearch(GeneralSearch):
-    """The ranker's GSU with behaviours held as PQ codes: ADC top-R, then exact re-rank to K."""
+    """The ranker's GSU with behaviours held as PQ codes: ADC top-R, then exact re-rank to K.
+
+    With a recency bias (a ``gsu_recency`` ranker) both stages rank by score plus bias: the
+    shortlist is the top R of ADC + bias, re-ranked by exact + bias, as the exact GSU ranks.
+    """
+
+    scores_content = True  # it is a bilinear GSU, held as codes
 
     def __init__(
         self, exact: BilinearSearch, pq: MultiModalPQ, keys: GsuKeyTables, top_k: int, rerank_factor: int
@@ -210,8 +216,17 @@ class PQSearch(GeneralSearch):
         return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.target_mask, NEG_INF)
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
+        return self.biased_relevance(inputs, None)
+
+    def biased_relevance(
+        self, inputs: SearchInputs, bias: Tensor | None, history_tables: KeyTables | None = None
+    ) -> Tensor:
+        """ADC (+ bias) of every behaviour, or with a re-rank: exact (+ bias) on the ADC (+ bias)
+        top R and -inf elsewhere. ``history_tables`` is unused: codes are of the GSU's own keys."""
         u = self.exact.query_vectors(inputs).float()
         approx = self.approximate(inputs, u)
+        if bias is not None:
+            approx = approx + bias
         length = approx.shape[-1]
         if self.rerank_factor <= 0:
             return approx
@@ -223,6 +238,8 @@ class PQSearch(GeneralSearch):
         items = torch.gather(inputs.hist_items, 1, flat).view(b, c, r)
         keys = self.exact_query[queries] + self.exact_items[items]  # B C R d
         exact = torch.einsum("bcd,bcrd->bcr", u, keys)
+        if bias is not None:
+            exact = exact + torch.gather(bias.expand(b, c, -1), 2, shortlist)
         real = torch.gather(inputs.mask, 1, flat).view(b, c, r)
         exact = exact.masked_fill(~real, NEG_INF)
         return torch.full_like(approx, NEG_INF).scatter_(2, shortlist, exact)
@@ -233,11 +250,6 @@ def attach_pq_gsu(
 ) -> MultiModalPQ:
     """Replace the ranker's GSU by its PQ version (inference only); returns the quantizer used."""
     config = config or PQGsuConfig()
-    if ranker.uses_gsu_recency:
-        raise ConfigError(
-            "this ranker was trained with --gsu-recency: its GSU adds a recency bias that the PQ GSU does "
-            "not apply yet; evaluate it with its exact GSU"
-        )
     exact = bilinear_search(ranker)
     keys = gsu_key_tables(ranker)
     pq = pq or fit_gsu_pq(keys, config)

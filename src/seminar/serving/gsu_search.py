@@ -101,16 +101,9 @@ def check_targets(u: np.ndarray) -> np.ndarray:
     return u
 
 
-class ExactSearch:
-    """Every behaviour scored exactly, then each row's top-K with the ranker's tie rule (equal scores:
-    the later behaviour).
-
-    Two ways to the same scores: the user's keys gathered once and one GEMM per block of targets
-    (many targets), or, for a few targets when the id tables are shorter than the history, the
-    id tables scored and the scores gathered, ``<u, k_q> + <u, k_i>`` (no [n, d] gather at all).
-    """
-
-    per_id_max_targets = 32
+class RecencyBiased:
+    """What both serving GSUs share: the id tables, and the recency bias a ``gsu_recency`` model's
+    GSU adds to every score (``recency``: its per-bucket table; None for a GSU of content only)."""
 
     def __init__(self, tables: CodeTables, recency: np.ndarray | None = None) -> None:
         self.tables = tables
@@ -124,6 +117,18 @@ class ExactSearch:
         distance = ((n if end is None else end) - 1 - np.arange(n)).astype(np.float32)
         bucket = np.minimum(np.log2(distance + 1).astype(np.int64), self.recency.shape[0] - 1)
         return self.recency[bucket]
+
+
+class ExactSearch(RecencyBiased):
+    """Every behaviour scored exactly, then each row's top-K with the ranker's tie rule (equal scores:
+    the later behaviour).
+
+    Two ways to the same scores: the user's keys gathered once and one GEMM per block of targets
+    (many targets), or, for a few targets when the id tables are shorter than the history, the
+    id tables scored and the scores gathered, ``<u, k_q> + <u, k_i>`` (no [n, d] gather at all).
+    """
+
+    per_id_max_targets = 32
 
     def scores(self, history: History, u: np.ndarray, end: int | None = None) -> np.ndarray:
         """Exact GSU scores [C, n] of every behaviour for every target (the plain reference)."""
@@ -168,19 +173,31 @@ class ExactSearch:
         return Selection(np.concatenate(positions), None, np.concatenate(scores), "exact")
 
 
-class CodeSearch:
-    """ADC shortlist over a user's codes (faiss or numpy), exact re-rank, ties to later behaviours."""
+class CodeSearch(RecencyBiased):
+    """ADC shortlist over a user's codes (faiss or numpy), exact re-rank, ties to later behaviours.
+
+    With a recency bias both stages rank by score plus bias, as the ranker's PQ GSU does. The bias
+    is constant over each log2-distance bucket, a contiguous run of positions, so the top R of
+    ADC + bias lies within the union of every run's own ADC top R: the scan stays a plain ADC
+    top-R (faiss), once per run (about log2 L of them).
+    """
 
     def __init__(
-        self, pq: MultiModalPQ, tables: CodeTables, backend: str = "faiss", threads: int | None = None
+        self,
+        pq: MultiModalPQ,
+        tables: CodeTables,
+        backend: str = "faiss",
+        threads: int | None = None,
+        recency: np.ndarray | None = None,
     ) -> None:
+        super().__init__(tables, recency)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if pq.config.n_centroids > FAISS_CENTROIDS:
             raise ValueError(
                 f"serving needs ≤ {FAISS_CENTROIDS} centroids (uint8 codes), got {pq.config.n_centroids}"
             )
-        self.tables, self.backend, self.threads = tables, backend, threads
+        self.backend, self.threads = backend, threads
         self.adc = ADCEngine(pq)
         if backend == "faiss":
             self.adc.faiss_quantizer()  # built at load, not on the first request
@@ -190,31 +207,53 @@ class CodeSearch:
         """ADC scores [C, r] of each target's own positions [C, r]."""
         return self.adc.scores_at(self.adc.queries(u), codes, positions)
 
-    def shortlist(self, u: np.ndarray, codes: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions [C, r] of the r best ADC scores per target (r < n), and those scores."""
-        return self.adc.shortlist(self.adc.queries(u), codes, r, self.backend, self.threads)
+    def shortlist(
+        self, u: np.ndarray, codes: np.ndarray, r: int, bias: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions [C, r] of the r best ADC (+ ``bias`` [n]) scores per target (r < n), and those
+        scores."""
+        x = self.adc.queries(u)
+        if bias is None:
+            return self.adc.shortlist(x, codes, r, self.backend, self.threads)
+        runs = np.flatnonzero(np.diff(bias)) + 1  # where the bias changes: runs of one bucket
+        positions, scores = [], []
+        for start, stop in zip(np.r_[0, runs], np.r_[runs, bias.shape[0]], strict=True):
+            found, adc = self.adc.shortlist(x, codes[start:stop], r, self.backend, self.threads)
+            positions.append(found + start)
+            scores.append(adc + bias[start])
+        candidates, biased = np.concatenate(positions, axis=1), np.concatenate(scores, axis=1)
+        if candidates.shape[1] > r:
+            best = np.argpartition(-biased, r - 1, axis=1)[:, :r]
+            candidates = np.take_along_axis(candidates, best, axis=1)
+            biased = np.take_along_axis(biased, best, axis=1)
+        return candidates, biased
 
     # ------------------------------------------------------------------ selection
-    def select(self, history: History, u: np.ndarray, k: int, rerank_factor: int) -> Selection:
-        """The K behaviours the ranker's PQ GSU keeps for each target u [C, d]."""
+    def select(
+        self, history: History, u: np.ndarray, k: int, rerank_factor: int, end: int | None = None
+    ) -> Selection:
+        """The K behaviours the ranker's PQ GSU keeps for each target u [C, d] (``end``: as for
+        :meth:`ExactSearch.select`)."""
         n, c = len(history), u.shape[0]
+        bias = self.bias(n, end)
+        shift = np.zeros(n, dtype=np.float32) if bias is None else bias  # adds exactly nothing without one
         everything = np.broadcast_to(np.arange(n, dtype=np.int64), (c, n))
         if rerank_factor > 0:
             r = rerank_factor * k
-            candidates = everything if r >= n else self.shortlist(u, history.codes, r)[0]
+            candidates = everything if r >= n else self.shortlist(u, history.codes, r, bias)[0]
             scores = self.tables.exact_scores(u, history.queries[candidates], history.items[candidates])
+            scores = scores + shift[candidates]
         elif 2 * k >= n:  # a margin beyond K so that ties at the K-th place go to later behaviours
             candidates = everything
-            scores = self.adc_at(u, history.codes, candidates)
+            scores = self.adc_at(u, history.codes, candidates) + shift[candidates]
         else:
-            candidates, scores = self.shortlist(u, history.codes, 2 * k)
+            candidates, scores = self.shortlist(u, history.codes, 2 * k, bias)
         # the ranker's tie rule (select_top_k): equal scores go to the later behaviour
         order = np.lexsort((-candidates, -scores), axis=-1)[:, : min(k, n)]
         kept = np.sort(np.take_along_axis(candidates, order, axis=1), axis=1)
-        exact = self.tables.exact_scores(u, history.queries[kept], history.items[kept])
-        return Selection(
-            kept, self.adc_at(u, history.codes, kept), exact, "pq-rerank" if rerank_factor > 0 else "pq"
-        )
+        exact = self.tables.exact_scores(u, history.queries[kept], history.items[kept]) + shift[kept]
+        adc = self.adc_at(u, history.codes, kept) + shift[kept]
+        return Selection(kept, adc, exact, "pq-rerank" if rerank_factor > 0 else "pq")
 
 
 def select_with_recent(
@@ -230,14 +269,14 @@ def select_with_recent(
     tail = np.broadcast_to(np.arange(n - r, n, dtype=np.int64), (u.shape[0], r))
     tail_exact = search.tables.exact_scores(u, history.queries[tail], history.items[tail])
     tail_adc = search.adc_at(u, history.codes, tail) if isinstance(search, CodeSearch) else None
-    if isinstance(search, ExactSearch) and search.recency is not None:
-        tail_exact += search.bias(n)[n - r :]
+    bias = search.bias(n)
+    if bias is not None:
+        tail_exact += bias[n - r :]
+        if tail_adc is not None:
+            tail_adc += bias[n - r :]
     if k == r or n == r:
         return Selection(np.ascontiguousarray(tail), tail_adc, tail_exact, "recent")
-    if isinstance(search, ExactSearch):
-        chosen = search.select(history.head(n - r), u, k - r, rerank_factor, end=n)
-    else:
-        chosen = search.select(history.head(n - r), u, k - r, rerank_factor)
+    chosen = search.select(history.head(n - r), u, k - r, rerank_factor, end=n)
     adc = None if chosen.adc is None or tail_adc is None else np.concatenate([chosen.adc, tail_adc], axis=1)
     return Selection(
         np.concatenate([chosen.positions, tail], axis=1),

@@ -157,16 +157,11 @@ class ScoringService:
         self.ranker = export.ranker.eval()
         with torch.no_grad():  # every id's channels once: scoring looks them up (weights are frozen)
             self.id_tables = self.ranker.embedding.id_tables()
-        if gsu == "pq" and self.ranker.uses_gsu_recency:
-            raise ValueError(
-                "this model was trained with --gsu-recency: its GSU adds a recency bias that the PQ "
-                "scan does not apply; serve it with the exact GSU"
-            )
         self.tables = CodeTables.build(self.ranker, export.pq if gsu == "pq" else None)
         recency = self.ranker.gsu_recency_table().detach().numpy() if self.ranker.uses_gsu_recency else None
         self.search: ExactSearch | CodeSearch = ExactSearch(self.tables, recency)
         if gsu == "pq":
-            self.search = CodeSearch(export.pq, self.tables, backend, threads)
+            self.search = CodeSearch(export.pq, self.tables, backend, threads, recency)
         self.store = SequenceStore(self.tables.code_width, max_history)
 
     @classmethod
