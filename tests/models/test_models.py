@@ -185,6 +185,13 @@ def test_attention_fast_path_equals_reference_and_ignores_padding(
     ref_logits, ref_out = att.reference(target, keys, mask)
     torch.testing.assert_close(att.logits(target, keys, mask), ref_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    # the GSU's score: the heads' mean logit, per target mask too
+    per_target = torch.rand(b, c, length) > 0.3
+    unmasked = att.reference(target, keys, torch.ones_like(mask))[0]
+    for m in (mask, per_target):
+        heads_mask = m[:, None, None, :] if m.dim() == 2 else m[:, :, None, :]
+        expected = unmasked.masked_fill(~heads_mask, float("-inf"))
+        torch.testing.assert_close(att.relevance(target, keys, m), expected.mean(dim=2), rtol=1e-5, atol=1e-5)
     changed = keys.clone()
     changed[~mask] = torch.randn(int((~mask).sum()), 8) * 100
     torch.testing.assert_close(att(target, changed, mask), out, rtol=1e-5, atol=1e-5)
@@ -385,6 +392,48 @@ def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
     assert torch.equal(kept, expected)
     real = kept[valid]
     assert (real >= length - 7).all()  # every kept real behaviour is among the 7 most recent
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    c=st.integers(1, 5),
+    length=st.integers(1, 70),
+    how=st.sampled_from(["window", "ends", "distance"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_gsu_recency_bias_equals_the_table_at_each_slots_bucket(
+    tables: FeatureTables, b: int, c: int, length: int, how: str, seed: int
+) -> None:
+    """The bias the GSU adds (computed per distance, then broadcast or slid) is the head-averaged table
+    at floor(log2(distance + 1)) of every (target, slot): the whole window, per-target ends, or
+    serving's per-slot distances."""
+    from seminar.models.ranker import RECENCY_BUCKETS
+    from seminar.models.search import SearchInputs
+
+    ranker = Ranker(tables, RankerConfig(model="twin", dim=8, heads=2, gsu_recency=True))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ranker.recency.copy_(torch.randn(ranker.recency.shape, generator=g))
+    empty = torch.zeros((b, c), dtype=torch.long)
+    inputs = SearchInputs(None, empty, None, None, None, torch.ones((b, length), dtype=torch.bool), None)
+    positions = torch.arange(length)
+    ends = distance = None
+    if how == "window":
+        back = (length - 1 - positions).expand(b, c, -1)
+    elif how == "ends":
+        ends = torch.randint(0, length + 1, (b, c), generator=g)
+        back = ends[:, :, None] - 1 - positions
+    else:
+        distance = torch.randint(-2, 40_000, (b, length), generator=g)
+        back = distance[:, None, :].expand(b, c, -1)
+    bucket = torch.tensor(
+        [min(int(np.log2(max(d, 0) + 1)), RECENCY_BUCKETS - 1) for d in back.reshape(-1).tolist()]
+    ).view(b, c, length)
+    with torch.no_grad():
+        got = ranker._gsu_recency_bias(inputs, ends, distance)
+        expected = ranker.recency.mean(dim=0)[bucket]
+    assert got.shape == (b, c, length) and torch.equal(got, expected)
 
 
 def test_gsu_recency_on_a_gsu_without_content_scores_is_said_to_change_nothing(

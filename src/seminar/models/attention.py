@@ -61,8 +61,19 @@ class TargetAttention(nn.Module):
         return self._folded(target).mean(dim=-2) / math.sqrt(self.dim)
 
     def relevance(self, target: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        """Head-averaged logits [B, C, L]: the score a GSU ranks behaviours by."""
-        return self.logits(target, keys, mask).mean(dim=2)
+        """Head-averaged logits [B, C, L]: the score a GSU ranks behaviours by.
+
+        Formed as ``<u, key>`` with u the heads' mean folded target (:meth:`query_vector`): one
+        product with the L keys instead of one per head (equal up to float rounding; tests hold it
+        to the mean of :meth:`logits`).
+        """
+        scores = torch.einsum("bcd,bld->bcl", self.query_vector(target), keys)
+        if mask.dim() == 3:
+            return scores.masked_fill_(~mask, float("-inf"))
+        # a [B, L] mask as an additive one of 0 and -inf, broadcast over the targets: several times
+        # faster than masked_fill on [B, C, L] scores (x + 0 is x exactly)
+        additive = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+        return scores.add_(additive.masked_fill_(~mask, float("-inf"))[:, None, :])
 
     def attend(self, logits: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Masked softmax of ``logits`` [B, C, H, L] over ``values`` [B, L, d] -> ([B, C, d], weights).

@@ -56,6 +56,12 @@ RECENCY_BUCKETS = 16  # log2 distance buckets of the ESU's recency bias (up to 2
 DENSE_ESU_RATIO = 8  # the ESU attends over the masked window when it is at most this many times K
 
 
+def distance_buckets(distance: Tensor) -> Tensor:
+    """The recency bias's bucket of each distance (behaviours back): floor(log2(distance + 1)),
+    negative distances counted as 0, the last bucket holding everything beyond it."""
+    return torch.log2(distance.clamp_min(0).float() + 1).long().clamp(max=RECENCY_BUCKETS - 1)
+
+
 @dataclass
 class RankerConfig:
     model: str = "seminar"
@@ -379,20 +385,33 @@ class Ranker(nn.Module):
         if window_distance is not None:
             b, c, _ = positions.shape
             rows = window_distance[:, None, :].expand(b, c, -1)
-            distance = torch.gather(rows, 2, positions).clamp_min(0).float()
+            distance = torch.gather(rows, 2, positions)
         else:
-            distance = (ends[:, :, None] - 1 - positions).clamp_min(0).float()
-        return torch.log2(distance + 1).long().clamp(max=RECENCY_BUCKETS - 1)
+            distance = ends[:, :, None] - 1 - positions
+        return distance_buckets(distance)
 
     def _gsu_recency_bias(self, inputs: SearchInputs, ends: Tensor | None, distance: Tensor | None) -> Tensor:
         """The ESU's recency bias averaged over heads at every window slot, [B, C, L]: what a content
-        GSU with ``gsu_recency`` adds to its (head-averaged) scores."""
+        GSU with ``gsu_recency`` adds to its (head-averaged) scores.
+
+        Only the L biases by distance are computed: where every target sees the same distances (the
+        whole window, or serving's ``distance`` [B, W]) the result is a broadcast view; with
+        per-target ``ends`` [B, C] each row is a slice of one sliding window over them, gathered
+        in one copy (no [B, C, L] distance and bucket arrays, which cost more than the GSU's scores
+        at L = 2000).
+        """
         b, c = inputs.target_items.shape
         length = inputs.mask.shape[1]
-        device = inputs.mask.device
-        ends = torch.full((b, c), length, device=device) if ends is None else ends
-        positions = torch.arange(length, device=device).expand(b, c, -1)
-        return self.gsu_recency_table()[self._distance_buckets(ends, positions, distance)]
+        table = self.gsu_recency_table()
+        if distance is not None:
+            return table[distance_buckets(distance)][:, None, :].expand(b, c, -1)
+        by_distance = table[distance_buckets(torch.arange(length, device=inputs.mask.device))]
+        if ends is None:  # slot i of the window is L - 1 - i behaviours back
+            return by_distance.flip(0).expand(b, c, -1)
+        # ramp[t] is the bias at distance max(L - 1 - t, 0); the target that ends at e sees slot i at
+        # distance max(e - 1 - i, 0) = ramp[L - e + i]: row L - e of the ramp's sliding windows
+        ramp = torch.cat([by_distance.flip(0), by_distance[:1].expand(length)])
+        return ramp.unfold(0, length, 1)[length - ends]
 
     def gsu_recency_table(self) -> Tensor:
         """The GSU's recency bias per log2 distance bucket, [RECENCY_BUCKETS]: the ESU's per-head bias
