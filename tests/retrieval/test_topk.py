@@ -8,8 +8,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seminar.models import threshold
 from seminar.models.search import select_top_k
-from seminar.retrieval import topk
 from seminar.retrieval.topk import reference_top_k_latest, top_k_latest
 
 
@@ -43,7 +43,7 @@ def test_the_reference_is_the_rankers_selection() -> None:
 def test_rows_whose_threshold_keeps_too_few_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sample that misses a row's best scores (they all lie between sampled columns) still gives
     the exact top-k: the row is recomputed on the plain path."""
-    monkeypatch.setattr(topk, "SAMPLE_MARGIN", 0)
+    monkeypatch.setattr(threshold, "SAMPLE_MARGIN", 0)
     n, k = 4000, 40
     scores = np.zeros((3, n), dtype=np.float32)
     scores[0, 1::16] = np.arange(n // 16)  # the sampled columns (0, 16, ...) are all zero
@@ -70,7 +70,7 @@ def test_k_must_be_positive_and_scores_two_dimensional() -> None:
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lead=st.tuples(st.integers(0, 4), st.integers(1, 9)),
-    n=st.integers(1, 600),
+    n=st.one_of(st.integers(1, 600), st.integers(1500, 2500)),  # long rows: the sample threshold
     k=st.integers(0, 80),
     levels=st.sampled_from([0, 2, 7, 1000]),  # 0: continuous scores; else that many distinct values
     masked=st.floats(0.0, 1.0),  # share of -inf (masked) positions
@@ -107,3 +107,28 @@ def test_torch_top_k_latest_first_equals_the_sort(lead, n, k, levels, masked, se
         assert torch.equal(top_k_by_keys(flat, k), expected.reshape(-1, k))
         on_accelerator = torch.topk(_ordered_keys(flat), k, dim=1, sorted=True).values & 0xFFFFFFFF
         assert torch.equal(on_accelerator, expected.reshape(-1, k))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.integers(1, 30),
+    n=st.integers(800, 3000),
+    k=st.integers(1, 60),
+    levels=st.sampled_from([0, 3, 50]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_kth_largest_from_a_sample_threshold_equals_the_partition(rows, n, k, levels, seed) -> None:
+    """Long rows (where the ranker's selection partitions only what passes a sample threshold):
+    each row's k-th largest and its NaN flag equal a partition of the whole row, ties included."""
+    from seminar.models.search import _kth_largest
+
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((rows, n)) if not levels else rng.integers(0, levels, (rows, n))
+    values = values.astype(np.float32)
+    values[rng.random((rows, n)) < 0.2] = -1e30  # masked positions lifted below every score
+    if seed % 3 == 0:
+        values[rng.integers(0, rows), rng.integers(0, n)] = np.nan
+    kth, has_nan = _kth_largest(values, k)
+    partitioned = np.partition(values, n - k, axis=1)
+    np.testing.assert_array_equal(has_nan, np.isnan(values).any(axis=1))
+    np.testing.assert_array_equal(kth[~has_nan], partitioned[~has_nan, n - k])

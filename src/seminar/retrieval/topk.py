@@ -5,17 +5,16 @@ top K. ``np.argpartition`` / ``torch.topk`` on [1000, 10^4] cost 40-50 ms on one
 GEMM. :func:`top_k_latest` first finds a per-row threshold from a strided sample of the columns
 (a small partition), keeps only the scores at or above it (typically a few K per row, so the exact
 selection runs on a [C, few·K] matrix), and falls back to the plain path for the rows where the
-threshold kept fewer than K (or too many) scores. The result is always exact: tests hold it equal
-to :func:`reference_top_k_latest` on random inputs, ties included.
+threshold kept fewer than K (or too many) scores (:mod:`seminar.models.threshold`, which the
+ranker's own selection shares). The result is always exact: tests hold it equal to
+:func:`reference_top_k_latest` on random inputs, ties included.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_STRIDE = 16  # one column in 16 estimates the threshold
-SAMPLE_MARGIN = 8  # extra sample ranks, so that rows rarely keep fewer than k scores
-MAX_KEPT_FACTOR = 16  # rows keeping more than this many times k scores take the plain path
+from seminar.models.threshold import passing, sample_threshold
 
 
 def reference_top_k_latest(scores: np.ndarray, k: int) -> np.ndarray:
@@ -54,17 +53,6 @@ def _top_of_dense(values: np.ndarray, positions: np.ndarray, k: int) -> np.ndarr
     return positions[take].reshape(values.shape[0], k)
 
 
-def _passing(scores: np.ndarray, k: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of the scores at or above each row's threshold (the ``rank``-th best of a column
-    sample), and how many each row kept."""
-    c, n = scores.shape
-    sample = scores[:, ::SAMPLE_STRIDE]
-    width = sample.shape[1]
-    threshold = np.partition(sample, width - rank, axis=1)[:, width - rank]
-    passed = np.flatnonzero(scores >= threshold[:, None])
-    return passed, np.bincount(passed // n, minlength=c)
-
-
 def top_k_latest(scores: np.ndarray, k: int, *, check: bool = True) -> np.ndarray:
     """:func:`reference_top_k_latest`, fast: threshold from a column sample, exact on what passes it."""
     if check:
@@ -72,27 +60,14 @@ def top_k_latest(scores: np.ndarray, k: int, *, check: bool = True) -> np.ndarra
     scores = np.ascontiguousarray(scores)
     c, n = scores.shape
     k = min(k, n)
-    width = -(-n // SAMPLE_STRIDE)
-    rank = -(-k // SAMPLE_STRIDE) + SAMPLE_MARGIN
-    if c == 0 or n <= 4 * k or 4 * rank >= width:
+    threshold = sample_threshold(scores, k)
+    if threshold is None:
         return reference_top_k_latest(scores, k)
     out = np.empty((c, k), dtype=np.int64)
-    passed, counts = _passing(scores, k, rank)
-    good = (counts >= k) & (counts <= MAX_KEPT_FACTOR * k)
-    if not good.all():  # a row's threshold kept too few (or, with many equal scores, too many)
-        bad = np.flatnonzero(~good)
+    kept = passing(scores, threshold, k)
+    if kept.rows.size < c:  # a row's threshold kept too few (or, with many equal scores, too many)
+        bad = np.setdiff1d(np.arange(c), kept.rows, assume_unique=True)
         out[bad] = reference_top_k_latest(scores[bad], k)
-        keep = good[passed // n]
-        passed = passed[keep]
-    if passed.size:
-        kept_rows = np.flatnonzero(good)
-        counts = counts[kept_rows]
-        starts = np.cumsum(counts) - counts
-        slot = np.arange(passed.size) - np.repeat(starts, counts)
-        dense_row = np.repeat(np.arange(kept_rows.size), counts)
-        values = np.full((kept_rows.size, int(counts.max())), -np.inf, dtype=scores.dtype)
-        positions = np.full(values.shape, -1, dtype=np.int64)
-        values[dense_row, slot] = scores.reshape(-1)[passed]
-        positions[dense_row, slot] = passed % n
-        out[kept_rows] = _top_of_dense(values, positions, k)
+    if kept.rows.size:
+        out[kept.rows] = _top_of_dense(kept.values, kept.positions, k)
     return out
