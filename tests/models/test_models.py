@@ -442,3 +442,45 @@ def test_gsu_recency_on_a_gsu_without_content_scores_is_said_to_change_nothing(
     with caplog.at_level("WARNING"):
         ranker = Ranker(tables, RankerConfig(model="sim_hard", dim=16, heads=2, gsu_recency=True))
     assert not ranker.uses_gsu_recency and "gsu_recency changes nothing" in caplog.text
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lead=st.tuples(st.integers(1, 3), st.integers(1, 4)),
+    length=st.integers(1, 60),
+    n=st.integers(0, 20),
+    share=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_sampled_positions_are_distinct_allowed_and_as_many_as_possible(lead, length, n, share, seed) -> None:
+    from seminar.models.search import sample_allowed
+
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.rand((*lead, length), generator=g) < share
+    torch.manual_seed(seed)
+    positions, valid = sample_allowed(allowed, n)
+    m = min(n, length)
+    assert positions.shape == valid.shape == (*lead, m)
+    if m == 0:
+        return
+    flat_p, flat_v, flat_a = positions.reshape(-1, m), valid.reshape(-1, m), allowed.reshape(-1, length)
+    for p, v, a in zip(flat_p, flat_v, flat_a, strict=True):
+        real = p[v].tolist()
+        assert len(set(real)) == len(real) and all(a[i] for i in real)
+        assert len(real) == min(m, int(a.sum()))
+
+
+def test_sampled_positions_are_uniform_over_the_allowed_ones() -> None:
+    """Every allowed position is drawn about equally often (the fast path and the few-allowed path)."""
+    from seminar.models.search import sample_allowed
+
+    torch.manual_seed(0)
+    for allowed_count in (12, 4):  # 12 of 30: draws suffice; 4 of 30 with n = 3: many rows fall back
+        allowed = torch.zeros((20_000, 30), dtype=torch.bool)
+        allowed[:, torch.arange(allowed_count) * 2] = True
+        positions, valid = sample_allowed(allowed, 3)
+        assert bool(valid.all())
+        counts = torch.bincount(positions.reshape(-1), minlength=30).float()
+        expected = 20_000 * 3 / allowed_count
+        assert counts[~allowed[0]].sum() == 0
+        assert torch.all((counts[allowed[0]] - expected).abs() < 0.05 * expected), counts

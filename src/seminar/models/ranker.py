@@ -45,6 +45,7 @@ from seminar.models.search import (
     SimSoftSearch,
     TwinSearch,
     band_mask,
+    sample_allowed,
     select_top_k,
 )
 from seminar.train.losses import LOSSES, LossKind, ranking_loss
@@ -445,8 +446,7 @@ class Ranker(nn.Module):
             with torch.no_grad():
                 candidates = inputs.target_mask.expand(b, c, -1).clone()
                 candidates.scatter_(2, kept, False)
-                noise = torch.rand(candidates.shape, device=candidates.device)
-                extra, extra_valid = select_top_k(noise, candidates, n_extra)
+                extra, extra_valid = sample_allowed(candidates, n_extra)
                 extra_keys = inputs.history.sum_at(tables, extra).reshape(b * c, extra.shape[2], -1)
                 extra_logits = self.esu.logits(
                     target.reshape(b * c, 1, -1), extra_keys, extra_valid.reshape(b * c, -1)

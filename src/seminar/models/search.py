@@ -203,6 +203,46 @@ def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tenso
     return indices, valid
 
 
+DRAWS_PER_SAMPLE = 4  # random positions drawn per wanted one; rows left short take the slow path
+
+
+def sample_allowed(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """n positions per row drawn uniformly without replacement among the allowed ones, and which
+    are real: allowed [..., L] -> (positions [..., n'], valid [..., n']) with n' = min(n, L).
+
+    Each row draws ``DRAWS_PER_SAMPLE``·n positions with replacement and keeps the first n that
+    are allowed and not drawn before: a uniformly random n-subset, in random order, for the cost of
+    a few n per row (where random keys over all L and a top-n cost more than the GSU's scores at
+    L = 2000). A row with fewer than n such draws (few allowed positions) takes random keys over
+    all L and their top n instead (where fewer than n are allowed, all of them, then invalid ones).
+    """
+    *lead, length = allowed.shape
+    n = min(n, length)
+    flat = allowed.reshape(-1, length)
+    rows = flat.shape[0]
+    positions = torch.zeros((rows, n), dtype=torch.long, device=allowed.device)
+    valid = torch.zeros((rows, n), dtype=torch.bool, device=allowed.device)
+    if n == 0 or rows == 0:
+        return positions.view(*lead, n), valid.view(*lead, n)
+    draws = torch.randint(length, (rows, DRAWS_PER_SAMPLE * n), device=allowed.device)
+    usable = torch.gather(flat, 1, draws)
+    order = torch.argsort(draws, dim=1, stable=True)  # equal draws stay in draw order
+    ordered = torch.gather(draws, 1, order)
+    repeated = torch.zeros_like(usable)
+    repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]  # a later copy of an earlier draw
+    usable &= ~torch.zeros_like(usable).scatter_(1, order, repeated)
+    taken = usable & (usable.cumsum(dim=1) <= n)
+    enough = taken.sum(dim=1) == n
+    positions[enough] = draws[taken & enough[:, None]].view(-1, n)
+    valid[enough] = True
+    if not bool(enough.all()):
+        short = ~enough
+        keys = torch.rand((int(short.sum()), 1, length), device=allowed.device)
+        picked, real = select_top_k(keys, flat[short][:, None, :], n)
+        positions[short], valid[short] = picked[:, 0], real[:, 0]
+    return positions.view(*lead, n), valid.view(*lead, n)
+
+
 def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
     """Which behaviours each target sees [B, C, W]: real ones in ``[end - length, end)`` of the window.
 
