@@ -166,6 +166,12 @@ class ExperimentSettings:
     align_chunks: int = _knob(
         4, "N_ch chunks for the alignment loss", parse=types.positive_int, pretrain=Flag()
     )
+    align_window: int = _knob(
+        512,
+        "the alignment loss contrasts the latest N behaviours of the window (its cost is quadratic in N)",
+        parse=types.positive_int,
+        pretrain=Flag(),
+    )
     temperature: float = _knob(0.07, "InfoNCE temperature", parse=types.positive_float, pretrain=Flag())
     # ---- where it runs (never changes a result)
     device: str = _knob("auto", "auto | cpu | mps | cuda | cuda:N", parse=types.device, **BOTH)
@@ -191,6 +197,7 @@ class ExperimentSettings:
             "pretrain_negatives",
             "pretrain_positions_per_user",
             "align_chunks",
+            "align_window",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -277,6 +284,7 @@ class ExperimentSettings:
             align="align" in tasks,
             relevance="relevance" in tasks,
             align_chunks=self.align_chunks,
+            align_window=self.align_window,
             temperature=self.temperature,
             seed=seed,
         )

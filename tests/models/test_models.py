@@ -484,3 +484,24 @@ def test_sampled_positions_are_uniform_over_the_allowed_ones() -> None:
         expected = 20_000 * 3 / allowed_count
         assert counts[~allowed[0]].sum() == 0
         assert torch.all((counts[allowed[0]] - expected).abs() < 0.05 * expected), counts
+
+
+def test_alignment_contrasts_only_the_latest_align_window_behaviours(
+    ds: SeminarDataset, tables: FeatureTables
+) -> None:
+    """A window up to ``align_window`` long is aligned whole (as before the option); a longer one
+    only over its latest ``align_window`` behaviours: what lies before them does not change the loss."""
+    batch = train_batch(ds, length=24, n=8)
+    # every slot a real and distinct item, so that the early ones take part if aligned at all
+    batch["mask"] = torch.ones_like(batch["mask"])
+    batch["hist_items"] = torch.arange(1, 25).expand(8, -1).clone()
+    whole = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align_window=24)).eval()
+    longer = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align_window=10**6)).eval()
+    latest = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align_window=12)).eval()
+    with torch.no_grad():
+        channels = whole.embedding.encode(batch["hist_queries"], batch["hist_items"]).channels()
+        assert torch.equal(whole.align_loss(batch, channels), longer.align_loss(batch, channels))
+        changed = channels.clone()
+        changed[:, :12] = torch.randn(changed[:, :12].shape)
+        assert not torch.equal(whole.align_loss(batch, changed), whole.align_loss(batch, channels))
+        assert torch.equal(latest.align_loss(batch, changed), latest.align_loss(batch, channels))

@@ -22,6 +22,7 @@ from seminar.models.psu import NoPretrainingTask, PretrainConfig, feasible_tasks
         {"temperature": float("nan")},
         {"align_weight": -1.0},
         {"relevance_weight": float("inf")},
+        {"align_window": 0},
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, float]) -> None:

@@ -24,9 +24,11 @@ _TASK_SHORT = {"next_pair": "next", "align": "align", "relevance": "rel"}
 UNCOMPARED_TRAINING = frozenset(
     {"device", "workers", "eval_batch_size", "pretrain_epochs", "fusion_lambda", "user_features"}
 )
-PSU_ONLY_TRAINING = frozenset({"align_chunks", "temperature", "pretrain_lr"})
+PSU_ONLY_TRAINING = frozenset({"align_chunks", "align_window", "temperature", "pretrain_lr"})
 # Settings added after cells were first written: left out at their default, so those cells still match.
-LATER_TRAINING = frozenset({"knn_history", "knn_neighbours", "layers", "pretrain_lr", "gsu_recency"})
+LATER_TRAINING = frozenset(
+    {"knn_history", "knn_neighbours", "layers", "pretrain_lr", "gsu_recency", "align_window"}
+)
 
 
 @dataclass(frozen=True)
