@@ -218,6 +218,23 @@ def test_model_recall_on_a_trained_run(tables: FeatureTables, ds: SeminarDataset
         run_model_recall(ds, run, ModelRecallConfig(min_length=10_000, progress=False), tables=tables)
 
 
+def test_model_recall_says_a_gsu_recency_run_is_measured_on_content_scores(
+    tables: FeatureTables, ds: SeminarDataset, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from seminar.experiment import finetune
+    from seminar.retrieval.model_recall import ModelRecallConfig, run_model_recall
+    from seminar.train.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    train = TrainConfig(epochs=1, max_length=30, batch_size=64, positions_per_user=2, progress=False)
+    config = RankerConfig(model="twin", dim=16, heads=2, top_k=4, gsu_recency=True)
+    finetune(ds, run, config, train, tables=tables)
+    recall = ModelRecallConfig(ks=(4,), methods=("lsh",), min_length=20, max_users=2, progress=False)
+    with caplog.at_level("WARNING"):
+        run_model_recall(ds, run, recall, tables=tables)
+    assert "content scores alone" in caplog.text
+
+
 @pytest.mark.parametrize("biased", [False, True])
 def test_rerank_scores_the_shortlist_exactly_and_drops_the_rest(
     tables: FeatureTables, ds: SeminarDataset, biased: bool

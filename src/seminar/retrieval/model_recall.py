@@ -12,6 +12,7 @@ projections (SEMINAR, TWIN) puts ``u`` in another space than ``z``, which is wha
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from seminar.retrieval.bench import METHODS, PQ_METHODS, RecallConfig, TrainedMe
 from seminar.retrieval.gsu import GsuKeyTables, gsu_key_tables, pad_table_rows, target_query_vectors
 from seminar.retrieval.report import write_outputs
 from seminar.train.runs import load_run_model
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS = (
     "hnsw",
@@ -98,6 +101,12 @@ def run_model_recall(
     if not isinstance(ranker, Ranker):
         raise ValueError(f"{run_dir} is not a ranker run")
     ranker.eval()
+    if ranker.uses_gsu_recency:
+        logger.warning(
+            "%s adds a recency bias to its GSU scores (--gsu-recency); recall here is of its content "
+            "scores alone, which the retrieval methods approximate",
+            run_dir,
+        )
     keys = gsu_key_tables(ranker)
     lengths = np.diff(np.asarray(ds.offsets)) - 1
     eligible = np.flatnonzero(lengths >= max(config.min_length, max(config.ks)))
