@@ -190,8 +190,9 @@ class PretrainingSearchUnit(nn.Module):
         ``align_window`` behaviours.
 
         Its cost per sequence is the aligned length times the chunk's, quadratic in the window:
-        over a whole window of 2000 it took 40 s of a 256-sequence batch on one CPU core, most of
-        the PSU's time. Windows up to ``align_window`` (512 by default) are aligned whole.
+        aligning whole windows of 2000 made a 256-sequence batch take about a minute on one CPU
+        core and 12.8 GB, most of the PSU's time. Windows up to ``align_window`` (512 by default)
+        are aligned whole.
         """
         window = self.config.align_window
         unit = F.normalize(hist_channels[:, -window:, 1:].float(), dim=-1)  # B W M d
