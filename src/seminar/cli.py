@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 from rich.console import Console
 
 from seminar import cli_types as types
+from seminar.allocator import retain_freed_memory
 from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES
 from seminar.data.tables import DataError
 from seminar.errors import ConfigError, InvalidValue
@@ -479,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    retain_freed_memory()  # each training step's large tensors reuse the last step's pages
     try:
         return func(args)
     except FileExistsError as exc:

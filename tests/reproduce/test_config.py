@@ -307,3 +307,27 @@ def test_errors_name_the_key_a_person_wrote_not_the_parsers_internals() -> None:
     assert "datasets[0].options: expected a mapping, got [1]" in error_of(
         config_with(datasets=[{"name": "s", "source": "synthetic", "options": [1]}])
     )
+
+
+def test_a_variant_can_have_its_own_window() -> None:
+    """`max_length` on a row: its own folder and compared window; equal to the grid's, the same run."""
+    from seminar.reproduce.cells import Layout, run_settings
+
+    models = [
+        {"name": "SASRec", "model": "sasrec"},
+        {"name": "SASRec (last 20)", "model": "sasrec", "max_length": 20},
+        {"name": "SEMINAR (L = 50)", "model": "seminar", "pretrain": "all", "max_length": 50},
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+    ]
+    config = parse_config(config_with(models=models, seeds=[0], training={"max_length": 50, "top_k": 10}))
+    grid_window, own_window, seminar_same, seminar = (cell.spec for cell in plan_cells(config))
+    assert (grid_window.max_length, own_window.max_length) == (None, 20)
+    assert own_window.key == grid_window.key + "-L20"
+    assert run_settings(config, own_window)["training"]["max_length"] == 20
+    assert run_settings(config, grid_window)["training"]["max_length"] == 50
+    assert seminar_same == seminar  # a window equal to the grid's is the grid's run
+    layout = Layout(Path("out"))
+    own = {**models[3], "max_length": 30}
+    windowed = parse_config(config_with(models=[own], training={"max_length": 50}))
+    assert layout.psu_dir(plan_cells(windowed)[0].spec) != layout.psu_dir(seminar)  # PSU pretrained at its L
+    assert "max_length" in error_of(config_with(models=[{**models[1], "max_length": 0}]))

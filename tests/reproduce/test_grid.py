@@ -266,3 +266,18 @@ def test_a_new_test_mode_is_evaluated_without_training(
     seed1 = [c for c in results["cells"] if c["seed"] == 1]
     assert seed1 and all(set(c["metrics"]) == {"recommendation", "search", "pair"} for c in seed1)
     assert results["table2"]["ml-100k"]["pair"][0]["seeds"] == 1  # seed 0 has no pair numbers yet
+
+
+def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path) -> None:
+    data = tiny_config(tmp_path / "vector-cache")
+    data["models"] = [{"name": "SASRec (last 6)", "model": "sasrec", "max_length": 6}]
+    data["seeds"] = [0]
+    data.pop("sweeps")
+    path = tmp_path / "window.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    results = run_reproduce(path, out, retrieval=False, progress=False)
+    (cell,) = results["cells"]
+    assert cell["run"].endswith("sasrec-scratch-lambda0.5-L6/seed0")
+    assert json.loads((out / cell["run"] / "settings.json").read_text())["max_length"] == 6
+    assert "SASRec (last 6): its own window L=6" in (out / "README.md").read_text()

@@ -44,16 +44,21 @@ class RunSpec:
     user_features: bool = True
     recent: int = 0
     gsu_recency: bool = False
+    max_length: int | None = None  # the variant's own window; None: the grid's
 
     @property
     def key(self) -> str:
         """A readable folder name, unique per (model, pretraining, λ, user features, recent, GSU
-        recency)."""
+        recency, own window)."""
         profile = "" if self.user_features else "-no-user-features"
         recent = f"-recent{self.recent}" if self.recent else ""
         timed = "-gsu-recency" if self.gsu_recency else ""
         lam = f"lambda{self.fusion_lambda:g}"
-        return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{recent}{timed}"
+        return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{recent}{timed}{self.window_key}"
+
+    @property
+    def window_key(self) -> str:
+        return f"-L{self.max_length}" if self.max_length is not None else ""
 
     @property
     def psu_key(self) -> str | None:
@@ -90,22 +95,22 @@ def make_spec(
     user_features: bool = True,
     recent: int = 0,
     gsu_recency: bool = False,
+    max_length: int | None = None,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
-    if pretrain is None or pretrain_epochs == 0:
-        return RunSpec(
-            dataset, model, None, None, float(fusion_lambda), seed, user_features, recent, gsu_recency
-        )
+    tasks = None if pretrain is None or pretrain_epochs == 0 else tuple(pretrain)
+    epochs = None if tasks is None else int(pretrain_epochs)
     return RunSpec(
         dataset,
         model,
-        tuple(pretrain),
-        int(pretrain_epochs),
+        tasks,
+        epochs,
         float(fusion_lambda),
         seed,
         user_features,
         recent,
         gsu_recency,
+        max_length,
     )
 
 
@@ -130,6 +135,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     config.user_features(v),
                     v.recent,
                     config.gsu_recency(v),
+                    config.max_length(v),
                 )
                 cells.append(Cell(ds.name, v.name, seed, spec))
     for sweep_name in SWEEPS:
@@ -156,6 +162,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                         profile,
                         variant.recent,
                         config.gsu_recency(variant),
+                        config.max_length(variant),
                     )
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
@@ -187,8 +194,8 @@ class Layout:
     def psu_dir(self, spec: RunSpec) -> Path | None:
         if spec.psu_key is None:
             return None
-        lam = f"lambda{spec.fusion_lambda:g}"
-        return self.root / "psu" / spec.dataset / f"{spec.psu_key}-{lam}" / f"seed{spec.seed}"
+        name = f"{spec.psu_key}-lambda{spec.fusion_lambda:g}{spec.window_key}"
+        return self.root / "psu" / spec.dataset / name / f"seed{spec.seed}"
 
     def data_dir(self, config: ReproduceConfig, dataset: str) -> Path:
         ds = config.dataset(dataset)
@@ -232,9 +239,12 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
         "fusion_lambda": spec.fusion_lambda,
         "user_features": spec.user_features,
         "seed": spec.seed,
-        # the variant's own GSU recency is a training setting of its run (as if the grid set it)
+        # the variant's own GSU recency and window are training settings of its run (as if the grid set them)
         "training": compared_training(
-            config.training.replace(gsu_recency=spec.gsu_recency), spec.pretrain is not None
+            config.training.replace(
+                gsu_recency=spec.gsu_recency, max_length=spec.max_length or config.training.max_length
+            ),
+            spec.pretrain is not None,
         ),
     }
     if spec.recent:  # absent at its default, so that cells from before it still match

@@ -100,10 +100,14 @@ class VariantConfig:
     user_features: bool | None = None  # default: training.user_features
     recent: int = 0  # of the K kept behaviours, the last R always (RankerConfig.recent)
     gsu_recency: bool | None = None  # default: training.gsu_recency
+    # its own window L (default: training.max_length): SASRec's usual last 200 beside long-window GSUs
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise InvalidValue("name", "must not be empty")
+        if self.max_length is not None and self.max_length < 1:
+            raise InvalidValue("max_length", f"must be a positive window, got {self.max_length}")
         if self.recent < 0:
             raise InvalidValue("recent", f"must be >= 0, got {self.recent}")
         if self.recent and self.model in REFERENCE_MODELS:
@@ -411,6 +415,11 @@ class ReproduceConfig:
     def user_features(self, variant: VariantConfig) -> bool:
         """Whether the variant's ranker uses user profiles: its own setting, else the training's."""
         return self.training.user_features if variant.user_features is None else variant.user_features
+
+    def max_length(self, variant: VariantConfig) -> int | None:
+        """The variant's own window L, or None where it is the training's (the same run)."""
+        own = variant.max_length
+        return None if own is None or own == self.training.max_length else own
 
     def gsu_recency(self, variant: VariantConfig) -> bool:
         """Whether the variant's GSU adds the recency bias: its own setting, else the training's."""

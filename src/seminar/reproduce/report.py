@@ -250,6 +250,11 @@ def _settings_markdown(config: ReproduceConfig) -> str:
         f"(patience {t.patience}, best by validation {t.monitor} in {t.eval_mode} mode), "
         f"PSU pretrained {_count(t.pretrain_epochs, 'epoch')}, λ={t.fusion_lambda:g}, "
         f"{t.positions_per_user or 'all'} training positions per user per epoch",
+        *(
+            f"- {v.name}: its own window L={own}"
+            for v in config.models
+            if (own := config.max_length(v)) is not None
+        ),
         "- numbers are mean ± std over seeds (population std; one seed shows its value alone); "
         "`users` is the number of test users a mode ranks, flagged `(few)` under 100; "
         "the full settings are in results.json",
