@@ -17,10 +17,7 @@ from seminar import cli_types as types
 from seminar.allocator import retain_freed_memory
 from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES
 from seminar.data.tables import DataError
-from seminar.errors import ConfigError, InvalidValue
-from seminar.models.psu import NoPretrainingTask
-from seminar.train.checkpoint import CheckpointError
-from seminar.train.trainer import StaleRun
+from seminar.errors import CheckpointError, ConfigError, InvalidValue, NoPretrainingTask, StaleRun
 
 if TYPE_CHECKING:
     from seminar.settings import ExperimentSettings

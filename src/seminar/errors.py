@@ -13,3 +13,15 @@ class InvalidValue(ValueError):
 
 class ConfigError(ValueError):
     """A reproduce config that cannot run; the message names the file and the key."""
+
+
+class NoPretrainingTask(ValueError):
+    """None of the asked-for PSU tasks can run on this dataset."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or does not match its manifest."""
+
+
+class StaleRun(ValueError):
+    """A run that cannot be resumed: its configuration or its dataset changed since it was saved."""

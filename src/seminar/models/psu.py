@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seminar.data.schema import EMPTY_QUERY, SEARCH
+from seminar.errors import NoPretrainingTask
 from seminar.models.attention import TargetAttention
 from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding, item_channel_names
 from seminar.models.features import FeatureTables
@@ -70,10 +71,6 @@ class PretrainConfig:
 
 
 TASKS = ("next_pair", "align", "relevance")
-
-
-class NoPretrainingTask(ValueError):
-    """None of the asked-for PSU tasks can run on this dataset."""
 
 
 def feasible_tasks(config: PretrainConfig, tables: FeatureTables) -> tuple[PretrainConfig, dict[str, str]]:

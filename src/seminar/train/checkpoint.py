@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from seminar.errors import CheckpointError
 from seminar.io import atomic_directory, atomic_path, file_digests, verify_manifest, write_json_atomic
 
 WEIGHTS = "model.safetensors"
@@ -29,10 +30,6 @@ MARKER = "COMPLETE"
 FORMAT = "seminar-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = (WEIGHTS, STATE, CONFIG)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or does not match its manifest."""
 
 
 def save_checkpoint(

@@ -47,6 +47,7 @@ from seminar.data.loader import (
 )
 from seminar.data.schema import SeminarDataset, manifest_digest
 from seminar.data.tables import DataError
+from seminar.errors import StaleRun
 from seminar.io import write_bytes_atomic
 from seminar.train import distributed as ddp
 from seminar.train.checkpoint import (
@@ -205,17 +206,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class StaleRun(ValueError):
-    """A run that cannot be resumed: its configuration or its dataset changed since it was saved."""
-
-
-
 def started_without_checkpoint(out_dir: Path | str) -> bool:
     """Whether ``out_dir`` holds a run stopped before its first complete checkpoint (its first
     epoch's metrics line or ``best/``, no ``last/``): resuming it starts it again."""
     out_dir = Path(out_dir)
     partial = (out_dir / METRICS_FILE).exists() or (out_dir / BEST).exists()
     return partial and not (out_dir / LAST).exists()
+
 
 class Trainer:
     """Trains ``model`` on ``dataset``; see the module docstring for the contract and guarantees.
