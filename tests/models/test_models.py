@@ -16,7 +16,7 @@ from seminar.data.loader import EvalSamples, TrainSamples, WindowConfig
 from seminar.data.schema import SeminarDataset
 from seminar.models.attention import TargetAttention
 from seminar.models.features import FeatureTables
-from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, clip_loss, pair_bce
+from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, clip_loss, clip_mask, pair_bce
 from seminar.models.ranker import MODELS, Ranker, RankerConfig, consistency_loss
 from seminar.models.search import EtaSearch, QinSearch, pack_sign_bits, popcount64, select_top_k
 from tests.data.helpers import synthetic_dataset
@@ -229,6 +229,57 @@ def test_clip_loss_sign_and_temperature() -> None:
     noisy = a.clone()
     noisy[:, :4] = torch.randn(3, 4, 32, generator=g)  # padding content must not matter
     assert torch.isclose(clip_loss(a, noisy, padded, 0.07), clip_loss(a, a, padded, 0.07))
+
+
+def reference_clip_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The plain form: both directions' full log-softmax, padded anchors' rows zeroed after -inf masking."""
+    logits = torch.einsum("nsd,ntd->nst", a, b) / temperature
+    allowed = valid[:, :, None] & valid[:, None, :]
+    if exclude is not None:
+        allowed = allowed & ~(exclude & ~torch.eye(a.shape[1], dtype=torch.bool))
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    diag = torch.arange(a.shape[1])
+    anchors = valid[:, :, None]
+    a_to_b = torch.where(anchors, logits, torch.zeros_like(logits))
+    b_to_a = torch.where(anchors, logits.transpose(1, 2), torch.zeros_like(logits))
+    rows = -torch.log_softmax(a_to_b, dim=2)[:, diag, diag]
+    cols = -torch.log_softmax(b_to_a, dim=2)[:, diag, diag]
+    return ((rows + cols) * valid).sum() / (2 * valid.sum().clamp_min(1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.integers(1, 4),
+    size=st.integers(1, 12),
+    padded=st.integers(0, 12),
+    repeats=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_clip_loss_equals_the_plain_form_with_its_gradients(
+    groups: int, size: int, padded: int, repeats: bool, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.nn.functional.normalize(torch.randn(groups, size, 8, generator=g), dim=-1).requires_grad_()
+    b = torch.nn.functional.normalize(torch.randn(groups, size, 8, generator=g), dim=-1).requires_grad_()
+    valid = torch.arange(size)[None].expand(groups, -1) >= min(padded, size - 1)  # >= 1 real per group
+    items = torch.randint(0, max(2, size // 2) if repeats else 10**6, (groups, size), generator=g)
+    exclude = items[:, :, None] == items[:, None, :]
+    fast = clip_loss(a, b, valid, 0.1, exclude)
+    shared = clip_loss(a, b, valid, 0.1, mask=clip_mask(valid, exclude))
+    plain = reference_clip_loss(a, b, valid, 0.1, exclude)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(shared, plain)
+    fast_grads = torch.autograd.grad(fast, (a, b))
+    plain_grads = torch.autograd.grad(plain, (a, b))
+    for fast_grad, plain_grad in zip(fast_grads, plain_grads, strict=True):
+        assert torch.isfinite(fast_grad).all()
+        torch.testing.assert_close(fast_grad, plain_grad)
 
 
 def test_pair_and_consistency_losses_on_known_cases() -> None:

@@ -93,29 +93,45 @@ def feasible_tasks(config: PretrainConfig, tables: FeatureTables) -> tuple[Pretr
     return feasible, dropped
 
 
+def clip_mask(valid: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """The additive logit mask [N, S, S] of :func:`clip_loss`: 0 where a pair may meet, -inf where not.
+
+    A pair (s, t) meets when both are real and not excluded (the diagonal always is); a padded
+    anchor's whole row is 0 instead, so its terms stay finite (and are weighted out). ``allowed`` is
+    symmetric, so the one mask serves both directions (the second reads it transposed), and it
+    depends on no channel: the alignment loss builds it once for every channel pair.
+    """
+    allowed = valid[:, :, None] & valid[:, None, :]
+    if exclude is not None:
+        eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+        allowed = allowed & ~(exclude & ~eye)
+    allowed = allowed | ~valid[:, :, None]
+    zero = torch.zeros((), dtype=torch.float32, device=valid.device)
+    return torch.where(allowed, zero, float("-inf"))
+
+
 def clip_loss(
-    a: Tensor, b: Tensor, valid: Tensor, temperature: float, exclude: Tensor | None = None
+    a: Tensor,
+    b: Tensor,
+    valid: Tensor,
+    temperature: float,
+    exclude: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE between row-aligned unit vectors ``a``, ``b`` [N, S, d] within each of N groups.
 
     Logits are cosine similarities divided by ``temperature``. Invalid rows (padding) take no part,
     as anchors or as negatives; ``exclude`` [N, S, S] removes further negatives (e.g. repeated
-    items). Returns the mean over valid anchors of both directions.
+    items); ``mask``: :func:`clip_mask` of (valid, exclude), when the caller has it already.
+    Returns the mean over valid anchors of both directions: each anchor's
+    logsumexp over what it may meet, less its own pair's logit.
     """
+    if mask is None:
+        mask = clip_mask(valid, exclude)
     logits = torch.einsum("nsd,ntd->nst", a, b) / temperature
-    allowed = valid[:, :, None] & valid[:, None, :]
-    if exclude is not None:
-        eye = torch.eye(a.shape[1], dtype=torch.bool, device=a.device)
-        allowed = allowed & ~(exclude & ~eye)
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    diag = torch.arange(a.shape[1], device=a.device)
-    # Rows of padded anchors are all -inf; they are zeroed (then ignored) *after* each direction's
-    # transpose, so a padded row never enters the other direction as a negative column.
-    anchors = valid[:, :, None]
-    a_to_b = torch.where(anchors, logits, torch.zeros_like(logits))
-    b_to_a = torch.where(anchors, logits.transpose(1, 2), torch.zeros_like(logits))
-    rows = -torch.log_softmax(a_to_b, dim=2)[:, diag, diag]
-    cols = -torch.log_softmax(b_to_a, dim=2)[:, diag, diag]
+    own = torch.einsum("nsd,nsd->ns", a, b) / temperature
+    rows = torch.logsumexp(logits + mask, dim=2) - own  # a_s against every b_t
+    cols = torch.logsumexp(logits + mask.transpose(1, 2), dim=1) - own  # b_t against every a_s
     n_valid = valid.sum().clamp_min(1)
     return ((rows + cols) * valid).sum() / (2 * n_valid)
 
@@ -195,10 +211,10 @@ class PretrainingSearchUnit(nn.Module):
         unit = F.normalize(hist_channels[:, -window:, 1:].float(), dim=-1)  # B W M d
         valid = chunk(batch["mask"][:, -window:], self.config.align_chunks)
         items = chunk(batch["hist_items"][:, -window:], self.config.align_chunks)
-        repeated = items[:, :, None] == items[:, None, :]
+        mask = clip_mask(valid, items[:, :, None] == items[:, None, :])  # repeated items never negatives
         unit = chunk(unit, self.config.align_chunks)  # N S M d
         losses = [
-            clip_loss(unit[:, :, i], unit[:, :, j], valid, self.config.temperature, repeated)
+            clip_loss(unit[:, :, i], unit[:, :, j], valid, self.config.temperature, mask=mask)
             for i, j in itertools.combinations(range(unit.shape[2]), 2)
         ]
         return torch.stack(losses).mean()
