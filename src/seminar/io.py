@@ -120,6 +120,27 @@ def exclusive_lock(path: Path | str, on_wait: Callable[[], None] | None = None) 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_lock(path: Path | str) -> Iterator[bool]:
+    """Hold an advisory lock on ``path`` for the block if no other process holds it; yields whether
+    this process does (without ``fcntl`` always True). Parallel workers use it to claim a task each."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is None:
+            yield True
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def json_digest(value: Any) -> str:
     """sha256 of a JSON-able value in canonical form (sorted keys), to tell manifests apart."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

@@ -281,3 +281,41 @@ def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path
     assert cell["run"].endswith("sasrec-scratch-lambda0.5-L6/seed0")
     assert json.loads((out / cell["run"] / "settings.json").read_text())["max_length"] == 6
     assert "SASRec (last 6): its own window L=6" in (out / "README.md").read_text()
+
+
+def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path: Path) -> None:
+    from seminar.io import try_lock
+    from seminar.reproduce.cells import Layout, plan_cells
+    from seminar.reproduce.grid import GridRunner
+
+    data = tiny_config(tmp_path / "vector-cache")
+    data["models"], data["seeds"] = [{"name": "recency", "model": "recency"}], [0]
+    data.pop("sweeps")
+    config = load_config(data)
+    layout = Layout(tmp_path / "out")
+    cells = plan_cells(config)
+    runner = GridRunner(config, layout, progress=False)
+    with try_lock(layout.run_lock(cells[0].spec)) as ours:
+        assert ours
+        with try_lock(layout.run_lock(cells[0].spec)) as again:
+            assert not again  # a second claim on the same run (another process's) fails
+        assert runner.run(cells) == 0
+        assert not layout.cell_file(cells[0].spec).exists()
+    assert runner.run(cells) == 1  # released: this process runs it
+    assert runner.run(cells) == 0  # and it is finished
+
+
+def test_two_jobs_share_the_grid_and_train_each_run_once(tmp_path: Path) -> None:
+    data = tiny_config(tmp_path / "vector-cache")
+    data["models"] = data["models"][:3]  # recency, SEMINAR and SEMINAR w/o pretraining
+    data.pop("sweeps")
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    results = run_reproduce(path, out, retrieval=False, progress=False, jobs=2)
+    assert len(results["cells"]) == 6 and not results["missing"]
+    for metrics in (out / "runs").rglob("metrics.jsonl"):
+        epochs = [json.loads(line) for line in metrics.read_text().splitlines()]
+        assert [e["epoch"] for e in epochs if e.get("stage") == "epoch"] == [1], metrics  # trained once
+    for metrics in (out / "psu").rglob("metrics.jsonl"):
+        assert sum('"stage": "epoch"' in line for line in metrics.read_text().splitlines()) == 1

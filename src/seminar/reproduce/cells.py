@@ -191,6 +191,11 @@ class Layout:
     def run_dir(self, spec: RunSpec) -> Path:
         return self.root / "runs" / spec.dataset / spec.key / f"seed{spec.seed}"
 
+    def run_lock(self, spec: RunSpec) -> Path:
+        """The lock file beside a run's folder: the process that holds it is the one training it."""
+        run = self.run_dir(spec)
+        return run.parent / f".{run.name}.lock"
+
     def psu_dir(self, spec: RunSpec) -> Path | None:
         if spec.psu_key is None:
             return None

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from seminar import cli_types as types
 from seminar.reproduce.config import load_config
-from seminar.reproduce.grid import default_out, run_reproduce
+from seminar.reproduce.grid import WorkerFailed, default_out, run_reproduce
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = args.out if args.out is not None else default_out(config)
-    results = run_reproduce(
-        config,
-        out,
-        only_datasets=args.only_datasets,
-        seeds=args.seeds,
-        retrieval=not args.skip_retrieval,
-        progress=not args.quiet,
-    )
+    try:
+        results = run_reproduce(
+            config,
+            out,
+            only_datasets=args.only_datasets,
+            seeds=args.seeds,
+            retrieval=not args.skip_retrieval,
+            progress=not args.quiet,
+            jobs=args.jobs,
+        )
+    except WorkerFailed as exc:  # the report is written; some runs are missing from it
+        print(f"error: {exc}; report: {out / 'README.md'}", file=sys.stderr)
+        return 1
     missing = len(results["missing"])
     note = f"; {missing} cells not finished (see the report)" if missing else ""
     print(f"report: {out / 'README.md'} ({len(results['cells'])} finished cells{note})")
@@ -53,5 +60,12 @@ def add_reproduce_command(subparsers: argparse._SubParsersAction) -> None:
         help="run only these seeds (seeds not in the config are added)",
     )
     p.add_argument("--skip-retrieval", action="store_true", help="do not run the retrieval grid (Figure 2)")
+    p.add_argument(
+        "--jobs",
+        type=types.positive_int,
+        default=1,
+        help="runs trained at once, one process each with an equal share of the CPU's threads "
+        "(several commands on one --out folder also share the runs)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_reproduce)

@@ -9,6 +9,8 @@ with an error instead of mixing results of two configs in one report.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -16,13 +18,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
+from seminar.allocator import retain_freed_memory
 from seminar.data.build import prepare
 from seminar.data.schema import SeminarDataset, load_dataset
 from seminar.data.sources.options import missing_inputs, read_source
 from seminar.experiment import evaluate_run, finetune, pretrain
-from seminar.io import write_json_atomic
+from seminar.io import exclusive_lock, try_lock, write_json_atomic
 from seminar.models.features import FeatureTables
 from seminar.models.psu import NoPretrainingTask, PretrainConfig, feasible_tasks
 from seminar.reproduce.aggregate import FinishedCell
@@ -182,18 +186,25 @@ class GridRunner:
             **{k: v for k, v in settings.items() if k not in ("model", "user_features", "recent")},
             "training": {k: v for k, v in settings["training"].items() if k not in _RANKER_ONLY},
         }
-        resume = self._guard(psu_dir, psu_settings)
         ds, tables = self.dataset(spec.dataset)
         experiment = self.settings(spec)
-        summary = pretrain(
-            ds,
-            psu_dir,
-            experiment.pretrain_config(spec.pretrain, seed=spec.seed),
-            experiment.pretrain_train_config(seed=spec.seed),
-            resume=resume,
-            tables=tables,
-            settings=experiment,
-        )
+
+        def waiting() -> None:
+            tqdm.write(f"waiting for another process that is pretraining {psu_dir} ...")
+
+        # rows that share a PSU may run in two processes at once: one pretrains, the other then resumes
+        # the finished PSU (no epoch left to run)
+        with exclusive_lock(psu_dir.parent / f".{psu_dir.name}.lock", on_wait=waiting):
+            resume = self._guard(psu_dir, psu_settings)
+            summary = pretrain(
+                ds,
+                psu_dir,
+                experiment.pretrain_config(spec.pretrain, seed=spec.seed),
+                experiment.pretrain_train_config(seed=spec.seed),
+                resume=resume,
+                tables=tables,
+                settings=experiment,
+            )
         return psu_dir, summary["dropped_tasks"]
 
     def run_spec(self, spec: RunSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -255,14 +266,24 @@ class GridRunner:
         if specs:
             tqdm.write(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to run")
         bar = tqdm(total=len(todo), desc="reproduce", unit="run", disable=not self.progress)
+        done = 0
         for index, spec in enumerate(todo, 1):
-            bar.set_postfix_str(first_cell[spec].label)
-            record = self.run_spec(spec, records[spec])
-            write_json_atomic(self.layout.cell_file(spec), record)
-            tqdm.write(self._line(index, len(todo), first_cell[spec], record))
+            cell = first_cell[spec]
+            bar.set_postfix_str(cell.label)
+            with try_lock(self.layout.run_lock(spec)) as ours:
+                if not ours:
+                    tqdm.write(f"[{index}/{len(todo)}] {cell.label}  being run by another process; skipped")
+                    bar.update()
+                    continue
+                previous = self.existing(spec)  # another process may have finished it since the scan
+                if previous is None or set(self.config.modes) - set(previous["metrics"]):
+                    record = self.run_spec(spec, previous)
+                    write_json_atomic(self.layout.cell_file(spec), record)
+                    tqdm.write(self._line(index, len(todo), cell, record))
+                    done += 1
             bar.update()
         bar.close()
-        return len(todo)
+        return done
 
     def run_retrieval(self, run: bool = True) -> dict[str, Any] | None:
         """The synthetic Recall@K grid (Figure 2), stored as one cell; ``run=False`` only reads it."""
@@ -301,6 +322,18 @@ def default_out(config: ReproduceConfig) -> Path:
     return config.out if config.out is not None else Path("runs") / "reproduce" / (config.name or "reproduce")
 
 
+class WorkerFailed(RuntimeError):
+    """A process of ``jobs`` > 1 stopped with an error; the report holds what the others finished."""
+
+
+def _cell_worker(config: ReproduceConfig, root: Path, cells: list[Cell], threads: int) -> None:
+    """One extra process of ``jobs``: the same cells in the same order, each run claimed by a lock,
+    so that every process takes the next run no other one holds."""
+    torch.set_num_threads(threads)
+    retain_freed_memory()
+    GridRunner(config, Layout(root), progress=False).run(cells)
+
+
 def run_reproduce(
     config: ReproduceConfig | Mapping[str, Any] | Path | str,
     out_dir: Path | str | None = None,
@@ -309,6 +342,7 @@ def run_reproduce(
     seeds: Sequence[int] | None = None,
     retrieval: bool = True,
     progress: bool = True,
+    jobs: int = 1,
     sections: Sequence[SectionBuilder] = SECTIONS,
 ) -> dict[str, Any]:
     """Run the grid a config describes and write its report folder; returns what results.json holds.
@@ -316,7 +350,9 @@ def run_reproduce(
     ``config`` is a YAML path, a mapping or a :class:`ReproduceConfig`; ``out_dir`` defaults to
     the config's ``out`` (else ``runs/reproduce/NAME``). ``only_datasets`` and ``seeds`` restrict
     which cells run (seeds not in the config are added); the report covers every finished cell of
-    the config. ``retrieval=False`` skips the retrieval grid.
+    the config. ``retrieval=False`` skips the retrieval grid. ``jobs`` > 1 runs that many runs at
+    once, in as many processes with an equal share of the CPU's threads each (several
+    ``seminar reproduce`` commands on one folder share the work the same way).
     """
     config = load_config(config)
     layout = Layout(Path(out_dir) if out_dir is not None else default_out(config))
@@ -332,9 +368,28 @@ def run_reproduce(
         for c in planned
         if (only_datasets is None or c.dataset in only_datasets) and (seeds is None or c.seed in seeds)
     ]
+    if jobs < 1:
+        raise ConfigError(f"--jobs: give at least 1 process, got {jobs}")
     runner = GridRunner(config, layout, progress=progress)
     runner.check_inputs(list(dict.fromkeys(c.dataset for c in to_run)))
+    workers: list[multiprocessing.process.BaseProcess] = []
+    if jobs > 1:
+        threads = max(1, (os.cpu_count() or jobs) // jobs)
+        torch.set_num_threads(threads)
+        spawn = multiprocessing.get_context("spawn")
+        workers = [
+            spawn.Process(target=_cell_worker, args=(config, layout.root, to_run, threads))
+            for _ in range(jobs - 1)
+        ]
+        for worker in workers:
+            worker.start()
     runner.run(to_run)
+    for worker in workers:
+        worker.join()
     recall = runner.run_retrieval(run=retrieval)
     context = ReportContext(config, layout, planned, runner.finished(planned), recall)
-    return write_report(context, sections)
+    results = write_report(context, sections)
+    failed = sum(worker.exitcode != 0 for worker in workers)
+    if failed:
+        raise WorkerFailed(f"{failed} of {jobs - 1} worker processes failed (see their errors above)")
+    return results
