@@ -27,10 +27,13 @@ def test_gsu_codes_recalls_are_consistent():
     bench = load_benchmark()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = bench.run(length=400, targets=12, k=10, seed=3, dim=32, topics=8, train_size=1024)
+        rows = bench.run(
+            length=400, targets=12, k=10, seed=3, dim=32, topics=8, train_size=1024, factors=(4, 16)
+        )
     by_name = {row["method"]: row for row in rows}
     assert by_name["exact fused fp32"]["recall"] == 1.0
     assert by_name["exact fused fp32"]["recall_rerank"] == 1.0
     for row in rows:
         assert 0.0 <= row["recall"] <= row["recall_rerank"] <= 1.0, row
+        assert row["recall_rerank"] == row["recall_rerank_4"] <= row["recall_rerank_16"], row  # longer shortlist
     assert {row["bytes"] for row in rows if row["method"].startswith("fused PQ 32")} == {16, 32}
