@@ -11,6 +11,7 @@ import torch
 
 from seminar.data.loader import EvalSamples, TrainSamples, WindowConfig
 from seminar.data.schema import SeminarDataset
+from seminar.errors import InvalidValue
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.models.search import BilinearSearch
@@ -19,6 +20,7 @@ from seminar.retrieval.gsu import (
     PQSearch,
     attach_pq_gsu,
     detach_pq_gsu,
+    encode_key_tables,
     fit_gsu_pq,
     gsu_key_tables,
 )
@@ -77,10 +79,14 @@ def test_key_tables_cover_every_id(tables: FeatureTables) -> None:
     assert np.isfinite(keys.query).all() and np.isfinite(keys.items).all()
 
 
-def test_adc_relevance_equals_the_table_lookup_reference(tables: FeatureTables, ds: SeminarDataset) -> None:
+@pytest.mark.parametrize("layout", ["channels", "fused"])
+def test_adc_relevance_equals_the_table_lookup_reference(
+    tables: FeatureTables, ds: SeminarDataset, layout: str
+) -> None:
     ranker = perturbed_ranker(tables, "seminar")
     keys = gsu_key_tables(ranker)
-    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5))
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5, layout=layout))
+    assert pq.config.n_channels == (1 if layout == "fused" else keys.n_channels)
     search = PQSearch(ranker.search, pq, keys, top_k=6, rerank_factor=0)
     with torch.no_grad():
         inputs = search_inputs(ranker, ds)
@@ -274,3 +280,28 @@ def test_default_sub_vectors_divide_the_key_dimension(dim: int, expected: int) -
     assert PQGsuConfig().sub_vectors(dim) == expected
     assert dim % expected == 0
     assert PQGsuConfig(n_sub=4).sub_vectors(dim) == 4  # an explicit value is kept as given
+
+
+def test_fused_codes_are_each_behaviours_fused_key_encoded(tables: FeatureTables, ds: SeminarDataset) -> None:
+    """A fused quantizer codes a behaviour from its own key (the sum of its channels), decodes to that
+    code's centroids, and has no per-id code tables."""
+    ranker = perturbed_ranker(tables, "seminar")
+    keys = gsu_key_tables(ranker)
+    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5, layout="fused"))
+    search = PQSearch(ranker.search, pq, keys, top_k=6, rerank_factor=0)
+    inputs = search_inputs(ranker, ds)
+    codes = search.codes(inputs.hist_queries, inputs.hist_items)  # B L 1 n_sub
+    fused = keys.fused_keys(inputs.hist_queries.numpy(), inputs.hist_items.numpy())
+    assert codes.shape == (*inputs.hist_items.shape, 1, 4)
+    assert np.array_equal(
+        codes[..., 0, :].numpy(),
+        pq.encode_channel(0, fused.reshape(-1, keys.dim)).reshape(*fused.shape[:-1], 4),
+    )
+    decoded = search.decoded_keys(inputs.hist_queries, inputs.hist_items).numpy()
+    assert np.allclose(
+        decoded, pq.decode_channel(0, codes[..., 0, :].reshape(-1, 4).numpy()).reshape(fused.shape)
+    )
+    with pytest.raises(ValueError, match="per-id codes"):
+        encode_key_tables(pq, keys)
+    with pytest.raises(InvalidValue, match="layout"):
+        PQGsuConfig(layout="rows")

@@ -46,13 +46,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(ds, tables, root / "run", export, IdMaps.from_dataset(ds))
 
 
-_REFERENCES: dict[tuple[Path, int, int | None], Ranker] = {}
+_REFERENCES: dict[tuple[Path, int, int | None], Ranker] = {}  # by export: its quantizer is the GSU
 
 
 def reference_ranker(trained: Trained, k: int = TOP_K, rerank: int | None = RERANK) -> Ranker:
     """The plain path: the run's own ranker with its K set to ``k``, and with the exported quantizer
     attached as its GSU (re-ranking ``rerank`` · K), or its own exact GSU when ``rerank`` is None."""
-    key = (trained.run, k, rerank)
+    key = (trained.export, k, rerank)
     if key not in _REFERENCES:
         ranker = load_run_model(trained.run, trained.tables)
         assert isinstance(ranker, Ranker)

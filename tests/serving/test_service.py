@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,29 @@ def test_long_histories_with_repeats_equal_the_reference(trained: Trained, reran
         targets = np.arange(1, 9)
         check_against_reference(service, trained, user, history, targets, EMPTY_QUERY, rerank=rerank)
         check_against_reference(service, trained, user, history, targets, 2, k=7, rerank=rerank)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "numpy"])
+def test_codes_of_the_fused_key_equal_the_reference(trained: Trained, tmp_path: Path, backend: str) -> None:
+    """An export whose quantizer codes the fused key (``--pq-layout fused``): every behaviour is
+    encoded from its own key at append, and serving keeps what the ranker with that PQ GSU keeps.
+    Eight sub-vectors, so that two different pairs rarely share every code: an ADC tie at the
+    shortlist's last place between different pairs may be broken either way by either side."""
+    config = dataclasses.replace(PQ, layout="fused", n_sub=8)
+    export = export_run(trained.ds, trained.run, tmp_path / "fused", config)
+    fused = dataclasses.replace(trained, export=export)
+    service = ScoringService.load(export, gsu="pq", backend=backend)
+    assert service.tables.code_width == 8  # n_sub bytes per behaviour, not M · n_sub
+    rng = np.random.default_rng(2)
+    for user in range(0, trained.ds.n_users, 3):
+        history = dataset_history(trained, user)
+        append_ids(service, trained, user, *history)
+        codes = service.history(trained.ids.users[user]).codes
+        keys = service.tables.keys(history[1], history[0])
+        assert np.array_equal(codes, service.tables.fused.encode_channel(0, keys))
+        targets = rng.integers(1, trained.ds.n_items + 1, 5)
+        for query in (EMPTY_QUERY, int(history[1].max())):
+            check_against_reference(service, fused, user, history, targets, query)
 
 
 def test_incremental_appends_equal_one_bulk_append(trained: Trained) -> None:

@@ -10,12 +10,19 @@ re-ranked exactly on a shortlist), while the ESU and head are unchanged.
 ADC with unit channel weights equals ``<u, Σ_m decode(code_m)>``, so for evaluation the relevance is
 formed from per-id decoded keys (one matmul on the ranker's device); a test holds it equal to the
 table look-ups of :class:`~seminar.retrieval.kernels.ADCEngine`, which the serving GSU scans with.
+
+``layout="fused"`` quantizes what the score reads instead, the fused key Σ_m z_m, with one set of
+codebooks (trained on the fused keys of sampled (query, item) pairs): at equal bytes it recalls
+more than per-channel codes (docs/serving.md, "Which codes for the GSU"). A fused key depends on
+the pair, not on one id, so each behaviour is encoded from its own key (at append in serving, per
+batch in evaluation) instead of looked up in per-id code tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +39,8 @@ PQ_FILE = "gsu_pq.safetensors"
 
 
 MAX_DEFAULT_SUB = 32  # the default n_sub: the largest divisor of the key dimension up to this
+FUSED_TRAINING_PAIRS = 50_000  # (query, item) pairs whose fused keys train the fused codebooks
+PQLayout = Literal["channels", "fused"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,12 @@ class PQGsuConfig:
     )
     n_iter: int = described(20, "k-means iterations", flag="--pq-iter")
     seed: int = described(0, "k-means seed of the PQ codebooks", flag="--seed")
+    layout: PQLayout = described(
+        "channels",
+        "what is quantized: each key channel (the paper's form; M·n_sub codes per behaviour) or the "
+        "fused key the GSU scores (n_sub codes per behaviour)",
+        flag="--pq-layout",
+    )
 
     def __post_init__(self) -> None:
         for name in ("n_centroids", "n_iter"):
@@ -63,6 +78,8 @@ class PQGsuConfig:
         for name in ("rerank_factor", "seed"):
             if getattr(self, name) < 0:
                 raise InvalidValue(name, f"must be ≥ 0, got {getattr(self, name)}")
+        if self.layout not in ("channels", "fused"):
+            raise InvalidValue("layout", f"must be channels or fused, got {self.layout!r}")
 
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
@@ -97,6 +114,27 @@ class GsuKeyTables:
     def behaviour_vectors(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Key channels [L, M, d] of behaviours given by their query and item ids."""
         return np.concatenate([self.query[queries][:, None, :], self.items[items]], axis=1)
+
+    def fused_keys(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Fused keys [..., d] (the sum of the channels, what the GSU scores) of behaviours by their ids."""
+        return self.query[queries] + self.items[items].sum(axis=-2)
+
+
+def is_fused(pq: MultiModalPQ, keys: GsuKeyTables) -> bool:
+    """Whether ``pq`` quantizes fused keys (one channel) rather than each of the keys' M ≥ 2 channels."""
+    if pq.config.dim != keys.dim or pq.config.n_channels not in (1, keys.n_channels):
+        raise ValueError(
+            f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
+            f"the GSU keys have M={keys.n_channels} channels (or 1 fused), d={keys.dim}"
+        )
+    return pq.config.n_channels == 1
+
+
+def encode_fused(pq: MultiModalPQ, keys: GsuKeyTables, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Codes [..., n_sub] of behaviours' fused keys (a fused quantizer: one channel)."""
+    queries, items = np.asarray(queries), np.asarray(items)
+    fused = keys.fused_keys(queries.reshape(-1), items.reshape(-1))
+    return pq.encode_channel(0, fused).reshape(*queries.shape, pq.config.n_sub)
 
 
 def bilinear_search(ranker: Ranker) -> BilinearSearch:
@@ -144,30 +182,43 @@ def pad_table_rows(table: np.ndarray, rows: int) -> np.ndarray:
 
 
 def fit_gsu_pq(keys: GsuKeyTables, config: PQGsuConfig | None = None) -> MultiModalPQ:
-    """Train one product quantizer per channel on that channel's key table (faiss k-means).
+    """Train one product quantizer per channel on that channel's key table (faiss k-means), or with
+    ``layout="fused"`` one quantizer on the fused keys of sampled pairs (:func:`fused_training_keys`).
 
     A channel with fewer distinct ids than centroids (a small query vocabulary) gets exact codes.
     """
     config = config or PQGsuConfig()
+    fused = config.layout == "fused"
     pq_config = PQConfig(
-        keys.n_channels,
+        1 if fused else keys.n_channels,
         keys.dim,
         config.sub_vectors(keys.dim),
         config.n_centroids,
         n_iter=config.n_iter,
         seed=config.seed,
     )
+    if fused:
+        return MultiModalPQ.train([fused_training_keys(keys, config.seed)], pq_config)
     tables = [pad_table_rows(t, config.n_centroids) for t in keys.channel_tables()]
     return MultiModalPQ.train(tables, pq_config)
 
 
+def fused_training_keys(keys: GsuKeyTables, seed: int, n: int = FUSED_TRAINING_PAIRS) -> np.ndarray:
+    """Fused keys [n, d] of random pairs: every item id in turn, with no query half of the time and a
+    random query otherwise (a history mixes browsing and searches)."""
+    rng = np.random.default_rng(seed)
+    n_items, n_queries = keys.items.shape[0] - 1, keys.query.shape[0] - 1
+    items = 1 + rng.permutation(max(n, n_items))[:n] % max(n_items, 1)  # distinct ids while they last
+    queries = np.where(rng.random(n) < 0.5, 0, rng.integers(1, max(n_queries, 1) + 1, n))
+    if n_queries == 0:
+        queries[:] = 0
+    return np.ascontiguousarray(keys.fused_keys(queries, items), dtype=np.float32)
+
+
 def encode_key_tables(pq: MultiModalPQ, keys: GsuKeyTables) -> tuple[np.ndarray, np.ndarray]:
     """Per-id codes: query [Nq+1, n_sub] and items [Ni+1, M-1, n_sub]; a behaviour's codes are its rows."""
-    if (pq.config.n_channels, pq.config.dim) != (keys.n_channels, keys.dim):
-        raise ValueError(
-            f"quantizer is for M={pq.config.n_channels}, d={pq.config.dim}; "
-            f"the GSU keys have M={keys.n_channels}, d={keys.dim}"
-        )
+    if is_fused(pq, keys):
+        raise ValueError("a fused quantizer has no per-id codes: encode each behaviour (encode_fused)")
     items = [pq.encode_channel(m, keys.items[:, m - 1]) for m in range(1, keys.n_channels)]
     return pq.encode_channel(0, keys.query), np.stack(items, axis=1)
 
@@ -187,15 +238,23 @@ class PQSearch(GeneralSearch):
         super().__init__()
         self.exact = exact
         self.pq = pq
+        self.keys = keys
+        self.fused = is_fused(pq, keys)
         self.top_k, self.rerank_factor = top_k, rerank_factor
-        query_codes, item_codes = encode_key_tables(pq, keys)
-        channels = range(1, keys.n_channels)
-        decoded_query = pq.decode_channel(0, query_codes)
-        decoded_items = sum(pq.decode_channel(m, item_codes[:, m - 1]) for m in channels)
+        if self.fused:  # no per-id codes: each behaviour is encoded from its fused key (decoded_keys)
+            query_codes = np.zeros((keys.query.shape[0], 0), dtype=np.int64)
+            item_codes = np.zeros((keys.items.shape[0], keys.n_channels - 1, 0), dtype=np.int64)
+            decoded_query = np.zeros_like(keys.query)
+            decoded_items = np.zeros_like(keys.query[:1]).repeat(keys.items.shape[0], axis=0)
+        else:
+            query_codes, item_codes = encode_key_tables(pq, keys)
+            channels = range(1, keys.n_channels)
+            decoded_query = pq.decode_channel(0, query_codes)
+            decoded_items = np.asarray(sum(pq.decode_channel(m, item_codes[:, m - 1]) for m in channels))
         self.register_buffer("query_codes", torch.from_numpy(query_codes.astype(np.int64)), persistent=False)
         self.register_buffer("item_codes", torch.from_numpy(item_codes.astype(np.int64)), persistent=False)
         self.register_buffer("decoded_query", torch.from_numpy(decoded_query), persistent=False)
-        self.register_buffer("decoded_items", torch.from_numpy(np.asarray(decoded_items)), persistent=False)
+        self.register_buffer("decoded_items", torch.from_numpy(decoded_items), persistent=False)
         self.register_buffer("exact_query", torch.from_numpy(keys.query.copy()), persistent=False)
         self.register_buffer("exact_items", torch.from_numpy(keys.items.sum(axis=1)), persistent=False)
 
@@ -206,13 +265,26 @@ class PQSearch(GeneralSearch):
         return self.exact.esu_target(target)
 
     def codes(self, hist_queries: Tensor, hist_items: Tensor) -> Tensor:
-        """Codes [..., M, n_sub] of behaviours: the query channel's and the item channels' codes."""
+        """Codes [..., M, n_sub] of behaviours: the query channel's and the item channels' codes (a
+        fused quantizer: [..., 1, n_sub], each behaviour's fused key encoded)."""
+        if self.fused:
+            codes = encode_fused(self.pq, self.keys, hist_queries.cpu().numpy(), hist_items.cpu().numpy())
+            return torch.from_numpy(codes.astype(np.int64)).unsqueeze(-2).to(hist_queries.device)
         return torch.cat([self.query_codes[hist_queries].unsqueeze(-2), self.item_codes[hist_items]], dim=-2)
+
+    def decoded_keys(self, hist_queries: Tensor, hist_items: Tensor) -> Tensor:
+        """What the codes of behaviours [..., L] stand for: the sum of the decoded channels [..., L, d]
+        (fused: the decoded fused key)."""
+        if self.fused:
+            codes = self.codes(hist_queries, hist_items)[..., 0, :].cpu().numpy()
+            decoded = self.pq.decode_channel(0, codes.reshape(-1, codes.shape[-1]))
+            return torch.from_numpy(decoded.reshape(*codes.shape[:-1], -1)).to(hist_queries.device)
+        return self.decoded_query[hist_queries] + self.decoded_items[hist_items]
 
     def approximate(self, inputs: SearchInputs, u: Tensor | None = None) -> Tensor:
         """ADC relevance [B, C, L] of every behaviour against every target (``u``: their query vectors)."""
         u = self.exact.query_vectors(inputs) if u is None else u
-        keys = self.decoded_query[inputs.hist_queries] + self.decoded_items[inputs.hist_items]
+        keys = self.decoded_keys(inputs.hist_queries, inputs.hist_items)
         return torch.einsum("bcd,bld->bcl", u.float(), keys).masked_fill(~inputs.target_mask, NEG_INF)
 
     def relevance(self, inputs: SearchInputs) -> Tensor:

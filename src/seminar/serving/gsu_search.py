@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seminar.models.ranker import Ranker
-from seminar.retrieval.gsu import encode_key_tables, gsu_key_tables
+from seminar.retrieval.gsu import encode_key_tables, gsu_key_tables, is_fused
 from seminar.retrieval.kernels import FAISS_CENTROIDS, ADCEngine
 from seminar.retrieval.pq import MultiModalPQ
 from seminar.retrieval.topk import top_k_latest
@@ -38,19 +38,22 @@ EXACT_BLOCK = 256  # targets per GEMM block: [256, L] float32 scores stay within
 
 @dataclass
 class CodeTables:
-    """Per-id GSU codes and exact keys: a behaviour's codes are its query's row and its item's rows."""
+    """Per-id GSU codes and exact keys: a behaviour's codes are its query's row and its item's rows,
+    or, with a quantizer of the fused key (``fused``), its own fused key's codes."""
 
     query_codes: np.ndarray  # [Nq+1, n_sub] uint8
     item_codes: np.ndarray  # [Ni+1, M-1, n_sub] uint8
     exact_query: np.ndarray  # [Nq+1, d] float32
     exact_items: np.ndarray  # [Ni+1, d] float32, the item channels summed
+    fused: MultiModalPQ | None = None  # a one-channel quantizer of fused keys; per-id codes then empty
 
     @classmethod
     def build(cls, ranker: Ranker, pq: MultiModalPQ | None) -> CodeTables:
         """Encode the trained GSU's key tables with the export's quantizer (as the ranker's PQ GSU does);
         without a quantizer (exact GSU) the code tables are empty and behaviours carry no codes."""
         keys = gsu_key_tables(ranker)
-        if pq is None:
+        fused = pq is not None and is_fused(pq, keys)
+        if pq is None or fused:
             query_codes = np.zeros((keys.query.shape[0], 0), dtype=np.uint8)
             item_codes = np.zeros((keys.items.shape[0], keys.items.shape[1], 0), dtype=np.uint8)
         else:
@@ -60,15 +63,21 @@ class CodeTables:
             item_codes.astype(np.uint8),
             np.ascontiguousarray(keys.query, dtype=np.float32),
             np.ascontiguousarray(keys.items.sum(axis=1), dtype=np.float32),
+            pq if fused else None,
         )
 
     @property
     def code_width(self) -> int:
-        """Codes per behaviour, M · n_sub (one byte each)."""
+        """Codes per behaviour, M · n_sub (fused: n_sub), one byte each."""
+        if self.fused is not None:
+            return self.fused.config.n_sub
         return self.query_codes.shape[1] * (1 + self.item_codes.shape[1])
 
     def codes_of(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Codes [n, M·n_sub] of behaviours: query channel first, then the item channels."""
+        """Codes [n, M·n_sub] of behaviours: query channel first, then the item channels (fused: the
+        codes of each behaviour's fused key, [n, n_sub])."""
+        if self.fused is not None:
+            return self.fused.encode_channel(0, self.keys(queries, items)).astype(np.uint8)
         query = self.query_codes[queries]
         item = self.item_codes[items].reshape(items.shape[0], -1)
         return np.concatenate([query, item], axis=1)
