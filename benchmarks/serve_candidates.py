@@ -12,8 +12,8 @@ GSU stage (top-K of L for each of C candidates; u computed once beforehand, not 
   argpartition: the plain exact baseline a competent engineer writes first.
 * ``exact fp16 GEMM + topk``: fused keys held in fp16 (torch GEMM, torch.topk).
 * ``per-channel exact``: the paper's layout, one key per channel and behaviour, M GEMMs summed.
-* ``PQ ADC 8-bit + re-rank``: the serving's ``--gsu pq`` (faiss scan of the per-channel codes, exact
-  re-rank of rerank·K).
+* ``PQ ADC 8-bit + re-rank``: the serving's ``--gsu pq`` (faiss scan of the export's codes, fused or
+  per channel as exported with ``--pq-layout``, exact re-rank of rerank·K).
 * ``PQ fast-scan fused 4-bit + re-rank``: codes of the fused key (faiss IndexPQFastScan), exact
   re-rank of rerank·K.
 * ``PQ / OPQ 8-bit fused + re-rank``: 16 one-byte codes of the fused key (16 B per behaviour), with
@@ -163,6 +163,11 @@ class GsuMethods:
     def fastscan_rerank(self, u: np.ndarray) -> np.ndarray:
         return self._reranked(self.fastscan, u)
 
+    @property
+    def export_layout(self) -> str:
+        """What the export's codes quantize (``--pq-layout``)."""
+        return "fused" if self.pq_service.tables.fused is not None else "per channel"
+
     def table(self) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]]:
         """Name -> (method, bytes held per behaviour for the GSU beyond the ids)."""
         d = self.keys.shape[1]
@@ -172,7 +177,7 @@ class GsuMethods:
             "exact fp32 GEMM + argpartition (fused keys held)": (self.argpartition, 4 * d),
             "exact fp16 GEMM + torch.topk (fused keys held)": (self.fp16, 2 * d),
             "per-channel exact fp32 (M GEMMs)": (self.per_channel, 4 * d * m),
-            f"PQ ADC 8-bit per channel + re-rank {self.rerank}K": (
+            f"PQ ADC 8-bit {self.export_layout} (`--gsu pq`) + re-rank {self.rerank}K": (
                 self.pq_adc,
                 self.pq_service.tables.code_width,
             ),

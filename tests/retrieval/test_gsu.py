@@ -139,7 +139,8 @@ def test_decoded_adc_equals_the_engines_reference_on_random_codes(
 def test_small_channel_tables_get_exact_codes(tables: FeatureTables) -> None:
     keys = gsu_key_tables(perturbed_ranker(tables, "twin"))
     n_real_queries = keys.query.shape[0] - 1
-    pq = fit_gsu_pq(keys, PQGsuConfig(n_sub=2, n_centroids=max(16, n_real_queries), n_iter=5))
+    config = PQGsuConfig(n_sub=2, n_centroids=max(16, n_real_queries), n_iter=5, layout="channels")
+    pq = fit_gsu_pq(keys, config)
     decoded = pq.decode_channel(0, pq.encode_channel(0, keys.query[1:]))
     assert np.allclose(decoded, keys.query[1:], atol=1e-5)
 

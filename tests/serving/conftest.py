@@ -22,7 +22,8 @@ from tests.data.helpers import synthetic_dataset
 
 TOP_K = 4
 RERANK = 2
-PQ = PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5, rerank_factor=RERANK)
+# the paper's per-channel codes (per-id code tables); test_service covers the fused default on its own
+PQ = PQGsuConfig(n_sub=4, n_centroids=16, n_iter=5, rerank_factor=RERANK, layout="channels")
 
 
 @dataclass

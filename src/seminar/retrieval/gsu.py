@@ -45,7 +45,7 @@ PQLayout = Literal["channels", "fused"]
 
 @dataclass(frozen=True)
 class PQGsuConfig:
-    """Codes of the GSU keys: 8-bit codes and a 4·K exact re-rank by default.
+    """Codes of the GSU keys: 8-bit codes of the fused key and a 4·K exact re-rank by default.
 
     ``n_sub`` (sub-vectors per channel) defaults to the largest divisor of the key dimension that
     is at most 32, so any model dimension can be quantized without choosing it by hand.
@@ -63,9 +63,9 @@ class PQGsuConfig:
     n_iter: int = described(20, "k-means iterations", flag="--pq-iter")
     seed: int = described(0, "k-means seed of the PQ codebooks", flag="--seed")
     layout: PQLayout = described(
-        "channels",
-        "what is quantized: each key channel (the paper's form; M·n_sub codes per behaviour) or the "
-        "fused key the GSU scores (n_sub codes per behaviour)",
+        "fused",
+        "what is quantized: the fused key the GSU scores (n_sub codes per behaviour; more recall per "
+        "byte, docs/serving.md) or each key channel (the paper's form; M·n_sub codes per behaviour)",
         flag="--pq-layout",
     )
 
