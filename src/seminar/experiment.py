@@ -130,7 +130,8 @@ def evaluate_run(
     """Metrics of a finished ranker run in each test mode.
 
     ``gsu="pq"`` swaps the trained GSU for its product-quantized version (codebooks fitted on the
-    run's key tables and saved beside it as ``gsu_pq.safetensors``); the ESU and head are unchanged.
+    run's fused keys, or per channel on its key tables, as ``pq_config.layout`` says, and saved beside
+    it as ``gsu_pq.safetensors``); the ESU and head are unchanged.
     """
     if gsu not in GSU_CHOICES:
         raise ValueError(f"unknown GSU {gsu!r}; choose one of {GSU_CHOICES}")
