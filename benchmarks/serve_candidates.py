@@ -20,6 +20,9 @@ GSU stage (top-K of L for each of C candidates; u computed once beforehand, not 
   and without an OPQ rotation (faiss), exact re-rank of rerank·K.
 Recall@K of each against the exact fp32 selection, and the bytes each holds per behaviour.
 
+The process keeps freed memory for reuse, as ``seminar serve`` does (:mod:`seminar.allocator`;
+``SEMINAR_SYSTEM_MALLOC=1`` measures with glibc's defaults instead).
+
 End to end: ``ScoringService.score_many`` (GSU, ESU and head for all C candidates) with ``gsu=exact``
 and ``gsu=pq``. Prints tables; asserts nothing.
 """
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from seminar.allocator import retain_freed_memory
 from seminar.retrieval.gsu import target_query_vectors
 from seminar.retrieval.topk import top_k_latest
 from seminar.serving import ScoringService
@@ -201,6 +205,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    retain_freed_memory()  # as `seminar serve` does (SEMINAR_SYSTEM_MALLOC=1: glibc's defaults)
     faiss.omp_set_num_threads(1)
     threadpool_limits(1)
 
