@@ -204,8 +204,9 @@ def fit_gsu_pq(keys: GsuKeyTables, config: PQGsuConfig | None = None) -> MultiMo
 
 
 def fused_training_keys(keys: GsuKeyTables, seed: int, n: int = FUSED_TRAINING_PAIRS) -> np.ndarray:
-    """Fused keys [n, d] of random pairs: every item id in turn, with no query half of the time and a
-    random query otherwise (a history mixes browsing and searches)."""
+    """Fused keys [n, d] of random pairs: n distinct random items (every item about n / Ni times when
+    there are fewer), with no query half of the time and a random query otherwise (a history mixes
+    browsing and searches)."""
     rng = np.random.default_rng(seed)
     n_items, n_queries = keys.items.shape[0] - 1, keys.query.shape[0] - 1
     items = 1 + rng.permutation(max(n, n_items))[:n] % max(n_items, 1)  # distinct ids while they last
