@@ -307,13 +307,16 @@ def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path: Path) -> None:
 
 def test_two_jobs_share_the_grid_and_train_each_run_once(tmp_path: Path) -> None:
     data = tiny_config(tmp_path / "vector-cache")
-    data["models"] = data["models"][:3]  # recency, SEMINAR and SEMINAR w/o pretraining
+    models = data["models"]
+    data["models"] = [models[0], models[1], models[3]]  # recency and two SEMINAR rows sharing a PSU
+    data["seeds"] = [0]
     data.pop("sweeps")
     path = tmp_path / "jobs.yaml"
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     results = run_reproduce(path, out, retrieval=False, progress=False, jobs=2)
-    assert len(results["cells"]) == 6 and not results["missing"]
+    assert len(results["cells"]) == 3 and not results["missing"]
+    assert len(list((out / "psu").rglob("metrics.jsonl"))) == 1  # one PSU for both rows
     for metrics in (out / "runs").rglob("metrics.jsonl"):
         epochs = [json.loads(line) for line in metrics.read_text().splitlines()]
         assert [e["epoch"] for e in epochs if e.get("stage") == "epoch"] == [1], metrics  # trained once
