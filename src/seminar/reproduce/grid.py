@@ -352,7 +352,8 @@ def run_reproduce(
     which cells run (seeds not in the config are added); the report covers every finished cell of
     the config. ``retrieval=False`` skips the retrieval grid. ``jobs`` > 1 runs that many runs at
     once, in as many processes with an equal share of the CPU's threads each (several
-    ``seminar reproduce`` commands on one folder share the work the same way).
+    ``seminar reproduce`` commands on one folder share the work the same way); the processes are
+    spawned, so a script that asks for them calls this under ``if __name__ == "__main__":``.
     """
     config = load_config(config)
     layout = Layout(Path(out_dir) if out_dir is not None else default_out(config))
