@@ -3,19 +3,19 @@
 A trained SEMINAR (or TWIN, or SIM soft) GSU scores a behaviour by ``<u_target, Σ_m z_m>`` where
 ``z_0`` depends only on the behaviour's query id and ``z_m`` (m ≥ 1) only on its item id
 (:class:`~seminar.models.search.BilinearSearch`). So each channel has a finite key table, one row
-per id: exactly the "embedding table" the paper trains its per-channel codebooks on. Every
-behaviour is then held as M × n_sub codes, and the GSU's top-K is taken over ADC scores (optionally
-re-ranked exactly on a shortlist), while the ESU and head are unchanged.
+per id: exactly the "embedding table" the paper trains its per-channel codebooks on. In that form
+(``layout="channels"``) every behaviour is held as M × n_sub codes, and the GSU's top-K is taken
+over ADC scores (optionally re-ranked exactly on a shortlist), while the ESU and head are unchanged.
 
 ADC with unit channel weights equals ``<u, Σ_m decode(code_m)>``, so for evaluation the relevance is
 formed from per-id decoded keys (one matmul on the ranker's device); a test holds it equal to the
 table look-ups of :class:`~seminar.retrieval.kernels.ADCEngine`, which the serving GSU scans with.
 
-``layout="fused"`` quantizes what the score reads instead, the fused key Σ_m z_m, with one set of
-codebooks (trained on the fused keys of sampled (query, item) pairs): at equal bytes it recalls
-more than per-channel codes (docs/serving.md, "Which codes for the GSU"). A fused key depends on
-the pair, not on one id, so each behaviour is encoded from its own key (at append in serving, per
-batch in evaluation) instead of looked up in per-id code tables.
+``layout="fused"`` (the default) quantizes what the score reads instead, the fused key Σ_m z_m,
+with one set of codebooks (trained on the fused keys of sampled (query, item) pairs): at equal
+bytes it recalls more than per-channel codes (docs/serving.md, "Which codes for the GSU"). A fused
+key depends on the pair, not on one id, so each behaviour is encoded from its own key (at append
+in serving, per batch in evaluation) instead of looked up in per-id code tables.
 """
 
 from __future__ import annotations
