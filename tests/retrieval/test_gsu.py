@@ -292,7 +292,9 @@ def test_fused_codes_are_each_behaviours_fused_key_encoded(tables: FeatureTables
     search = PQSearch(ranker.search, pq, keys, top_k=6, rerank_factor=0)
     inputs = search_inputs(ranker, ds)
     codes = search.codes(inputs.hist_queries, inputs.hist_items)  # B L 1 n_sub
-    fused = keys.fused_keys(inputs.hist_queries.numpy(), inputs.hist_items.numpy())
+    queries, items = inputs.hist_queries.numpy(), inputs.hist_items.numpy()
+    channels = keys.behaviour_vectors(queries.reshape(-1), items.reshape(-1))  # [B·L, M, d]
+    fused = channels.sum(axis=1).reshape(*queries.shape, keys.dim)  # the key the GSU scores
     assert codes.shape == (*inputs.hist_items.shape, 1, 4)
     assert np.array_equal(
         codes[..., 0, :].numpy(),

@@ -242,11 +242,10 @@ class PQSearch(GeneralSearch):
         self.keys = keys
         self.fused = is_fused(pq, keys)
         self.top_k, self.rerank_factor = top_k, rerank_factor
-        if self.fused:  # no per-id codes: each behaviour is encoded from its fused key (decoded_keys)
-            query_codes = np.zeros((keys.query.shape[0], 0), dtype=np.int64)
-            item_codes = np.zeros((keys.items.shape[0], keys.n_channels - 1, 0), dtype=np.int64)
-            decoded_query = np.zeros_like(keys.query)
-            decoded_items = np.zeros_like(keys.query[:1]).repeat(keys.items.shape[0], axis=0)
+        if self.fused:  # no per-id tables: each behaviour is encoded from its fused key (decoded_keys)
+            query_codes = np.zeros((0, 0), dtype=np.int64)
+            item_codes = np.zeros((0, keys.n_channels - 1, 0), dtype=np.int64)
+            decoded_query = decoded_items = np.zeros((0, keys.dim), dtype=np.float32)
         else:
             query_codes, item_codes = encode_key_tables(pq, keys)
             channels = range(1, keys.n_channels)
