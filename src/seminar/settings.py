@@ -108,8 +108,11 @@ class ExperimentSettings:
         parse=types.positive_int,
         **BOTH,
     )
-    negative_sampling: Literal["uniform", "popularity"] = _knob(
-        "uniform", "training negatives (popularity: with the log-Q correction in the softmax loss)", **BOTH
+    negative_sampling: Literal["uniform", "popularity", "category", "mixed"] = _knob(
+        "uniform",
+        "training negatives (popularity: with the log-Q correction in the softmax loss; category: from "
+        "the positive's own category; mixed: half from it, half uniform)",
+        **BOTH,
     )
     loss: Literal["softmax", "bce"] = _knob("softmax", "ranking loss", train=Flag())
     dropout: float = _knob(
@@ -124,6 +127,11 @@ class ExperimentSettings:
     gsu_recency: bool = _knob(
         False,
         "a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's learned recency bias to its scores",
+        train=Flag(),
+    )
+    item_popularity: bool = _knob(
+        False,
+        "the ranker's head also sees each candidate's training count (log2 bucket), as popularity does",
         train=Flag(),
     )
     # ---- reference rankers
@@ -271,6 +279,7 @@ class ExperimentSettings:
             knn_span=self.knn_span,
             layers=self.layers,
             gsu_recency=self.gsu_recency,
+            item_popularity=self.item_popularity,
             seed=seed,
         )
 

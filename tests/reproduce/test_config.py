@@ -112,6 +112,30 @@ def test_a_variant_can_add_the_recency_bias_to_its_gsu() -> None:
     )
 
 
+def test_a_variant_can_give_its_head_the_item_counts() -> None:
+    """`item_popularity: true` on a row: a folder of its own, the setting compared only when on (older
+    cells keep matching), one PSU with the row without it; refused for a reference ranker."""
+    from seminar.reproduce.cells import run_settings
+
+    models = [
+        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
+        {"name": "SEMINAR + popularity", "model": "seminar", "pretrain": "all", "item_popularity": True},
+    ]
+    config = parse_config(config_with(models=models, seeds=[0]))
+    plain, counted = (cell.spec for cell in plan_cells(config))
+    assert (plain.item_popularity, counted.item_popularity) == (False, True)
+    assert counted.key.endswith("-pop") and plain.key != counted.key
+    assert plain.psu_key == counted.psu_key
+    assert "item_popularity" not in run_settings(config, plain)["training"]
+    assert run_settings(config, counted)["training"]["item_popularity"] is True
+    on_grid = parse_config(config_with(models=models[:1], seeds=[0], training={"item_popularity": True}))
+    grid_spec = plan_cells(on_grid)[0].spec
+    assert grid_spec.item_popularity and run_settings(on_grid, grid_spec) == run_settings(config, counted)
+    assert "item_popularity" in error_of(
+        config_with(models=[{"name": "pop", "model": "popularity", "item_popularity": True}])
+    )
+
+
 def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:
     message = error_of({**BASE, "trainng": {"epochs": 1}})
     assert "trainng: unknown key" in message and "did you mean 'training'" in message

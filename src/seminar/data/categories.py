@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: the models import this module where polars may be absent
     import polars as pl
 
+    from seminar.data.schema import SeminarDataset
+
 CATEGORY_FIELDS = ("category", "class", "categories", "fst_cate", "first_level_category", "genre", "genres")
 # Fields holding a category path, root first (Amazon's): the last value is the most specific one.
 PATH_FIELDS = ("categories",)
@@ -54,3 +56,13 @@ def category_per_item(
     else:
         out[item_of[selected][::-1]] = attr_ids[selected][::-1]  # reversed: the first value wins
     return out
+
+
+def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
+    """:func:`category_per_item` of a loaded dataset (0 for every item of a dataset without attributes)."""
+    fields = list(ds.manifest.get("attribute_fields", []))
+    if field is None and not fields:  # no attribute at all: nothing to read (in-memory datasets too)
+        return np.zeros(ds.n_items + 1, dtype=np.int64)
+    return category_per_item(
+        fields, ds.table("attributes"), ds.attr_offsets, ds.attr_ids, ds.n_items, ds.n_attributes, field
+    )

@@ -31,6 +31,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from seminar.data.categories import item_categories
 from seminar.data.schema import EMPTY_QUERY, SEARCH, SeminarDataset
 
 Mode = Literal["recommendation", "search", "pair"]
@@ -87,8 +88,8 @@ def training_positions(ds: SeminarDataset) -> tuple[np.ndarray, np.ndarray]:
     return users, positions
 
 
-NegativeSampling = Literal["uniform", "popularity"]
-NEGATIVE_SAMPLING: tuple[str, ...] = ("uniform", "popularity")
+NegativeSampling = Literal["uniform", "popularity", "category", "mixed"]
+NEGATIVE_SAMPLING: tuple[str, ...] = ("uniform", "popularity", "category", "mixed")
 
 
 def per_user_subset(users: np.ndarray, n_users: int, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -136,10 +137,19 @@ def training_item_counts(ds: SeminarDataset) -> np.ndarray:
 
 
 class NegativeSampler:
-    """Training negatives, uniform over item ids or proportional to training popularity.
+    """Training negatives: uniform over item ids, proportional to training popularity, from the
+    positive's own category, or mixed (the first half of each positive's negatives from its
+    category, the rest uniform).
+
+    Uniform negatives are mostly of other categories than the positive, so a ranker learns to tell
+    categories apart; where it will rank items of one category against each other (category-matched
+    evaluation negatives, a search results page within a category) that skill says nothing, and
+    ``category`` / ``mixed`` negatives train the distinction it needs. A positive without a
+    category, or alone in its category, gets uniform negatives.
 
     ``log_q`` gives each item's log sampling probability for the sampled softmax's log-Q correction
-    (None for uniform sampling, where the correction is a constant that cancels).
+    (None for uniform sampling, where the correction is a constant that cancels, and for the
+    category forms, whose probabilities depend on the positive).
     """
 
     def __init__(self, ds: SeminarDataset, kind: NegativeSampling = "uniform") -> None:
@@ -154,19 +164,48 @@ class NegativeSampler:
             probability = counts / counts.sum()
             self._cumulative = np.cumsum(probability)
             self.log_q = np.log(np.maximum(probability, 1e-30)).astype(np.float32)
+        if kind in ("category", "mixed"):
+            self._category = item_categories(ds)
+            self._category[0] = 0
+            # items grouped by category: category c's items are _by_category[_start[c] : _start[c] + _size[c]]
+            self._by_category = np.argsort(self._category, kind="stable")
+            self._size = np.bincount(self._category, minlength=1)
+            self._start = np.cumsum(self._size) - self._size
+            if not self._category[1:].any():
+                raise ValueError(
+                    f"negative sampling {kind!r} needs item categories; this dataset's items have none"
+                )
 
     def sample(self, rng: np.random.Generator, positives: np.ndarray, n: int) -> np.ndarray:
         """``n`` negatives per positive [..., n], never the positive itself."""
         shape = (*positives.shape, n)
-        if self.kind == "uniform":
-            neg = rng.integers(1, self.n_items + 1, size=shape)
-        else:
+        if self.kind == "popularity":
             draws = rng.random(shape) * self._cumulative[-1]
             neg = np.minimum(np.searchsorted(self._cumulative, draws, side="right"), self.n_items)
             neg = np.maximum(neg, 1)
+        else:
+            neg = rng.integers(1, self.n_items + 1, size=shape)
+            if self.kind in ("category", "mixed"):
+                m = n if self.kind == "category" else -(-n // 2)
+                neg[..., :m] = self._same_category(rng, positives, m, neg[..., :m])
         clash = neg == positives[..., None]
         neg[clash] = neg[clash] % self.n_items + 1  # never the positive itself
         return neg
+
+    def _same_category(
+        self, rng: np.random.Generator, positives: np.ndarray, n: int, fallback: np.ndarray
+    ) -> np.ndarray:
+        """``n`` items per positive from its category other than itself (``fallback`` where the
+        category has no other item)."""
+        category = self._category[np.clip(positives, 0, self.n_items)]
+        size = self._size[category][..., None]
+        usable = (category[..., None] > 0) & (size > 1)
+        # a uniform draw among the category's other items: slots 0..size-2, skipping the positive's
+        offset = (rng.random((*positives.shape, n)) * np.maximum(size - 1, 1)).astype(np.int64)
+        start = self._start[category][..., None]
+        drawn = self._by_category[start + offset]
+        drawn = np.where(drawn == positives[..., None], self._by_category[start + size - 1], drawn)
+        return np.where(usable, drawn, fallback)
 
 
 class TrainSamples(Dataset):

@@ -12,26 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seminar.data.categories import category_per_item
+from seminar.data.categories import item_categories
+from seminar.data.loader import training_item_counts
 from seminar.data.schema import SeminarDataset, padded_rows
 
 MAX_ATTRIBUTES = 16
 MAX_TOKENS = 32
-def item_categories(ds: SeminarDataset, field: str | None = None) -> np.ndarray:
-    """One category attribute id per item id (0 = none): SIM hard search's notion of "same category"
-    (see :func:`seminar.data.categories.category_per_item`)."""
-    fields = list(ds.manifest.get("attribute_fields", []))
-    if field is None and not fields:  # no attribute at all: nothing to read (in-memory datasets too)
-        return np.zeros(ds.n_items + 1, dtype=np.int64)
-    return category_per_item(
-        fields,
-        ds.table("attributes"),
-        ds.attr_offsets,
-        ds.attr_ids,
-        ds.n_items,
-        ds.n_attributes,
-        field,
-    )
 
 
 @dataclass
@@ -52,6 +38,7 @@ class FeatureTables:
     query_tokens: Tensor | None = None  # [n_queries + 1, T]
     n_user_attributes: int = 0
     user_attributes: Tensor | None = None  # [n_users, A] user attribute ids (profile), 0 = pad
+    item_counts: Tensor | None = None  # [n_items + 1] occurrences in the training histories
 
     @classmethod
     def from_dataset(
@@ -71,6 +58,7 @@ class FeatureTables:
             query_vectors=vectors("query_text"),
             item_text_vectors=vectors("item_text"),
             item_image_vectors=vectors("item_image"),
+            item_counts=torch.from_numpy(training_item_counts(ds).astype(np.int64)),
         )
         if ds.n_user_attributes:
             tables.n_user_attributes = ds.n_user_attributes

@@ -54,7 +54,13 @@ logger = logging.getLogger(__name__)
 
 TIME_BUCKETS = 40
 RECENCY_BUCKETS = 16  # log2 distance buckets of the ESU's recency bias (up to 2^15 behaviours back)
+POPULARITY_BUCKETS = 24  # log2 buckets of an item's training count (the last holds 2^23 and more)
 DENSE_ESU_RATIO = 8  # the ESU attends over the masked window when it is at most this many times K
+
+
+def popularity_buckets(counts: Tensor) -> Tensor:
+    """floor(log2(count + 1)) of item counts, the last bucket holding everything beyond it."""
+    return torch.log2(counts.clamp_min(0).float() + 1).long().clamp(max=POPULARITY_BUCKETS - 1)
 
 
 def distance_buckets(distance: Tensor) -> Tensor:
@@ -85,6 +91,9 @@ class RankerConfig:
     # a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's head-averaged recency bias to its scores,
     # as TWIN adds its behaviours' time features to the attention logits in both stages
     gsu_recency: bool = False
+    # the head also sees each candidate's training count (a log2 bucket), the popularity scorer's
+    # whole signal, which an id embedding learns only for the items it sees often
+    item_popularity: bool = False
     dropout: float = 0.0  # on the head's hidden layers
     loss: LossKind = "softmax"
     user_features: bool = True  # pool the dataset's user profile attributes into the user vector
@@ -221,6 +230,13 @@ class Ranker(nn.Module):
                     tables.n_user_attributes + 1, config.dim, mode="mean", padding_idx=0
                 )
                 self.register_buffer("user_attributes", tables.user_attributes, persistent=False)
+            self.popularity: nn.Embedding | None = None
+            if config.item_popularity:
+                if tables.item_counts is None:
+                    raise ValueError("item_popularity needs the training item counts (FeatureTables)")
+                self.popularity = nn.Embedding(POPULARITY_BUCKETS, config.dim)
+                # saved with the weights: an export scores with the counts it was trained on
+                self.register_buffer("item_counts", tables.item_counts.long().clone())
         if config.gsu_recency and not self.uses_gsu_recency:
             logger.warning(
                 "%s has no content GSU to add the recency bias to (sim_soft, twin and seminar do): "
@@ -263,9 +279,18 @@ class Ranker(nn.Module):
         )
 
     def _context(
-        self, batch: dict[str, Tensor], queries: Tensor, ends: Tensor | None, times: Tensor
+        self,
+        batch: dict[str, Tensor],
+        items: Tensor,
+        queries: Tensor,
+        ends: Tensor | None,
+        times: Tensor,
+        own: Tensor | None = None,
     ) -> Tensor:
-        """Behaviour type of each target and log2 time since the behaviour before it."""
+        """Behaviour type of each target, log2 time since the behaviour before it and, with
+        ``item_popularity``, the target item's log2 training count. ``own`` [B, C] marks training
+        positives, whose own occurrence is left out of their count (a positive always counts once
+        in training, a test positive need not)."""
         is_search = (queries != EMPTY_QUERY).long()
         stamps = batch["hist_timestamps"]
         if ends is None:
@@ -274,7 +299,13 @@ class Ranker(nn.Module):
             last = torch.gather(stamps, 1, (ends - 1).clamp_min(0))
         gap = (times - last).clamp_min(0).float()
         bucket = torch.log2(gap + 1).long().clamp(max=TIME_BUCKETS - 1)
-        return self.behaviour_type(is_search) + self.time_gap(bucket)
+        context = self.behaviour_type(is_search) + self.time_gap(bucket)
+        if self.popularity is not None:
+            counts = self.item_counts[items]
+            if own is not None:
+                counts = (counts - own.long()).clamp_min(0)
+            context = context + self.popularity(popularity_buckets(counts))
+        return context
 
     def logits(
         self,
@@ -287,6 +318,7 @@ class Ranker(nn.Module):
         keep_all: bool = False,
         kept: Tensor | None = None,
         id_tables: PairEmbedding | None = None,
+        own: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """CTR logits [B, C] for C candidate pairs per user, and the auxiliary GSU loss.
 
@@ -298,7 +330,8 @@ class Ranker(nn.Module):
         ``top_k`` covers the window. ``kept`` [B, C, K'] replaces the GSU by positions chosen
         outside (serving's own GSU, whatever its K): each candidate's ESU attends over exactly those.
         ``id_tables``: the embedding's :meth:`~BehaviourEmbedding.id_tables`, precomputed by a caller
-        that scores often with frozen weights (serving), looked up instead of recomputed.
+        that scores often with frozen weights (serving), looked up instead of recomputed. ``own``
+        [B, C] marks the training positives among the candidates (see :meth:`_context`).
         """
         if kept is not None and ends is not None:
             raise ValueError("kept positions are for evaluation and serving, not many-target training")
@@ -319,7 +352,7 @@ class Ranker(nn.Module):
         interest, esu_logits = self._interest(inputs, esu_tables, target, indices, valid, ends, distance)
         _b, c = items.shape
         user = self.user_vector(batch["user"])[:, None].expand(-1, c, -1)
-        parts = [interest, user, inputs.target_fused, self._context(batch, queries, ends, times)]
+        parts = [interest, user, inputs.target_fused, self._context(batch, items, queries, ends, times, own)]
         if self.config.interactions:
             parts += [interest * target, user * inputs.target_fused]
         aux = torch.zeros((), device=items.device)
@@ -543,7 +576,11 @@ class Ranker(nn.Module):
         b, t, n = items.shape
         ends = None if one_target else batch["target_ends"][..., None].expand(b, t, n).reshape(b, t * n)
         times = per_target("target_timestamps")[..., None].expand(b, t, n).reshape(b, t * n)
-        logits, aux = self.logits(batch, items.reshape(b, t * n), queries.reshape(b, t * n), ends, times)
+        own = torch.zeros((b, t, n), dtype=torch.bool, device=items.device)
+        own[..., 0] = True  # the positive: its own occurrence is in the training counts
+        logits, aux = self.logits(
+            batch, items.reshape(b, t * n), queries.reshape(b, t * n), ends, times, own=own.view(b, t * n)
+        )
         logits = logits.view(b, t, n)
         valid = torch.ones_like(items[..., 0], dtype=torch.bool) if one_target else batch["target_valid"]
         log_q = {k: per_target(k) for k in ("target_log_q", "neg_log_q") if k in batch}

@@ -27,7 +27,15 @@ UNCOMPARED_TRAINING = frozenset(
 PSU_ONLY_TRAINING = frozenset({"align_chunks", "align_window", "temperature", "pretrain_lr"})
 # Settings added after cells were first written: left out at their default, so those cells still match.
 LATER_TRAINING = frozenset(
-    {"knn_history", "knn_neighbours", "layers", "pretrain_lr", "gsu_recency", "align_window"}
+    {
+        "knn_history",
+        "knn_neighbours",
+        "layers",
+        "pretrain_lr",
+        "gsu_recency",
+        "align_window",
+        "item_popularity",
+    }
 )
 
 
@@ -45,14 +53,15 @@ class RunSpec:
     recent: int = 0
     gsu_recency: bool = False
     max_length: int | None = None  # the variant's own window; None: the grid's
+    item_popularity: bool = False
 
     @property
     def key(self) -> str:
         """A readable folder name, unique per (model, pretraining, λ, user features, recent, GSU
-        recency, own window)."""
+        recency, item popularity, own window)."""
         profile = "" if self.user_features else "-no-user-features"
         recent = f"-recent{self.recent}" if self.recent else ""
-        timed = "-gsu-recency" if self.gsu_recency else ""
+        timed = ("-gsu-recency" if self.gsu_recency else "") + ("-pop" if self.item_popularity else "")
         lam = f"lambda{self.fusion_lambda:g}"
         return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{recent}{timed}{self.window_key}"
 
@@ -96,6 +105,7 @@ def make_spec(
     recent: int = 0,
     gsu_recency: bool = False,
     max_length: int | None = None,
+    item_popularity: bool = False,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
     tasks = None if pretrain is None or pretrain_epochs == 0 else tuple(pretrain)
@@ -111,6 +121,7 @@ def make_spec(
         recent,
         gsu_recency,
         max_length,
+        item_popularity,
     )
 
 
@@ -136,6 +147,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                     v.recent,
                     config.gsu_recency(v),
                     config.max_length(v),
+                    config.item_popularity(v),
                 )
                 cells.append(Cell(ds.name, v.name, seed, spec))
     for sweep_name in SWEEPS:
@@ -163,6 +175,7 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                         variant.recent,
                         config.gsu_recency(variant),
                         config.max_length(variant),
+                        config.item_popularity(variant),
                     )
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
@@ -247,7 +260,9 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
         # the variant's own GSU recency and window are training settings of its run (as if the grid set them)
         "training": compared_training(
             config.training.replace(
-                gsu_recency=spec.gsu_recency, max_length=spec.max_length or config.training.max_length
+                gsu_recency=spec.gsu_recency,
+                max_length=spec.max_length or config.training.max_length,
+                item_popularity=spec.item_popularity,
             ),
             spec.pretrain is not None,
         ),

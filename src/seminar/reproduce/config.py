@@ -100,6 +100,7 @@ class VariantConfig:
     user_features: bool | None = None  # default: training.user_features
     recent: int = 0  # of the K kept behaviours, the last R always (RankerConfig.recent)
     gsu_recency: bool | None = None  # default: training.gsu_recency
+    item_popularity: bool | None = None  # default: training.item_popularity
     # its own window L (default: training.max_length): SASRec's usual last 200 beside long-window GSUs
     max_length: int | None = None
 
@@ -114,6 +115,8 @@ class VariantConfig:
             raise InvalidValue("recent", f"{self.model} is a reference ranker; it has no GSU to share K with")
         if self.gsu_recency and self.model in REFERENCE_MODELS:
             raise InvalidValue("gsu_recency", f"{self.model} is a reference ranker; it has no GSU")
+        if self.item_popularity and self.model in REFERENCE_MODELS:
+            raise InvalidValue("item_popularity", f"{self.model} is a reference ranker, not a learned head")
         if self.model not in ALL_MODELS:
             raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(ALL_MODELS)}")
         if self.model in REFERENCE_MODELS and self.pretrain is not None:
@@ -424,6 +427,10 @@ class ReproduceConfig:
     def gsu_recency(self, variant: VariantConfig) -> bool:
         """Whether the variant's GSU adds the recency bias: its own setting, else the training's."""
         return self.training.gsu_recency if variant.gsu_recency is None else variant.gsu_recency
+
+    def item_popularity(self, variant: VariantConfig) -> bool:
+        """Whether the variant's head sees item counts: its own setting, else the training's."""
+        return self.training.item_popularity if variant.item_popularity is None else variant.item_popularity
 
     def dataset(self, name: str) -> DatasetConfig | None:
         return next((d for d in self.datasets if d.name == name), None)

@@ -40,6 +40,7 @@ SETTINGS_FILE = "reproduce-settings.json"
 # Settings of a ranker run that a PSU run does not depend on.
 _RANKER_ONLY = (
     "gsu_recency",
+    "item_popularity",
     "epochs",
     "top_k",
     "monitor",
@@ -132,6 +133,7 @@ class GridRunner:
             fusion_lambda=spec.fusion_lambda,
             user_features=spec.user_features,
             gsu_recency=spec.gsu_recency,
+            item_popularity=spec.item_popularity,
             max_length=spec.max_length or self.config.training.max_length,
             pretrain_epochs=spec.pretrain_epochs or self.config.training.pretrain_epochs,
         )

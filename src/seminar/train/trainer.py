@@ -93,7 +93,7 @@ class TrainConfig:
     train_negatives: int = 1
     positions_per_user: int | None = None
     targets_per_window: int = 32  # models that score many targets per window (rankers)
-    negative_sampling: str = "uniform"  # uniform | popularity (with the log-Q correction)
+    negative_sampling: str = "uniform"  # uniform | popularity (log-Q corrected) | category | mixed
     early_stopping_patience: int | None = 3  # epochs without improvement; None never stops early
     monitor: str = "ndcg@10"  # a ranking metric on validation, or "loss" (mean training loss)
     eval_mode: Mode = "recommendation"
