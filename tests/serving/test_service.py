@@ -358,3 +358,25 @@ def test_other_inner_product_gsus_equal_the_reference(
         append_ids(service, other, user, *history)
         check_against_reference(service, other, user, history, np.arange(1, 6), EMPTY_QUERY, rerank=rerank)
         check_against_reference(service, other, user, history, np.arange(1, 6), 3, rerank=rerank)
+
+
+def test_a_ranker_with_the_item_popularity_input_is_served_equal_to_the_reference(
+    trained: Trained, tmp_path
+) -> None:
+    """The training counts travel in the export (feature tables and weights), and serving scores
+    with them as the ranker does."""
+    config = RankerConfig(model="seminar", dim=16, heads=2, top_k=TOP_K, seed=2, item_popularity=True)
+    ranker = Ranker(trained.tables, config)
+    meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
+    save_checkpoint(tmp_path / "run" / "best", ranker, {}, meta)
+    other = dataclasses.replace(
+        trained,
+        run=tmp_path / "run",
+        export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
+    )
+    service = ScoringService.load(other.export)
+    assert service.ranker.popularity is not None
+    torch.testing.assert_close(service.ranker.item_counts, trained.tables.item_counts)
+    history = synthetic_history(other, 120, seed=21)
+    append_ids(service, other, 0, *history)
+    check_against_reference(service, other, 0, history, np.arange(1, 6), EMPTY_QUERY, rerank=None)

@@ -19,7 +19,14 @@ from seminar.io import atomic_path
 from seminar.models.features import FeatureTables
 
 SIZES = ("n_users", "n_items", "n_queries", "n_attributes", "n_tokens", "n_user_attributes")
-ID_TABLES = ("item_attributes", "item_category", "item_tokens", "query_tokens", "user_attributes")
+ID_TABLES = (
+    "item_attributes",
+    "item_category",
+    "item_tokens",
+    "query_tokens",
+    "user_attributes",
+    "item_counts",  # training counts (the item-popularity input); absent from older exports
+)
 VECTOR_TABLES = ("query_vectors", "item_text_vectors", "item_image_vectors")
 
 
