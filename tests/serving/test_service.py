@@ -328,6 +328,17 @@ OTHER_GSUS = [
 ]
 
 
+def exported(trained: Trained, ranker: Ranker, tmp_path: Path) -> Trained:
+    """``trained`` with ``ranker`` (as it is, untrained) saved as its run and exported."""
+    meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": ranker.config.to_dict()}
+    save_checkpoint(tmp_path / "run" / "best", ranker, {}, meta)
+    return dataclasses.replace(
+        trained,
+        run=tmp_path / "run",
+        export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
+    )
+
+
 @pytest.mark.parametrize(("model", "recent", "rerank", "gsu_recency"), OTHER_GSUS)
 def test_other_inner_product_gsus_equal_the_reference(
     trained: Trained, tmp_path, model: str, recent: int, rerank: int | None, gsu_recency: bool
@@ -343,13 +354,7 @@ def test_other_inner_product_gsus_equal_the_reference(
             ranker.recency.copy_(
                 torch.randn(ranker.recency.shape, generator=torch.Generator().manual_seed(5)) * 3
             )
-    meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
-    save_checkpoint(tmp_path / "run" / "best", ranker, {}, meta)
-    other = dataclasses.replace(
-        trained,
-        run=tmp_path / "run",
-        export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
-    )
+    other = exported(trained, ranker, tmp_path)
     gsu = "exact" if rerank is None else "pq"
     options = {} if rerank is None else {"rerank_factor": rerank}
     service = ScoringService.load(other.export, gsu=gsu, **options)
@@ -366,14 +371,7 @@ def test_a_ranker_with_the_item_popularity_input_is_served_equal_to_the_referenc
     """The training counts travel in the export (feature tables and weights), and serving scores
     with them as the ranker does."""
     config = RankerConfig(model="seminar", dim=16, heads=2, top_k=TOP_K, seed=2, item_popularity=True)
-    ranker = Ranker(trained.tables, config)
-    meta = {"model_class": "seminar.models.ranker.Ranker", "model_config": config.to_dict()}
-    save_checkpoint(tmp_path / "run" / "best", ranker, {}, meta)
-    other = dataclasses.replace(
-        trained,
-        run=tmp_path / "run",
-        export=export_run(trained.ds, tmp_path / "run", tmp_path / "export", PQ),
-    )
+    other = exported(trained, Ranker(trained.tables, config), tmp_path)
     service = ScoringService.load(other.export)
     assert service.ranker.popularity is not None
     torch.testing.assert_close(service.ranker.item_counts, trained.tables.item_counts)
