@@ -144,7 +144,8 @@ class NegativeSampler:
     Uniform negatives are mostly of other categories than the positive, so a ranker learns to tell
     categories apart; where it will rank items of one category against each other (category-matched
     evaluation negatives, a search results page within a category) that skill says nothing, and
-    ``category`` / ``mixed`` negatives train the distinction it needs. A positive without a
+    ``category`` / ``mixed`` negatives ask for the distinction it needs (on the lifelong benchmark,
+    with 8 broad categories, they changed nothing measurable: docs/guide.md). A positive without a
     category, or alone in its category, gets uniform negatives.
 
     ``log_q`` gives each item's log sampling probability for the sampled softmax's log-Q correction
