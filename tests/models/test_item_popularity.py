@@ -14,6 +14,7 @@ from seminar.data.loader import EvalSamples, WindowConfig, WindowSamples, traini
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
 from seminar.models.ranker import POPULARITY_BUCKETS, Ranker, RankerConfig, popularity_buckets
+from seminar.models.registry import build_ranker
 from tests.data.helpers import synthetic_dataset
 
 
@@ -98,6 +99,15 @@ def test_off_leaves_every_other_weight_as_it_was(tables: FeatureTables):
     with_counts = Ranker(tables, replace(config, item_popularity=True)).state_dict()
     for name, value in plain.items():
         torch.testing.assert_close(with_counts[name], value, rtol=0, atol=0)
+
+
+def test_a_reference_ranker_says_it_has_no_head_to_give_the_counts(
+    tables: FeatureTables, caplog: pytest.LogCaptureFixture
+):
+    config = RankerConfig(model="popularity", dim=16, heads=2, top_k=4, item_popularity=True)
+    with caplog.at_level("WARNING", logger="seminar.models.registry"):
+        build_ranker(tables, config)
+    assert "changes nothing" in caplog.text
 
 
 def test_without_counts_it_is_refused(tables: FeatureTables):

@@ -8,6 +8,7 @@ saved runs rebuild without this module), a reference ranker one entry of ``REFER
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from torch import nn
@@ -30,12 +31,18 @@ RANKERS: dict[str, Callable[[FeatureTables, RankerConfig], nn.Module]] = {
 }
 ALL_MODELS: tuple[str, ...] = tuple(RANKERS)
 
+logger = logging.getLogger(__name__)
+
 
 def build_ranker(tables: FeatureTables, config: RankerConfig, ds: SeminarDataset | None = None) -> nn.Module:
     """The ranker named by ``config.model``; models fitted by counting (popularity, item-kNN) are
     fitted on ``ds``'s training histories when it is given, the oracle on its generator's truth."""
     if config.model not in RANKERS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {ALL_MODELS}")
+    if config.item_popularity and config.model in REFERENCE_MODELS:
+        logger.warning(
+            "%s is a reference ranker without a learned head: item_popularity changes nothing", config.model
+        )
     model = RANKERS[config.model](tables, config)
     fit = getattr(model, "fit", None)
     if ds is not None and callable(fit):
