@@ -72,7 +72,7 @@ def test_training_batches_carry_category_negatives_without_log_q(ds: SeminarData
 
 def test_category_sampling_without_categories_is_refused(tmp_path: Path):
     plain = synthetic_dataset(tmp_path / "ds")
-    if item_categories(plain)[1:].any():
-        plain.manifest["attribute_fields"] = []  # a dataset without attributes
+    plain.manifest["attribute_fields"] = []  # as a dataset without attributes
+    assert not item_categories(plain).any()
     with pytest.raises(ValueError, match="needs item categories"):
         NegativeSampler(plain, "category")

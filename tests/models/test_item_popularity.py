@@ -37,6 +37,11 @@ def eval_batch(ds: SeminarDataset) -> dict[str, Tensor]:
     return EvalSamples(ds, "test", "pair", max_length=20).__getitems__([0, 1, 2, 3])
 
 
+def numpy_buckets(counts: np.ndarray) -> np.ndarray:
+    """floor(log2(count + 1)), negative counts as 0, capped at the last bucket."""
+    return np.minimum(np.floor(np.log2(np.maximum(counts, 0) + 1)), POPULARITY_BUCKETS - 1).astype(np.int64)
+
+
 def test_tables_count_items_in_the_training_histories_only(ds: SeminarDataset, tables: FeatureTables):
     assert tables.item_counts is not None
     np.testing.assert_array_equal(tables.item_counts.numpy(), training_item_counts(ds))
@@ -61,30 +66,42 @@ def test_the_score_moves_with_the_candidate_count_alone(ds: SeminarDataset, tabl
     assert changed[same_item].all() and not changed[~same_item].any()
 
 
-def test_a_training_positive_is_counted_without_its_own_occurrence(ds: SeminarDataset, tables: FeatureTables):
+def test_a_training_positive_is_counted_without_its_own_occurrence(
+    ds: SeminarDataset, tables: FeatureTables, monkeypatch: pytest.MonkeyPatch
+):
+    """The training loss marks each target's positive (column 0 of its candidates) as ``own``, and
+    such a candidate's bucket is that of its count less one (buckets worked out here in numpy)."""
     model = ranker(tables)
     samples = WindowSamples(ds, WindowConfig(max_length=12, targets_per_window=3, train_negatives=2))
     batch = samples.__getitems__(list(range(6)))
-    items = torch.cat([batch["target_items"][..., None], batch["neg_items"]], dim=-1)
-    b, t, n = items.shape
-    queries = torch.cat([batch["target_queries"][..., None], batch["neg_queries"]], dim=-1)
-    flat_items, flat_queries = items.reshape(b, t * n), queries.reshape(b, t * n)
-    context = model._context(
-        batch, flat_items, flat_queries, None, batch["target_timestamps"].repeat_interleave(n, dim=1)
-    )
-    own = torch.zeros((b, t, n), dtype=torch.bool)
-    own[..., 0] = True
-    left_out = model._context(
-        batch,
-        flat_items,
-        flat_queries,
-        None,
-        batch["target_timestamps"].repeat_interleave(n, dim=1),
-        own.view(b, t * n),
-    )
-    expected = model.popularity(popularity_buckets(model.item_counts[flat_items] - own.view(b, t * n).long()))
-    full = model.popularity(popularity_buckets(model.item_counts[flat_items]))
-    torch.testing.assert_close(left_out - context, expected - full)
+    b, t = batch["target_items"].shape
+    n = 1 + batch["neg_items"].shape[-1]
+    seen: dict[str, Tensor] = {}
+    context = model._context
+
+    def recording(*args: object, **kwargs: object) -> Tensor:
+        seen["items"], seen["own"] = args[1], args[5]  # type: ignore[assignment]
+        return context(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "_context", recording)
+    model(batch)
+    own = seen["own"].view(b, t, n)
+    assert own[..., 0].all() and not own[..., 1:].any()
+
+    items = seen["items"]
+    counts = model.item_counts[items].numpy()
+    expected = numpy_buckets(counts - own.view(b, t * n).numpy())
+    times = batch["target_timestamps"].repeat_interleave(n, dim=1)
+    with torch.no_grad():
+        left_out = context(batch, items, torch.zeros_like(items), None, times, own.view(b, t * n))
+        plain = context(batch, items, torch.zeros_like(items), None, times)
+        table = model.popularity.weight
+        full = numpy_buckets(counts)
+        torch.testing.assert_close(
+            left_out - plain,
+            table[torch.from_numpy(expected)] - table[torch.from_numpy(full)],
+        )
+    assert (expected != full).any()  # some positive changed bucket: the check above is not vacuous
 
 
 def test_the_counts_are_saved_with_the_weights_and_off_by_default(tables: FeatureTables):
