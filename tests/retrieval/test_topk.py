@@ -128,7 +128,37 @@ def test_the_kth_largest_from_a_sample_threshold_equals_the_partition(rows, n, k
     values[rng.random((rows, n)) < 0.2] = -1e30  # masked positions lifted below every score
     if seed % 3 == 0:
         values[rng.integers(0, rows), rng.integers(0, n)] = np.nan
-    kth, has_nan = _kth_largest(values, k)
+    kth, has_nan, _ = _kth_largest(values, k)
     partitioned = np.partition(values, n - k, axis=1)
     np.testing.assert_array_equal(has_nan, np.isnan(values).any(axis=1))
     np.testing.assert_array_equal(kth[~has_nan], partitioned[~has_nan, n - k])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lead=st.tuples(st.integers(1, 4), st.integers(1, 9)),
+    n=st.one_of(st.integers(1, 300), st.integers(1500, 2500)),
+    k=st.integers(0, 80),
+    levels=st.sampled_from([0, 3, 1000]),
+    hidden=st.floats(0.0, 1.0),  # share of positions outside ``visible``
+    per_target=st.booleans(),  # visible [B, C, L], else shared by the targets [B, 1, L]
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_selection_with_a_visibility_mask_equals_the_sort_of_the_masked_scores(
+    lead, n, k, levels, hidden, per_target, seed
+) -> None:
+    """``visible`` masks positions to -inf inside the fast path (numpy, one pass): the same positions
+    as the reference on the scores masked by torch, ties and fully hidden rows included."""
+    from seminar.models.search import reference_top_k_latest_first, top_k_latest_first
+
+    rng = np.random.default_rng(seed)
+    shape = (*lead, n)
+    scores = rng.standard_normal(shape) if not levels else rng.integers(0, levels, shape)
+    scores = torch.from_numpy(scores.astype(np.float32))
+    visible = torch.from_numpy(rng.random((lead[0], lead[1] if per_target else 1, n)) >= hidden)
+    k = min(k, n)
+    expected = reference_top_k_latest_first(scores.masked_fill(~visible, float("-inf")), k)
+    assert torch.equal(top_k_latest_first(scores, k, visible=visible), expected)
+    indices, valid = select_top_k(scores, visible if per_target else visible[:, 0], k)
+    assert torch.equal(indices, expected)
+    assert torch.equal(valid, torch.gather(visible.expand(*lead, n), 2, expected))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from seminar.models.attention import TargetAttention
 from seminar.models.embedding import PairEmbedding
-from seminar.models.threshold import passing, sample_threshold
+from seminar.models.threshold import Passing, passing, sample_threshold, top_of_packed
 
 NEG_INF = float("-inf")
 KeyTables = tuple[Tensor, Tensor]  # per distinct id: query keys [Uq, d], item keys [Ui, M-1, d]
@@ -106,8 +106,9 @@ def _latest_of_ties(hits: np.ndarray, values: np.ndarray, kth: np.ndarray, k: in
     return hits[~equal | (from_right <= missing[rows])]
 
 
-def _kth_largest(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k-th largest value [N] (1 ≤ k ≤ L), and which rows hold a NaN [N].
+def _kth_largest(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, Passing]:
+    """Each row's k-th largest value [N] (1 ≤ k ≤ L), which rows hold a NaN [N], and the packed
+    scores of the rows the threshold path did (empty when none).
 
     On long rows only the scores above a column-sample threshold are partitioned
     (:mod:`seminar.models.threshold`; at L = 2000, K = 50 about 200 of 2000 per row); rows where the
@@ -117,22 +118,23 @@ def _kth_largest(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     whole = np.ones(n, dtype=bool)
     kth = np.empty(n, dtype=values.dtype)
     has_nan = np.zeros(n, dtype=bool)
+    packed = Passing(np.zeros(0, dtype=np.int64), np.zeros((0, 0), values.dtype), np.zeros((0, 0), np.int64))
     threshold = sample_threshold(values, k)
     if threshold is not None:
         # a row's sum is NaN if it holds a NaN (or +inf beside -inf): such rows are partitioned whole
         suspect = np.isnan(values.sum(axis=1))
         kept = passing(values, threshold, k)
         clean = ~suspect[kept.rows]
-        rows, packed = kept.rows[clean], kept.values[clean]
-        if rows.size:
-            width = packed.shape[1]
-            kth[rows] = np.partition(packed, width - k, axis=1)[:, width - k]  # padding (-inf) first
-            whole[rows] = False
+        packed = Passing(kept.rows[clean], kept.values[clean], kept.positions[clean])
+        if packed.rows.size:
+            width = packed.values.shape[1]
+            kth[packed.rows] = np.partition(packed.values, width - k, axis=1)[:, width - k]  # padding first
+            whole[packed.rows] = False
     if whole.any():
         partitioned = np.partition(values[whole], length - k, axis=1)
         kth[whole] = partitioned[:, length - k]
         has_nan[whole] = np.isnan(partitioned[:, -1])  # the partition puts a row's NaN last
-    return kth, has_nan
+    return kth, has_nan, packed
 
 
 def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +143,8 @@ def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Each row's k-th largest score (numpy's partition) splits it: where exactly k scores reach it,
     those are the top-k; where more do (equal scores at the k-th place, e.g. repeated behaviours),
-    the latest of the equal ones fill the places. Only the k kept are then sorted.
+    the latest of the equal ones fill the places. Rows the sample threshold packed are split on
+    their packed scores alone; the others on the whole row. Only the k kept are then sorted.
     """
     n, length = values.shape
     # -inf (masked positions, or a GSU's "never") lifted to the ramp: the reference ranks them below
@@ -149,35 +152,53 @@ def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     # slows down badly on many equal values
     ramp = _minus_inf_ramp(length)
     original, values = values, values if ramp is None else np.maximum(values, ramp)
-    kth, failed = _kth_largest(values, k)
+    kth, failed, packed = _kth_largest(values, k)
     if ramp is not None and (low := np.flatnonzero(kth <= ramp[-1])).size:
         # the k-th place lies in the ramp: exact only if every score lifted there was -inf
         lifted = original[low]
         failed[low[((lifted <= ramp[-1]) & ~np.isneginf(lifted)).any(axis=1)]] = True
-    hits = np.flatnonzero(values >= kth[:, None])  # ascending, row by row
-    if failed.any():
-        hits = hits[~failed[hits // length]]
-    if hits.size != k * (n - int(failed.sum())):  # some k-th place is tied
-        hits = _latest_of_ties(hits, values, kth, k)
+    ascending = np.empty((n, k), dtype=np.int64)
+    if packed.rows.size:
+        ascending[packed.rows] = top_of_packed(packed.values, packed.positions, k, kth[packed.rows])
+    rest = np.ones(n, dtype=bool)
+    rest[packed.rows] = False
+    rest &= ~failed
+    if rest.any():
+        some = values if rest.all() else values[rest]
+        hits = np.flatnonzero(some >= kth[rest][:, None])  # ascending, row by row
+        if hits.size != k * some.shape[0]:  # some k-th place is tied
+            hits = _latest_of_ties(hits, some, kth[rest], k)
+        ascending[rest] = (hits % length).reshape(-1, k)
     done = np.flatnonzero(~failed)
-    positions = (hits % length).reshape(-1, k)[:, ::-1]  # latest first
+    positions = ascending[done, ::-1]  # latest first
     order = np.argsort(-values[done[:, None], positions], axis=1, kind="stable")
     out = np.empty((n, k), dtype=np.int64)
     out[done] = np.take_along_axis(positions, order, axis=1)
     return out, failed
 
 
-def top_k_latest_first(scores: Tensor, k: int) -> Tensor:
+def top_k_latest_first(scores: Tensor, k: int, visible: Tensor | None = None) -> Tensor:
     """:func:`reference_top_k_latest_first` without sorting whole rows: :func:`_top_k_cpu` on the
     CPU (numpy's partition, compare and flatnonzero are several times faster there than torch's
     sort, top-k and reductions), :func:`top_k_by_keys` on an accelerator. Tests hold every path
     equal to the reference on random inputs, ties included.
+
+    ``visible`` (broadcastable to ``scores``' shape): positions outside it score -inf (on the CPU masked
+    by numpy in one pass, where torch's ``masked_fill`` costs several).
     """
     *lead, length = scores.shape
-    if k == 0 or scores.numel() == 0:
-        return reference_top_k_latest_first(scores, k)
-    flat = scores.detach().float().reshape(-1, length).contiguous()
-    if flat.device.type != "cpu":
+    scores = scores.detach().float()
+    on_cpu = scores.device.type == "cpu"
+    if visible is not None and not on_cpu:
+        scores = scores.masked_fill(~visible, NEG_INF)
+    if visible is not None and on_cpu:
+        masked = np.where(visible.numpy(), scores.numpy(), np.float32(NEG_INF))  # a new, contiguous array
+        flat = torch.from_numpy(masked).reshape(-1, length)
+    else:
+        flat = scores.reshape(-1, length).contiguous()
+    if k == 0 or flat.numel() == 0:
+        return reference_top_k_latest_first(flat, k).view(*lead, k)
+    if not on_cpu:
         return top_k_by_keys(flat, k).view(*lead, k)
     out, failed = _top_k_cpu(flat.numpy(), k)
     result = torch.from_numpy(out)
@@ -197,8 +218,7 @@ def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tenso
     length = relevance.shape[-1]
     k = min(k, length)
     mask = mask[:, None, :] if mask.dim() == 2 else mask
-    scores = relevance.detach().float().masked_fill(~mask, NEG_INF)
-    indices = top_k_latest_first(scores, k)
+    indices = top_k_latest_first(relevance, k, visible=mask)
     valid = torch.gather(mask.expand(-1, relevance.shape[1], -1), 2, indices)
     return indices, valid
 

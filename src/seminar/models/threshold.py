@@ -73,3 +73,23 @@ def passing(values: np.ndarray, threshold: np.ndarray, k: int) -> Passing:
         packed.reshape(-1)[slots] = values.reshape(-1)[hits]
         positions.reshape(-1)[slots] = column
     return Passing(rows, packed, positions)
+
+
+def top_of_packed(
+    values: np.ndarray, positions: np.ndarray, k: int, kth: np.ndarray | None = None
+) -> np.ndarray:
+    """Top-k positions [N, k] of packed rows of (value, position) pairs whose positions ascend
+    (padding: -inf, -1; at least k real pairs per row), ascending; equal values: the later wins.
+
+    Each row's k-th value (``kth`` [N] when the caller has it) splits it: everything above is kept,
+    and of the values equal to it the latest fill the remaining places.
+    """
+    if kth is None:
+        kth = -np.partition(-values, k - 1, axis=1)[:, k - 1]
+    kth = kth[:, None]
+    above = values > kth
+    equal = values == kth
+    missing = k - np.count_nonzero(above, axis=1)
+    equal_from_right = np.cumsum(equal[:, ::-1], axis=1)[:, ::-1]
+    take = above | (equal & (equal_from_right <= missing[:, None]))
+    return positions[take].reshape(values.shape[0], k)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seminar.models.threshold import passing, sample_threshold
+from seminar.models.threshold import passing, sample_threshold, top_of_packed
 
 
 def reference_top_k_latest(scores: np.ndarray, k: int) -> np.ndarray:
@@ -38,21 +38,6 @@ def _check(scores: np.ndarray, k: int) -> None:
         raise ValueError("scores must be finite (a NaN or infinite key or target vector has no rank)")
 
 
-def _top_of_dense(values: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
-    """Top-k of rows of (value, position) pairs whose positions ascend (padding: -inf, -1; k ≤ real).
-
-    A partition finds each row's k-th value; everything above it is kept, and of the scores equal to
-    it the latest ones fill the remaining places. The kept pairs stay in row order, so ascending.
-    """
-    kth = -np.partition(-values, k - 1, axis=1)[:, k - 1 : k]
-    above = values > kth
-    equal = values == kth
-    missing = k - np.count_nonzero(above, axis=1)
-    equal_from_right = np.cumsum(equal[:, ::-1], axis=1)[:, ::-1]
-    take = above | (equal & (equal_from_right <= missing[:, None]))
-    return positions[take].reshape(values.shape[0], k)
-
-
 def top_k_latest(scores: np.ndarray, k: int, *, check: bool = True) -> np.ndarray:
     """:func:`reference_top_k_latest`, fast: threshold from a column sample, exact on what passes it."""
     if check:
@@ -69,5 +54,5 @@ def top_k_latest(scores: np.ndarray, k: int, *, check: bool = True) -> np.ndarra
         bad = np.setdiff1d(np.arange(c), kept.rows, assume_unique=True)
         out[bad] = reference_top_k_latest(scores[bad], k)
     if kept.rows.size:
-        out[kept.rows] = _top_of_dense(kept.values, kept.positions, k)
+        out[kept.rows] = top_of_packed(kept.values, kept.positions, k)
     return out
