@@ -39,6 +39,18 @@ def test_help_lists_commands() -> None:
         assert command in out.stdout
 
 
+def test_building_the_parser_leaves_the_retrieval_libraries_unloaded() -> None:
+    """Every command builds the whole parser: the retrieval grid's libraries (faiss, the RQ-VAE's
+    vector-quantize-pytorch, about 2 s of imports) load only when a retrieval command runs."""
+    probe = (
+        "import sys; from seminar.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('faiss', 'vector_quantize_pytorch', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_prepare_synthetic_then_info_json(tmp_path: Path) -> None:
     out = run(*PREPARE_SYNTHETIC, str(tmp_path / "d"), "--quiet")
     assert out.returncode == 0, out.stderr

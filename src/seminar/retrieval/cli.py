@@ -1,4 +1,5 @@
-"""`seminar retrieval bench|speed`: thin argparse front-end over bench.run_recall_grid / run_speed."""
+"""`seminar retrieval bench|speed|model`: thin argparse front-end over bench.run_recall_grid / run_speed /
+model_recall; the heavy modules (torch, faiss) are imported when a command runs, not to build the parser."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from seminar.retrieval.bench import METHODS, RecallConfig, run_recall_grid
-from seminar.retrieval.report import recall_table
-from seminar.retrieval.speed import SpeedConfig, run_speed, speed_table
+from seminar.retrieval.methods import METHODS
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -27,6 +26,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from seminar.retrieval.bench import RecallConfig, run_recall_grid
+    from seminar.retrieval.report import recall_table
+
     config = RecallConfig.quick() if args.quick else RecallConfig()
     overrides = {"out": str(args.out), "seed": args.seed}
     for key in ("lengths", "ks", "methods", "n_users", "n_targets", "rerank_factor"):
@@ -39,6 +41,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _speed(args: argparse.Namespace) -> int:
+    from seminar.retrieval.speed import SpeedConfig, run_speed, speed_table
+
     overrides = {"out": str(args.out), "seed": args.seed}
     if args.lengths is not None:
         overrides["lengths"] = args.lengths
@@ -51,6 +55,7 @@ def _speed(args: argparse.Namespace) -> int:
 def _model_recall(args: argparse.Namespace) -> int:
     from seminar.data.schema import load_dataset
     from seminar.retrieval.model_recall import ModelRecallConfig, run_model_recall
+    from seminar.retrieval.report import recall_table
 
     overrides: dict = {"seed": args.seed, "progress": not args.quiet}
     for key in ("ks", "methods", "min_length", "max_users", "negatives_per_user", "rerank_factor"):
