@@ -134,11 +134,6 @@ class ExperimentSettings:
         "the ranker's head also sees each candidate's training count (log2 bucket), as popularity does",
         train=Flag(),
     )
-    similarity_init: bool = _knob(
-        False,
-        "the ESU's (and SEMINAR's GSU's) attention starts as content similarity q·x/√d, not a random form",
-        train=Flag(),
-    )
     # ---- reference rankers
     knn_history: int = _knob(20, "itemknn: the user's last N items", parse=types.positive_int, train=Flag())
     knn_neighbours: int = _knob(
@@ -285,7 +280,6 @@ class ExperimentSettings:
             layers=self.layers,
             gsu_recency=self.gsu_recency,
             item_popularity=self.item_popularity,
-            similarity_init=self.similarity_init,
             seed=seed,
         )
 

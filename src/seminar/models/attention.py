@@ -29,17 +29,6 @@ class TargetAttention(nn.Module):
         self.value = nn.Linear(dim, heads * dim, bias=False) if values else None
         self.out = nn.Linear(heads * dim, dim, bias=False) if values else None
 
-    def init_as_similarity(self) -> None:
-        """Start every head's logits as the content similarity ``q·x / sqrt(d)``: ``W^Q_h = W^K_h =
-        R_h``, a random orthogonal matrix per head (``R_h^T R_h = I``), instead of two independent
-        random projections whose product scores behaviours at random. The heads' weights differ,
-        so their gradients do and they can part. Draws from torch's global generator."""
-        with torch.no_grad():
-            for h in range(self.heads):
-                rotation = nn.init.orthogonal_(torch.empty(self.dim, self.dim))
-                self.query.weight[h * self.dim : (h + 1) * self.dim] = rotation
-                self.key.weight[h * self.dim : (h + 1) * self.dim] = rotation
-
     def _split(self, x: Tensor) -> Tensor:
         """[..., H*d] -> [..., H, d]."""
         return x.view(*x.shape[:-1], self.heads, self.dim)

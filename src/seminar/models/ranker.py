@@ -94,9 +94,6 @@ class RankerConfig:
     # the head also sees each candidate's training count (a log2 bucket), the popularity scorer's
     # whole signal, which an id embedding learns only for the items it sees often
     item_popularity: bool = False
-    # the ESU's (and SEMINAR's GSU's) attention starts as content similarity, q·x / sqrt(d), instead
-    # of a random bilinear form: a learned GSU then keeps the candidate's matches from the first step
-    similarity_init: bool = False
     dropout: float = 0.0  # on the head's hidden layers
     loss: LossKind = "softmax"
     user_features: bool = True  # pool the dataset's user profile attributes into the user vector
@@ -240,9 +237,6 @@ class Ranker(nn.Module):
                 self.popularity = nn.Embedding(POPULARITY_BUCKETS, config.dim)
                 # saved with the weights: an export scores with the counts it was trained on
                 self.register_buffer("item_counts", tables.item_counts.long().clone())
-            if config.similarity_init:  # last: every other module's seeded initialisation as without it
-                for attention in self._scoring_attentions():
-                    attention.init_as_similarity()
         if config.gsu_recency and not self.uses_gsu_recency:
             logger.warning(
                 "%s has no content GSU to add the recency bias to (sim_soft, twin and seminar do): "
@@ -542,11 +536,6 @@ class Ranker(nn.Module):
         if not recent:
             return kept, valid
         return torch.cat([kept, recent_kept], dim=2), torch.cat([valid, recent_valid], dim=2)
-
-    def _scoring_attentions(self) -> list[TargetAttention]:
-        """The ESU's attention and any the GSU owns (SEMINAR's; TWIN's GSU borrows the ESU's)."""
-        own = [m for m in self.search.modules() if isinstance(m, TargetAttention)]
-        return [self.esu, *own]
 
     @property
     def uses_gsu_recency(self) -> bool:
