@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from seminar.models.products import target_behaviour_products
+
 
 def _per_head(mask: Tensor) -> Tensor:
     """A [B, L] or per-target [B, C, L] mask shaped to broadcast over logits [B, C, H, L]."""
@@ -67,7 +69,7 @@ class TargetAttention(nn.Module):
         product with the L keys instead of one per head (equal up to float rounding; tests hold it
         to the mean of :meth:`logits`).
         """
-        scores = torch.einsum("bcd,bld->bcl", self.query_vector(target), keys)
+        scores = target_behaviour_products(self.query_vector(target), keys)
         if mask.dim() == 3:
             return scores.masked_fill_(~mask, float("-inf"))
         # a [B, L] mask as an additive one of 0 and -inf, broadcast over the targets: several times

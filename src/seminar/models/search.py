@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from seminar.models.attention import TargetAttention
 from seminar.models.embedding import PairEmbedding
+from seminar.models.products import target_behaviour_products
 from seminar.models.threshold import Passing, passing, sample_threshold, top_of_packed
 
 NEG_INF = float("-inf")
@@ -382,7 +383,7 @@ class SimSoftSearch(BilinearSearch):
         return inputs.target_fused
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
-        return torch.einsum("bcd,bld->bcl", inputs.target_fused, inputs.hist_fused)
+        return target_behaviour_products(inputs.target_fused, inputs.hist_fused)
 
 
 def popcount64(x: Tensor) -> Tensor:
@@ -453,9 +454,9 @@ class QinSearch(GeneralSearch):
         self.first_stage = first_stage
 
     def relevance(self, inputs: SearchInputs) -> Tensor:
-        query_sim = torch.einsum("bcd,bld->bcl", inputs.target.query(), inputs.history.item())
+        query_sim = target_behaviour_products(inputs.target.query(), inputs.history.item())
         stage_one, _ = select_top_k(query_sim, inputs.target_mask, self.first_stage)
-        item_sim = torch.einsum("bcd,bld->bcl", inputs.target.item(), inputs.history.item())
+        item_sim = target_behaviour_products(inputs.target.item(), inputs.history.item())
         keep = torch.zeros_like(item_sim, dtype=torch.bool).scatter_(2, stage_one, True)
         return item_sim.masked_fill(~keep, NEG_INF)
 
