@@ -134,28 +134,34 @@ def test_the_kth_largest_from_a_sample_threshold_equals_the_partition(rows, n, k
     np.testing.assert_array_equal(kth[~has_nan], partitioned[~has_nan, n - k])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    lead=st.tuples(st.integers(1, 4), st.integers(1, 9)),
+    # fewer than PER_SEQUENCE_MIN_ROWS targets per sequence: all rows at once; more: sequence by sequence
+    lead=st.tuples(st.integers(1, 4), st.one_of(st.integers(1, 9), st.integers(16, 40))),
     n=st.one_of(st.integers(1, 300), st.integers(1500, 2500)),
     k=st.integers(0, 80),
     levels=st.sampled_from([0, 3, 1000]),
     hidden=st.floats(0.0, 1.0),  # share of positions outside ``visible``
     per_target=st.booleans(),  # visible [B, C, L], else shared by the targets [B, 1, L]
+    padding=st.floats(0.0, 1.2),  # each sequence's leading columns hidden in every row, up to this share
     seed=st.integers(0, 2**31 - 1),
 )
 def test_selection_with_a_visibility_mask_equals_the_sort_of_the_masked_scores(
-    lead, n, k, levels, hidden, per_target, seed
+    lead, n, k, levels, hidden, per_target, padding, seed
 ) -> None:
-    """``visible`` masks positions to -inf inside the fast path (numpy, one pass): the same positions
-    as the reference on the scores masked by torch, ties and fully hidden rows included."""
+    """``visible`` masks positions to -inf inside the fast path (numpy, one pass; a sequence's left
+    padding cut off): the same positions as the reference on the scores masked by torch, ties,
+    fully hidden rows and sequences, and fewer visible columns than k included."""
     from seminar.models.search import reference_top_k_latest_first, top_k_latest_first
 
     rng = np.random.default_rng(seed)
     shape = (*lead, n)
     scores = rng.standard_normal(shape) if not levels else rng.integers(0, levels, shape)
     scores = torch.from_numpy(scores.astype(np.float32))
-    visible = torch.from_numpy(rng.random((lead[0], lead[1] if per_target else 1, n)) >= hidden)
+    shown = rng.random((lead[0], lead[1] if per_target else 1, n)) >= hidden
+    pads = (rng.random(lead[0]) * padding * n).astype(int)
+    shown &= np.arange(n)[None, None, :] >= pads[:, None, None]
+    visible = torch.from_numpy(shown)
     k = min(k, n)
     expected = reference_top_k_latest_first(scores.masked_fill(~visible, float("-inf")), k)
     assert torch.equal(top_k_latest_first(scores, k, visible=visible), expected)

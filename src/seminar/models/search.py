@@ -178,35 +178,67 @@ def _top_k_cpu(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out, failed
 
 
+def _top_k_rows(values: np.ndarray, k: int) -> np.ndarray:
+    """Top-k positions [N, k] of rows [N, L] (1 ≤ k ≤ L), best first: :func:`_top_k_cpu`, and the
+    reference for the rows it leaves."""
+    out, failed = _top_k_cpu(values, k)
+    if failed.any():
+        out[failed] = reference_top_k_latest_first(torch.from_numpy(values[failed]), k).numpy()
+    return out
+
+
+PER_SEQUENCE_MIN_ROWS = 16  # fewer targets per sequence: a loop over sequences costs more than it cuts
+
+
+def _top_k_per_sequence(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
+    """Top-k positions [B, C, k] of scores [B, C, L] with the positions outside ``visible``
+    ([B, C, L] or [B, 1, L]) at -inf, one sequence at a time from its first visible column.
+
+    The columns before it (a short history's left padding) are -inf in every row of the sequence,
+    so the reference ranks them below all the others, latest first: they are appended as such
+    instead of being masked, lifted and partitioned.
+    """
+    b, c, length = scores.shape
+    seen = visible.any(axis=1)  # [B, L]
+    first = np.where(seen.any(axis=1), seen.argmax(axis=1), length)
+    out = np.empty((b, c, k), dtype=np.int64)
+    for i, start in enumerate(first.tolist()):
+        kept = min(k, length - start)
+        if kept:
+            rows = np.where(visible[i, :, start:], scores[i, :, start:], np.float32(NEG_INF))  # [C, L']
+            out[i, :, :kept] = _top_k_rows(rows, kept) + start
+        out[i, :, kept:] = np.arange(start - 1, start - 1 - (k - kept), -1)
+    return out
+
+
 def top_k_latest_first(scores: Tensor, k: int, visible: Tensor | None = None) -> Tensor:
     """:func:`reference_top_k_latest_first` without sorting whole rows: :func:`_top_k_cpu` on the
     CPU (numpy's partition, compare and flatnonzero are several times faster there than torch's
     sort, top-k and reductions), :func:`top_k_by_keys` on an accelerator. Tests hold every path
     equal to the reference on random inputs, ties included.
 
-    ``visible`` (broadcastable to ``scores``' shape): positions outside it score -inf (on the CPU masked
-    by numpy in one pass, where torch's ``masked_fill`` costs several).
+    ``visible`` (broadcastable to ``scores``' shape): positions outside it score -inf. On the CPU,
+    for scores [B, C, L] with ``visible`` [B, C or 1, L] and at least ``PER_SEQUENCE_MIN_ROWS``
+    targets per sequence, each sequence is selected from its first visible column on
+    (:func:`_top_k_per_sequence`): at L = 2000 most training windows are mostly left padding.
     """
     *lead, length = scores.shape
     scores = scores.detach().float()
     on_cpu = scores.device.type == "cpu"
-    if visible is not None and not on_cpu:
-        scores = scores.masked_fill(~visible, NEG_INF)
-    if visible is not None and on_cpu:
-        masked = np.where(visible.numpy(), scores.numpy(), np.float32(NEG_INF))  # a new, contiguous array
-        flat = torch.from_numpy(masked).reshape(-1, length)
-    else:
-        flat = scores.reshape(-1, length).contiguous()
-    if k == 0 or flat.numel() == 0:
-        return reference_top_k_latest_first(flat, k).view(*lead, k)
+    if k == 0 or scores.numel() == 0:
+        masked = scores if visible is None else scores.masked_fill(~visible, NEG_INF)
+        return reference_top_k_latest_first(masked, k)
     if not on_cpu:
-        return top_k_by_keys(flat, k).view(*lead, k)
-    out, failed = _top_k_cpu(flat.numpy(), k)
-    result = torch.from_numpy(out)
-    if failed.any():
-        rows = torch.from_numpy(failed)
-        result[rows] = reference_top_k_latest_first(flat[rows], k)
-    return result.view(*lead, k)
+        masked = scores if visible is None else scores.masked_fill(~visible, NEG_INF)
+        return top_k_by_keys(masked.reshape(-1, length).contiguous(), k).view(*lead, k)
+    per_sequence = scores.dim() == 3 and scores.shape[1] >= PER_SEQUENCE_MIN_ROWS
+    if visible is not None and visible.dim() == 3 and per_sequence:
+        return torch.from_numpy(_top_k_per_sequence(scores.numpy(), visible.numpy(), k))
+    values = scores.numpy()
+    if visible is not None:
+        values = np.where(visible.numpy(), values, np.float32(NEG_INF))
+    flat = np.ascontiguousarray(values).reshape(-1, length)
+    return torch.from_numpy(_top_k_rows(flat, k)).view(*lead, k)
 
 
 def select_top_k(relevance: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
