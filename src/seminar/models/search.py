@@ -266,8 +266,9 @@ def sample_allowed(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
     Each row draws ``DRAWS_PER_SAMPLE``·n positions with replacement and keeps the first n that
     are allowed and not drawn before: a uniformly random n-subset, in random order, for the cost of
     a few n per row (where random keys over all L and a top-n cost more than the GSU's scores at
-    L = 2000). A row with fewer than n such draws (few allowed positions) takes random keys over
-    all L and their top n instead (where fewer than n are allowed, all of them, then invalid ones).
+    L = 2000). A row with fewer than n such draws (few allowed positions) draws among its allowed
+    positions alone (:func:`_sample_among_few`; where fewer than n are allowed, all of them, then
+    invalid ones).
     """
     *lead, length = allowed.shape
     n = min(n, length)
@@ -290,10 +291,28 @@ def sample_allowed(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
     valid[enough] = True
     if not bool(enough.all()):
         short = ~enough
-        keys = torch.rand((int(short.sum()), 1, length), device=allowed.device)
-        picked, real = select_top_k(keys, flat[short][:, None, :], n)
-        positions[short], valid[short] = picked[:, 0], real[:, 0]
+        positions[short], valid[short] = _sample_among_few(flat[short], n)
     return positions.view(*lead, n), valid.view(*lead, n)
+
+
+def _sample_among_few(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """:func:`sample_allowed` for rows [S, L] with few allowed positions: each row's allowed
+    positions packed left (a long window's short rows hold mostly padding), random keys on the
+    packed rows only, and the n largest: a uniformly random n-subset in random order, or all of
+    them and then invalid places (position 0) where a row allows fewer than n."""
+    rows = allowed.shape[0]
+    counts = allowed.sum(dim=1)
+    width = max(int(counts.max()), 1)
+    packed = torch.zeros((rows, width), dtype=torch.long, device=allowed.device)
+    real = torch.arange(width, device=allowed.device)[None, :] < counts[:, None]
+    packed[real] = allowed.nonzero()[:, 1]  # row-major: each row's positions, in order, packed left
+    keys = torch.rand((rows, width), device=allowed.device).masked_fill_(~real, -1.0)
+    order = torch.topk(keys, min(n, width), dim=1).indices
+    positions = torch.zeros((rows, n), dtype=torch.long, device=allowed.device)
+    valid = torch.zeros((rows, n), dtype=torch.bool, device=allowed.device)
+    positions[:, : order.shape[1]] = torch.gather(packed, 1, order)
+    valid[:, : order.shape[1]] = torch.gather(real, 1, order)
+    return positions, valid
 
 
 def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
