@@ -412,6 +412,17 @@ def test_seminar_kept_logits_equal_the_full_gsu_gathered(ds: SeminarDataset, tab
     tables = ranker.search.key_tables(inputs.history)  # the training step's shared, projected-once keys
     assert torch.allclose(ranker.search.relevance(inputs, tables), full, rtol=1e-5, atol=1e-6)
     assert torch.allclose(ranker.search.logits_at(inputs, indices, tables), kept, rtol=1e-5, atol=1e-6)
+    # both ways to the kept logits (each target's keys gathered, or the window scored and gathered)
+    # give the same values and the same gradients
+    grads = []
+    for dense_ratio in (0, 10_000):
+        ranker.zero_grad(set_to_none=True)
+        logits = ranker.search.logits_at(inputs, indices, dense_ratio=dense_ratio)
+        assert torch.allclose(logits, kept, rtol=1e-5, atol=1e-6)
+        logits.square().sum().backward(retain_graph=True)  # inputs embedded once for both
+        grads.append(ranker.search.projections.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("model", ["sim_soft", "twin", "seminar"])

@@ -553,9 +553,9 @@ class SeminarSearch(BilinearSearch):
         """GSU logits [B, C, K] of the kept behaviours only: what the consistency loss trains.
 
         Equal to ``relevance(inputs)`` gathered at ``positions``. For a long window the keys are
-        gathered per target, so the attention and its backward are O(K), not O(L); for a short one
-        (at most ``dense_ratio``·K, as in training) one matrix product over the window and a gather
-        of its result are cheaper than gathering [B, C, K, d] keys.
+        gathered per target, so the attention and its backward are O(K), not O(L); for a shorter one
+        (at most ``dense_ratio``·K) one matrix product over the window and a gather of its result are
+        cheaper than gathering [B, C, K, d] keys and their gradients.
         """
         tables = history_tables if history_tables is not None else self.key_tables(inputs.history)
         u = self.query_vectors(inputs)
