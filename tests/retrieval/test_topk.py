@@ -136,7 +136,6 @@ def test_the_kth_largest_from_a_sample_threshold_equals_the_partition(rows, n, k
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    # fewer than PER_SEQUENCE_MIN_ROWS targets per sequence: all rows at once; more: sequence by sequence
     lead=st.tuples(st.integers(1, 4), st.one_of(st.integers(1, 9), st.integers(16, 40))),
     n=st.one_of(st.integers(1, 300), st.integers(1500, 2500)),
     k=st.integers(0, 80),
@@ -152,7 +151,7 @@ def test_selection_with_a_visibility_mask_equals_the_sort_of_the_masked_scores(
     """``visible`` masks positions to -inf inside the fast path (numpy, one pass; a sequence's left
     padding cut off): the same positions as the reference on the scores masked by torch, ties,
     fully hidden rows and sequences, and fewer visible columns than k included."""
-    from seminar.models.search import reference_top_k_latest_first, top_k_latest_first
+    from seminar.models.search import _top_k_per_sequence, reference_top_k_latest_first, top_k_latest_first
 
     rng = np.random.default_rng(seed)
     shape = (*lead, n)
@@ -165,6 +164,9 @@ def test_selection_with_a_visibility_mask_equals_the_sort_of_the_masked_scores(
     k = min(k, n)
     expected = reference_top_k_latest_first(scores.masked_fill(~visible, float("-inf")), k)
     assert torch.equal(top_k_latest_first(scores, k, visible=visible), expected)
+    if k:  # sequence by sequence whatever the padding (the path long, padded windows take)
+        by_sequence = _top_k_per_sequence(scores.numpy(), visible.numpy(), k)
+        assert torch.equal(torch.from_numpy(by_sequence), expected)
     indices, valid = select_top_k(scores, visible if per_target else visible[:, 0], k)
     assert torch.equal(indices, expected)
     assert torch.equal(valid, torch.gather(visible.expand(*lead, n), 2, expected))

@@ -187,7 +187,15 @@ def _top_k_rows(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-PER_SEQUENCE_MIN_ROWS = 16  # fewer targets per sequence: a loop over sequences costs more than it cuts
+# select sequence by sequence when the left padding cut off, per sequence, spans at least this many
+# scores (targets × columns): below it the loop's own cost (about 0.1 ms a sequence) is the larger
+PER_SEQUENCE_MIN_SKIPPED = 4096
+
+
+def _first_visible(visible: np.ndarray) -> np.ndarray:
+    """Each sequence's first column visible to any of its targets [B] (L where none is)."""
+    seen = visible.any(axis=1)  # [B, L]
+    return np.where(seen.any(axis=1), seen.argmax(axis=1), seen.shape[1])
 
 
 def _top_k_per_sequence(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
@@ -199,8 +207,7 @@ def _top_k_per_sequence(scores: np.ndarray, visible: np.ndarray, k: int) -> np.n
     instead of being masked, lifted and partitioned.
     """
     b, c, length = scores.shape
-    seen = visible.any(axis=1)  # [B, L]
-    first = np.where(seen.any(axis=1), seen.argmax(axis=1), length)
+    first = _first_visible(visible)
     out = np.empty((b, c, k), dtype=np.int64)
     for i, start in enumerate(first.tolist()):
         kept = min(k, length - start)
@@ -218,9 +225,10 @@ def top_k_latest_first(scores: Tensor, k: int, visible: Tensor | None = None) ->
     equal to the reference on random inputs, ties included.
 
     ``visible`` (broadcastable to ``scores``' shape): positions outside it score -inf. On the CPU,
-    for scores [B, C, L] with ``visible`` [B, C or 1, L] and at least ``PER_SEQUENCE_MIN_ROWS``
-    targets per sequence, each sequence is selected from its first visible column on
-    (:func:`_top_k_per_sequence`): at L = 2000 most training windows are mostly left padding.
+    for scores [B, C, L] with ``visible`` [B, C or 1, L] whose sequences open with enough columns
+    no target sees (``PER_SEQUENCE_MIN_SKIPPED``), each sequence is selected from its first visible
+    column on (:func:`_top_k_per_sequence`): at L = 2000 most training windows are mostly left
+    padding.
     """
     *lead, length = scores.shape
     scores = scores.detach().float()
@@ -231,9 +239,10 @@ def top_k_latest_first(scores: Tensor, k: int, visible: Tensor | None = None) ->
     if not on_cpu:
         masked = scores if visible is None else scores.masked_fill(~visible, NEG_INF)
         return top_k_by_keys(masked.reshape(-1, length).contiguous(), k).view(*lead, k)
-    per_sequence = scores.dim() == 3 and scores.shape[1] >= PER_SEQUENCE_MIN_ROWS
-    if visible is not None and visible.dim() == 3 and per_sequence:
-        return torch.from_numpy(_top_k_per_sequence(scores.numpy(), visible.numpy(), k))
+    if visible is not None and visible.dim() == 3 and scores.dim() == 3:
+        skipped = float(_first_visible(visible.numpy()).mean()) * scores.shape[1]
+        if skipped >= PER_SEQUENCE_MIN_SKIPPED:
+            return torch.from_numpy(_top_k_per_sequence(scores.numpy(), visible.numpy(), k))
     values = scores.numpy()
     if visible is not None:
         values = np.where(visible.numpy(), values, np.float32(NEG_INF))
