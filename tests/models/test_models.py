@@ -567,3 +567,27 @@ def test_alignment_contrasts_only_the_latest_align_window_behaviours(
         changed[:, :12] = torch.randn(changed[:, :12].shape)
         assert not torch.equal(whole.align_loss(batch, changed), whole.align_loss(batch, channels))
         assert torch.equal(latest.align_loss(batch, changed), latest.align_loss(batch, channels))
+
+
+def test_the_psu_materialises_only_the_aligned_behaviours_with_the_same_loss_and_gradients(
+    ds: SeminarDataset, tables: FeatureTables
+) -> None:
+    """The PSU gathers channels for its latest ``align_window`` behaviours only: the loss and every
+    gradient equal aligning the channels of the whole window (which uses only those)."""
+    batch = train_batch(ds, length=24, n=8)
+    psu = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align_window=10, align_chunks=2))
+    params = [p for p in psu.parameters() if p.requires_grad]
+    torch.manual_seed(0)
+    loss, parts = psu(batch)
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    history = psu.embedding.encode(batch["hist_queries"], batch["hist_items"])
+    torch.manual_seed(0)
+    whole = psu.align_loss(batch, history.channels())  # every slot's channels
+    assert torch.equal(parts["align"], whole.detach())
+    rest = psu.next_pair_loss(batch, history.fused()) * psu.config.next_pair_weight
+    rest = rest + psu.relevance_loss(batch, history) * psu.config.relevance_weight
+    expected = torch.autograd.grad(rest + psu.config.align_weight * whole, params, allow_unused=True)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)  # the sum in another order

@@ -190,6 +190,17 @@ class PairEmbedding:
         self.item_table, self.item_weight = item_table, item_weight  # [Ui, M, d], [Ui, M]
         self.item_inverse, self.fusion_lambda = item_inverse, fusion_lambda
 
+    def latest(self, n: int) -> PairEmbedding:
+        """The same pairs' last ``n`` positions along the last axis (the tables shared, not copied)."""
+        return PairEmbedding(
+            self.query_table,
+            self.query_inverse[..., -n:],
+            self.item_table,
+            self.item_weight,
+            self.item_inverse[..., -n:],
+            self.fusion_lambda,
+        )
+
     @staticmethod
     def _gather(table: Tensor, inverse: Tensor) -> Tensor:
         """Rows of a [U, d] table (an embedding lookup: its backward is much cheaper than indexing's)."""

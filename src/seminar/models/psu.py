@@ -129,7 +129,7 @@ def clip_loss(
     if mask is None:
         mask = clip_mask(valid, exclude)
     logits = torch.einsum("nsd,ntd->nst", a, b) / temperature
-    own = torch.einsum("nsd,nsd->ns", a, b) / temperature
+    own = (a * b).sum(dim=-1) / temperature  # (an einsum runs this as N·S one-element matmuls)
     rows = torch.logsumexp(logits + mask, dim=2) - own  # a_s against every b_t
     cols = torch.logsumexp(logits + mask.transpose(1, 2), dim=1) - own  # b_t against every a_s
     n_valid = valid.sum().clamp_min(1)
@@ -200,7 +200,8 @@ class PretrainingSearchUnit(nn.Module):
 
     def align_loss(self, batch: dict[str, Tensor], hist_channels: Tensor) -> Tensor:
         """Chunked CLIP InfoNCE over every pair of item channels of the history's latest
-        ``align_window`` behaviours.
+        ``align_window`` behaviours (``hist_channels`` [B, W, M, d]: the window's channels, or only
+        its latest ``align_window``).
 
         Its cost per sequence is the aligned length times the chunk's, quadratic in the window:
         aligning whole windows of 2000 made a 256-sequence batch take about a minute on one CPU
@@ -242,7 +243,8 @@ class PretrainingSearchUnit(nn.Module):
             parts["next_pair"] = self.next_pair_loss(batch, history.fused())
             total = total + cfg.next_pair_weight * parts["next_pair"]
         if cfg.align:
-            parts["align"] = self.align_loss(batch, history.channels())
+            # only the latest align_window behaviours are aligned: only theirs are materialised
+            parts["align"] = self.align_loss(batch, history.latest(cfg.align_window).channels())
             total = total + cfg.align_weight * parts["align"]
         if cfg.relevance:
             parts["relevance"] = self.relevance_loss(batch, history)
