@@ -198,16 +198,18 @@ def _first_visible(visible: np.ndarray) -> np.ndarray:
     return np.where(seen.any(axis=1), seen.argmax(axis=1), seen.shape[1])
 
 
-def _top_k_per_sequence(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
+def _top_k_per_sequence(
+    scores: np.ndarray, visible: np.ndarray, k: int, first: np.ndarray | None = None
+) -> np.ndarray:
     """Top-k positions [B, C, k] of scores [B, C, L] with the positions outside ``visible``
     ([B, C, L] or [B, 1, L]) at -inf, one sequence at a time from its first visible column.
 
     The columns before it (a short history's left padding) are -inf in every row of the sequence,
     so the reference ranks them below all the others, latest first: they are appended as such
-    instead of being masked, lifted and partitioned.
+    instead of being masked, lifted and partitioned. ``first``: :func:`_first_visible`, when known.
     """
     b, c, length = scores.shape
-    first = _first_visible(visible)
+    first = _first_visible(visible) if first is None else first
     out = np.empty((b, c, k), dtype=np.int64)
     for i, start in enumerate(first.tolist()):
         kept = min(k, length - start)
@@ -240,9 +242,9 @@ def top_k_latest_first(scores: Tensor, k: int, visible: Tensor | None = None) ->
         masked = scores if visible is None else scores.masked_fill(~visible, NEG_INF)
         return top_k_by_keys(masked.reshape(-1, length).contiguous(), k).view(*lead, k)
     if visible is not None and visible.dim() == 3 and scores.dim() == 3:
-        skipped = float(_first_visible(visible.numpy()).mean()) * scores.shape[1]
-        if skipped >= PER_SEQUENCE_MIN_SKIPPED:
-            return torch.from_numpy(_top_k_per_sequence(scores.numpy(), visible.numpy(), k))
+        first = _first_visible(visible.numpy())
+        if float(first.mean()) * scores.shape[1] >= PER_SEQUENCE_MIN_SKIPPED:
+            return torch.from_numpy(_top_k_per_sequence(scores.numpy(), visible.numpy(), k, first))
     values = scores.numpy()
     if visible is not None:
         values = np.where(visible.numpy(), values, np.float32(NEG_INF))
