@@ -461,15 +461,15 @@ def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
     b=st.integers(1, 3),
     c=st.integers(1, 5),
     length=st.integers(1, 70),
-    how=st.sampled_from(["window", "ends", "distance"]),
+    how=st.sampled_from(["window", "ends", "shared ends", "distance"]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_the_gsu_recency_bias_equals_the_table_at_each_slots_bucket(
     tables: FeatureTables, b: int, c: int, length: int, how: str, seed: int
 ) -> None:
     """The bias the GSU adds (computed per distance, then broadcast or slid) is the head-averaged table
-    at floor(log2(distance + 1)) of every (target, slot): the whole window, per-target ends, or
-    serving's per-slot distances."""
+    at floor(log2(distance + 1)) of every (target, slot): the whole window, per-target ends (the
+    same in every sequence, as training windows have them, or not), or serving's per-slot distances."""
     from seminar.models.ranker import RECENCY_BUCKETS
     from seminar.models.search import SearchInputs
 
@@ -483,8 +483,8 @@ def test_the_gsu_recency_bias_equals_the_table_at_each_slots_bucket(
     ends = distance = None
     if how == "window":
         back = (length - 1 - positions).expand(b, c, -1)
-    elif how == "ends":
-        ends = torch.randint(0, length + 1, (b, c), generator=g)
+    elif how in ("ends", "shared ends"):
+        ends = torch.randint(0, length + 1, (1 if how == "shared ends" else b, c), generator=g).expand(b, c)
         back = ends[:, :, None] - 1 - positions
     else:
         distance = torch.randint(-2, 40_000, (b, length), generator=g)

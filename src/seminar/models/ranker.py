@@ -450,7 +450,10 @@ class Ranker(nn.Module):
         # ramp[t] is the bias at distance max(L - 1 - t, 0); the target that ends at e sees slot i at
         # distance max(e - 1 - i, 0) = ramp[L - e + i]: row L - e of the ramp's sliding windows
         ramp = torch.cat([by_distance.flip(0), by_distance[:1].expand(length)])
-        return ramp.unfold(0, length, 1)[length - ends]
+        windows = ramp.unfold(0, length, 1)
+        if bool((ends == ends[:1]).all()):  # every sequence's targets end alike (training windows)
+            return windows[length - ends[0]][None].expand(b, c, -1)  # [C, L], broadcast
+        return windows[length - ends]
 
     def gsu_recency_table(self) -> Tensor:
         """The GSU's recency bias per log2 distance bucket, [RECENCY_BUCKETS]: the ESU's per-head bias
