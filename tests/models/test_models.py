@@ -591,3 +591,28 @@ def test_the_psu_materialises_only_the_aligned_behaviours_with_the_same_loss_and
         assert (mine is None) == (theirs is None)
         if mine is not None:
             torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)  # the sum in another order
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    b=st.integers(1, 4),
+    c=st.integers(1, 6),
+    width=st.integers(1, 40),
+    length=st.integers(1, 40),
+    shared=st.booleans(),  # every sequence's targets end alike (training windows) or not
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_the_band_mask_is_each_targets_real_behaviours_in_its_window(
+    b: int, c: int, width: int, length: int, shared: bool, seed: int
+) -> None:
+    from seminar.models.search import band_mask
+
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand((b, width), generator=g) < 0.7
+    ends = torch.randint(0, width + 1, (1 if shared else b, c), generator=g).expand(b, c)
+    got = band_mask(mask, ends, length)
+    for i in range(b):
+        for j in range(c):
+            end = int(ends[i, j])
+            expected = [bool(mask[i, p]) and end - length <= p < end for p in range(width)]
+            assert got[i, j].tolist() == expected

@@ -329,12 +329,13 @@ def _sample_among_few(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
 def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
     """Which behaviours each target sees [B, C, W]: real ones in ``[end - length, end)`` of the window.
 
-    mask [B, W] (real behaviours), ends [B, C] (exclusive end of each target's history).
+    mask [B, W] (real behaviours), ends [B, C] (exclusive end of each target's history). Where every
+    sequence's targets end alike (training windows) the band is formed once, [1, C, W].
     """
     positions = torch.arange(mask.shape[1], device=mask.device)
-    before = positions < ends[:, :, None]
-    recent = positions >= (ends - length)[:, :, None]
-    return mask[:, None, :] & before & recent
+    rows = ends[:1] if bool((ends == ends[:1]).all()) else ends
+    band = (positions < rows[:, :, None]) & (positions >= (rows - length)[:, :, None])
+    return mask[:, None, :] & band
 
 
 class GeneralSearch(nn.Module):
