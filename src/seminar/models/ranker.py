@@ -47,6 +47,7 @@ from seminar.models.search import (
     band_mask,
     sample_allowed,
     select_top_k,
+    shared_ends,
 )
 from seminar.train.losses import LOSSES, LossKind, ranking_loss
 
@@ -450,10 +451,8 @@ class Ranker(nn.Module):
         # ramp[t] is the bias at distance max(L - 1 - t, 0); the target that ends at e sees slot i at
         # distance max(e - 1 - i, 0) = ramp[L - e + i]: row L - e of the ramp's sliding windows
         ramp = torch.cat([by_distance.flip(0), by_distance[:1].expand(length)])
-        windows = ramp.unfold(0, length, 1)
-        if bool((ends == ends[:1]).all()):  # every sequence's targets end alike (training windows)
-            return windows[length - ends[0]][None].expand(b, c, -1)  # [C, L], broadcast
-        return windows[length - ends]
+        # [1 or B, C, L]: formed once where every sequence's targets end alike, then broadcast
+        return ramp.unfold(0, length, 1)[length - shared_ends(ends)].expand(b, c, -1)
 
     def gsu_recency_table(self) -> Tensor:
         """The GSU's recency bias per log2 distance bucket, [RECENCY_BUCKETS]: the ESU's per-head bias

@@ -326,6 +326,12 @@ def _sample_among_few(allowed: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return positions, valid
 
 
+def shared_ends(ends: Tensor) -> Tensor:
+    """``ends`` [B, C], or its first row [1, C] where every sequence's targets end alike (training
+    windows): what is formed per target from it then broadcasts over the sequences."""
+    return ends[:1] if bool((ends == ends[:1]).all()) else ends
+
+
 def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
     """Which behaviours each target sees [B, C, W]: real ones in ``[end - length, end)`` of the window.
 
@@ -333,7 +339,7 @@ def band_mask(mask: Tensor, ends: Tensor, length: int) -> Tensor:
     sequence's targets end alike (training windows) the band is formed once, [1, C, W].
     """
     positions = torch.arange(mask.shape[1], device=mask.device)
-    rows = ends[:1] if bool((ends == ends[:1]).all()) else ends
+    rows = shared_ends(ends)
     band = (positions < rows[:, :, None]) & (positions >= (rows - length)[:, :, None])
     return mask[:, None, :] & band
 
