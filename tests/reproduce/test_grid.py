@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from seminar.cli import main
+from seminar.models.ranker import RankerConfig
 from seminar.reproduce import grid as grid_module
 from seminar.reproduce import run_reproduce
 from seminar.reproduce.config import ConfigError, load_config
@@ -192,6 +193,32 @@ def test_lost_cell_resumes_its_run_from_last(
     run_reproduce(path, out, seeds=[0], retrieval=False, progress=False)
     assert calls == [True]  # resumed from last/, which is already at the final epoch
     assert json.loads(cell.read_text())["metrics"] == saved["metrics"]
+
+
+def test_only_models_runs_the_named_rows_alone(
+    grid: tuple[Path, Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path, out, _ = grid
+    cell = next((out / "cells" / "ml-100k").glob("recency-*/seed1.json"))
+    saved = cell.read_bytes()
+    cell.unlink()
+    calls: list[RankerConfig] = []
+    real = grid_module.finetune
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_module, "finetune", spy)
+    monkeypatch.setattr(grid_module, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
+    results = run_reproduce(path, out, only_models=["SEMINAR"], retrieval=False, progress=False)
+    assert calls == [] and not cell.exists()  # the lost recency cell belongs to another row
+    assert results["missing"] == ["ml-100k | recency | seed 1"]
+    run_reproduce(path, out, only_models=["recency"], seeds=[1], retrieval=False, progress=False)
+    assert [c.model for c in calls] == ["recency"] and cell.exists()
+    assert json.loads(cell.read_bytes())["metrics"] == json.loads(saved)["metrics"]
+    assert main(["reproduce", str(path), "--out", str(out), "--only-models", "SEMINAR", "TWIN"]) == 2
+    assert "unknown model row(s) ['TWIN']" in capsys.readouterr().err
 
 
 def test_changed_settings_stop_before_any_training(

@@ -19,6 +19,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             config,
             out,
             only_datasets=args.only_datasets,
+            only_models=args.only_models,
             seeds=args.seeds,
             retrieval=not args.skip_retrieval,
             progress=not args.quiet,
@@ -52,6 +53,14 @@ def add_reproduce_command(subparsers: argparse._SubParsersAction) -> None:
         help="report folder (default: the config's out, else runs/reproduce/NAME)",
     )
     p.add_argument("--only-datasets", nargs="+", metavar="NAME", default=None, help="run only these datasets")
+    p.add_argument(
+        "--only-models",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="run only these rows (their names in the config's models, quoted when they hold spaces); "
+        "the report still covers every finished cell",
+    )
     p.add_argument(
         "--seeds",
         nargs="+",

@@ -341,6 +341,7 @@ def run_reproduce(
     out_dir: Path | str | None = None,
     *,
     only_datasets: Sequence[str] | None = None,
+    only_models: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     retrieval: bool = True,
     progress: bool = True,
@@ -350,10 +351,11 @@ def run_reproduce(
     """Run the grid a config describes and write its report folder; returns what results.json holds.
 
     ``config`` is a YAML path, a mapping or a :class:`ReproduceConfig`; ``out_dir`` defaults to
-    the config's ``out`` (else ``runs/reproduce/NAME``). ``only_datasets`` and ``seeds`` restrict
-    which cells run (seeds not in the config are added); the report covers every finished cell of
-    the config. ``retrieval=False`` skips the retrieval grid. ``jobs`` > 1 runs that many runs at
-    once, in as many processes with an equal share of the CPU's threads each (several
+    the config's ``out`` (else ``runs/reproduce/NAME``). ``only_datasets``, ``only_models`` (the
+    rows' names; a sweep's cells go with the row they vary) and ``seeds`` restrict which cells run
+    (seeds not in the config are added); the report covers every finished cell of the config.
+    ``retrieval=False`` skips the retrieval grid. ``jobs`` > 1 runs that many runs at once, in as
+    many processes with an equal share of the CPU's threads each (several
     ``seminar reproduce`` commands on one folder share the work the same way); the processes are
     spawned, so a script that asks for them calls this under ``if __name__ == "__main__":``.
     """
@@ -363,13 +365,19 @@ def run_reproduce(
     unknown = [d for d in only_datasets or [] if d not in known]
     if unknown:
         raise ConfigError(f"--only-datasets: unknown dataset(s) {unknown}; the config has {known}")
+    rows = [v.name for v in config.models]
+    unknown = [m for m in only_models or [] if m not in rows]
+    if unknown:
+        raise ConfigError(f"--only-models: unknown model row(s) {unknown}; the config has {rows}")
     if seeds is not None and (not seeds or min(seeds) < 0):
         raise ConfigError(f"--seeds: give seeds >= 0, got {list(seeds)}")
     planned = plan_cells(config, sorted({*config.seeds, *(seeds or [])}))
     to_run = [
         c
         for c in planned
-        if (only_datasets is None or c.dataset in only_datasets) and (seeds is None or c.seed in seeds)
+        if (only_datasets is None or c.dataset in only_datasets)
+        and (only_models is None or c.variant in only_models)
+        and (seeds is None or c.seed in seeds)
     ]
     if jobs < 1:
         raise ConfigError(f"--jobs: give at least 1 process, got {jobs}")
