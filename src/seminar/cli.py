@@ -355,7 +355,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _register_model_commands(sub: argparse._SubParsersAction) -> None:
-    from seminar.models.registry import ALL_MODELS
+    from seminar.models.names import ALL_MODELS
 
     p = sub.add_parser("pretrain", help="pretrain the PSU (next pair, alignment, query-item relevance)")
     _add_run_options(p, "pretrain")
@@ -425,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _register_model_commands(sub)
 
-    from seminar.experiment import DemoConfig
-    from seminar.models.registry import ALL_MODELS
+    from seminar.models.names import ALL_MODELS
+    from seminar.settings import DemoConfig
 
     demo = sub.add_parser("demo", help="the main job on the embedded MovieLens-100k, end to end")
     demo.add_argument(

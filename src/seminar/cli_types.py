@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 TEXT_ENCODER = re.compile(r"^(minilm|none|hashing(:[1-9]\d*)?|clip:.+)$", re.IGNORECASE)
 IMAGE_ENCODER = re.compile(r"^(none|clip:.+)$", re.IGNORECASE)
+DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # what train.distributed.resolve_device understands
 
 
 def _number(text: str, kind: Callable[[str], float]) -> float:
@@ -73,8 +74,6 @@ def dropout_rate(text: str) -> float:
 
 
 def device(text: str) -> str:
-    from seminar.train.distributed import DEVICE_SPEC  # (imports torch: only when a device is named)
-
     if not DEVICE_SPEC.match(text):
         raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, mps, cuda or cuda:N")
     return text
@@ -153,7 +152,7 @@ def add_pq_options(parser: argparse.ArgumentParser) -> None:
     """The GSU quantizer's flags, shared by `evaluate` and `export`: one per field of
     :class:`~seminar.retrieval.gsu.PQGsuConfig`, under the name its metadata gives (``--pq-rerank``
     is also spelt ``--rerank-factor``)."""
-    from seminar.retrieval.gsu import PQGsuConfig
+    from seminar.retrieval.gsu_config import PQGsuConfig
 
     hints = get_type_hints(PQGsuConfig)
     for f in fields(PQGsuConfig):
@@ -177,7 +176,7 @@ def pq_config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~seminar.retrieval.gsu.PQGsuConfig` that :func:`add_pq_options`' flags describe; a
     value it refuses is a :class:`~seminar.errors.ConfigError` naming the flag (exit 2)."""
     from seminar.errors import ConfigError, InvalidValue
-    from seminar.retrieval.gsu import PQGsuConfig
+    from seminar.retrieval.gsu_config import PQGsuConfig
 
     flags = {f.name: f.metadata["flag"] for f in fields(PQGsuConfig)}
     try:

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, feasible_t
 from seminar.models.ranker import Ranker, RankerConfig
 from seminar.models.registry import build_ranker
 from seminar.retrieval.gsu import PQGsuConfig, attach_pq_gsu, save_gsu_pq
+from seminar.settings import DemoConfig as DemoConfig
 from seminar.settings import ExperimentSettings
+from seminar.settings import demo_settings as demo_settings
 from seminar.train import distributed as ddp
 from seminar.train.evaluation import EvalSettings, rank_held_out
 from seminar.train.runs import MODEL_REGISTRY as MODEL_REGISTRY
@@ -158,34 +159,6 @@ def evaluate_run(
     finally:
         if owns_group:
             ddp.shutdown()
-
-
-def demo_settings() -> ExperimentSettings:
-    """The main job's training: the validated settings of docs/results.md at a smaller window and
-    model, few epochs, and a PSU pretrained on a sample of positions per user (enough for an
-    initialisation), so that it finishes in a few minutes on 2 CPU cores."""
-    return ExperimentSettings(
-        max_length=100,
-        dim=32,
-        heads=2,
-        epochs=5,
-        dropout=0.0,
-        pretrain_lr=1e-3,
-    )
-
-
-@dataclass
-class DemoConfig:
-    """What the main job trains: SEMINAR and the baselines with :func:`demo_settings`."""
-
-    settings: ExperimentSettings = field(default_factory=demo_settings)
-    # SEMINAR's ESU sees its last 25 behaviours beside the GSU's 25 (the best MovieLens-100k row of
-    # docs/results.md); the baselines keep their plain GSU
-    seminar_recent: int = 25
-    baselines: list[str] = field(default_factory=lambda: ["popularity", "itemknn", "sasrec", "twin"])
-    modes: list[str] = field(default_factory=lambda: ["recommendation", "search"])
-    seed: int = 0
-    progress: bool = True
 
 
 def resume_or_restart(run_dir: Path, fit: Callable[[bool], Any]) -> Any:

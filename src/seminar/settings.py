@@ -22,19 +22,28 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
 from seminar import cli_types as types
 from seminar.errors import InvalidValue
 from seminar.io import write_json_atomic
-from seminar.models.psu import PretrainConfig
-from seminar.models.ranker import RankerConfig
 from seminar.parsing import YAML_FIELDS
-from seminar.train.distributed import DEVICE_SPEC
-from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
-from seminar.train.trainer import TrainConfig
+from seminar.train.metric_names import DEFAULT_KS, ranking_metric_names
 
-__all__ = ["COMMANDS", "SETTINGS_FILE", "ExperimentSettings", "add_setting_flags", "settings_from_args"]
+if TYPE_CHECKING:  # the model and trainer configs import torch: only the mapping below needs them
+    from seminar.models.psu import PretrainConfig
+    from seminar.models.ranker import RankerConfig
+    from seminar.train.trainer import TrainConfig
+
+__all__ = [
+    "COMMANDS",
+    "SETTINGS_FILE",
+    "DemoConfig",
+    "ExperimentSettings",
+    "add_setting_flags",
+    "demo_settings",
+    "settings_from_args",
+]
 
 COMMANDS = ("train", "pretrain")
 SETTINGS_FILE = "settings.json"  # beside a run's checkpoints: the settings it was trained with
@@ -231,7 +240,7 @@ class ExperimentSettings:
                 raise InvalidValue(name, f"choose one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.workers < 0:
             raise InvalidValue("workers", "must be >= 0")
-        if not DEVICE_SPEC.match(self.device):
+        if not types.DEVICE_SPEC.match(self.device):
             raise InvalidValue("device", f"use auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if self.monitor not in ranking_metric_names(DEFAULT_KS):
             raise InvalidValue(
@@ -263,6 +272,8 @@ class ExperimentSettings:
 
     def ranker_config(self, model: str, *, seed: int, recent: int = 0) -> RankerConfig:
         """The ranker ``model`` fine-tuned with these settings; R = ``recent`` of its K kept always."""
+        from seminar.models.ranker import RankerConfig
+
         return RankerConfig(
             model=model,
             dim=self.dim,
@@ -285,6 +296,8 @@ class ExperimentSettings:
 
     def pretrain_config(self, tasks: Sequence[str], *, seed: int) -> PretrainConfig:
         """The PSU pretrained on ``tasks`` (of next_pair, align, relevance)."""
+        from seminar.models.psu import PretrainConfig
+
         return PretrainConfig(
             dim=self.dim,
             heads=self.heads,
@@ -300,6 +313,8 @@ class ExperimentSettings:
 
     def train_config(self, *, seed: int, progress: bool = False) -> TrainConfig:
         """The ranker's training loop (also what evaluation of its run reads)."""
+        from seminar.train.trainer import TrainConfig
+
         return TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -382,3 +397,34 @@ def settings_from_args(
 def field_defaults() -> dict[str, Any]:
     """Every setting's default (what a reproduce cell omits when a later-added setting sits at it)."""
     return {f.name: f.default for f in fields(ExperimentSettings) if f.default is not MISSING}
+
+
+# ---- the main job (`seminar demo`) ----------------------------------------------------------
+
+
+def demo_settings() -> ExperimentSettings:
+    """The main job's training: the validated settings of docs/results.md at a smaller window and
+    model, few epochs, and a PSU pretrained on a sample of positions per user (enough for an
+    initialisation), so that it finishes in a few minutes on 2 CPU cores."""
+    return ExperimentSettings(
+        max_length=100,
+        dim=32,
+        heads=2,
+        epochs=5,
+        dropout=0.0,
+        pretrain_lr=1e-3,
+    )
+
+
+@dataclass
+class DemoConfig:
+    """What the main job trains: SEMINAR and the baselines with :func:`demo_settings`."""
+
+    settings: ExperimentSettings = field(default_factory=demo_settings)
+    # SEMINAR's ESU sees its last 25 behaviours beside the GSU's 25 (the best MovieLens-100k row of
+    # docs/results.md); the baselines keep their plain GSU
+    seminar_recent: int = 25
+    baselines: list[str] = field(default_factory=lambda: ["popularity", "itemknn", "sasrec", "twin"])
+    modes: list[str] = field(default_factory=lambda: ["recommendation", "search"])
+    seed: int = 0
+    progress: bool = True

@@ -1,9 +1,11 @@
 """Every ranker by name: the two-stage GSU/ESU models and the reference rankers they are measured against.
 
 One map, ``RANKERS`` (name -> how it is built), used by the CLI's ``--model`` choices, the reproduce
-grid, training and evaluation. It is derived, not written twice: a two-stage model is one entry of
+grid, training and evaluation. A two-stage model is one entry of
 :data:`~seminar.models.ranker.SEARCHES` (its GSU: ``Ranker`` builds that from the config alone, so
-saved runs rebuild without this module), a reference ranker one entry of ``REFERENCE_MODELS``.
+saved runs rebuild without this module), a reference ranker one entry of ``REFERENCE_MODELS``; their
+names are also listed in :mod:`seminar.models.names`, which the CLI reads without importing torch
+(a test holds the two equal).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from seminar.data.schema import SeminarDataset
 from seminar.models.features import FeatureTables
+from seminar.models.names import ALL_MODELS as ALL_MODELS
 from seminar.models.oracle import OracleRanker
 from seminar.models.ranker import MODELS, Ranker, RankerConfig
 from seminar.models.reference import ItemKnnRanker, PopularityRanker, SasRec
@@ -29,7 +32,6 @@ RANKERS: dict[str, Callable[[FeatureTables, RankerConfig], nn.Module]] = {
     **REFERENCE_MODELS,
     **dict.fromkeys(MODELS, Ranker),
 }
-ALL_MODELS: tuple[str, ...] = tuple(RANKERS)
 
 logger = logging.getLogger(__name__)
 

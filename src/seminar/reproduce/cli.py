@@ -8,10 +8,11 @@ from pathlib import Path
 
 from seminar import cli_types as types
 from seminar.reproduce.config import load_config
-from seminar.reproduce.grid import WorkerFailed, default_out, run_reproduce
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from seminar.reproduce.grid import WorkerFailed, default_out, run_reproduce  # (imports torch)
+
     config = load_config(args.config)
     out = args.out if args.out is not None else default_out(config)
     try:

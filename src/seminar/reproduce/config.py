@@ -20,11 +20,12 @@ import yaml
 
 from seminar.data.sources.options import NO_TEXT_ENCODER_SOURCES, SOURCE_OPTIONS, BuildOptions
 from seminar.errors import InvalidValue
-from seminar.models.registry import ALL_MODELS, REFERENCE_MODELS
+from seminar.models.names import ALL_MODELS
+from seminar.models.names import REFERENCE_MODEL_NAMES as REFERENCE_MODELS
 from seminar.parsing import YAML_FIELDS, parse_dataclass
 from seminar.reproduce.errors import ConfigError
 from seminar.settings import ExperimentSettings
-from seminar.train.metrics import DEFAULT_KS, ranking_metric_names
+from seminar.train.metric_names import DEFAULT_KS, ranking_metric_names
 
 __all__ = [
     "PSU_TASKS",

@@ -1,14 +1,19 @@
-"""Approximate top-K retrieval of multi-modal behaviours: multi-modal PQ (SDC/ADC), kernels, baselines."""
+"""Approximate top-K retrieval of multi-modal behaviours: multi-modal PQ (SDC/ADC), kernels, baselines.
 
-from seminar.retrieval.kernels import ADCEngine, PQSearcher, SearchResult, batched_adc_topk, masked_topk
-from seminar.retrieval.pq import MultiModalPQ, PQConfig
+The names below are imported on first use: the command line reads the method names
+(:mod:`seminar.retrieval.methods`) without loading torch.
+"""
 
-__all__ = [
-    "ADCEngine",
-    "MultiModalPQ",
-    "PQConfig",
-    "PQSearcher",
-    "SearchResult",
-    "batched_adc_topk",
-    "masked_topk",
-]
+from __future__ import annotations
+
+from seminar.lazy import lazy_attributes
+
+_EXPORTS = {
+    **dict.fromkeys(
+        ("ADCEngine", "PQSearcher", "SearchResult", "batched_adc_topk", "masked_topk"),
+        "seminar.retrieval.kernels",
+    ),
+    **dict.fromkeys(("MultiModalPQ", "PQConfig"), "seminar.retrieval.pq"),
+}
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,35 +1,23 @@
-"""Training, evaluation metrics and verified checkpoints for the recommendation models."""
+"""Training, evaluation metrics and verified checkpoints for the recommendation models.
 
-from seminar.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    verify_checkpoint,
-)
-from seminar.train.metrics import (
-    MetricIdentityError,
-    RankingAccumulator,
-    auc,
-    check_identities,
-    gauc,
-    ranking_metrics,
-)
-from seminar.train.trainer import StaleRun, TrainConfig, Trainer
+The names below are imported on first use: the settings read the metric names
+(:mod:`seminar.train.metric_names`) without loading torch.
+"""
 
-__all__ = [
-    "CheckpointError",
-    "MetricIdentityError",
-    "RankingAccumulator",
-    "StaleRun",
-    "TrainConfig",
-    "Trainer",
-    "auc",
-    "check_identities",
-    "gauc",
-    "load_checkpoint",
-    "load_weights",
-    "ranking_metrics",
-    "save_checkpoint",
-    "verify_checkpoint",
-]
+from __future__ import annotations
+
+from seminar.lazy import lazy_attributes
+
+_EXPORTS = {
+    **dict.fromkeys(
+        ("CheckpointError", "load_checkpoint", "load_weights", "save_checkpoint", "verify_checkpoint"),
+        "seminar.train.checkpoint",
+    ),
+    **dict.fromkeys(
+        ("MetricIdentityError", "RankingAccumulator", "auc", "check_identities", "gauc", "ranking_metrics"),
+        "seminar.train.metrics",
+    ),
+    **dict.fromkeys(("StaleRun", "TrainConfig", "Trainer"), "seminar.train.trainer"),
+}
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

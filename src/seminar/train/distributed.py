@@ -7,7 +7,6 @@ environment). The process group uses NCCL on CUDA and Gloo on CPU.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,6 @@ def env_dist_info() -> DistInfo:
     )
 
 
-DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # what resolve_device understands
 
 
 def resolve_device(preference: str, info: DistInfo) -> torch.device:

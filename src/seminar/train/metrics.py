@@ -20,24 +20,15 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 50)
+from seminar.train.metric_names import DEFAULT_KS as DEFAULT_KS
+from seminar.train.metric_names import normalise_ks
+from seminar.train.metric_names import ranking_metric_names as ranking_metric_names
+
 IDENTITY_TOLERANCE = 1e-9
 
 
 class MetricIdentityError(AssertionError):
     """Metrics that violate an identity every correct implementation satisfies (a bug, not noise)."""
-
-
-def ranking_metric_names(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
-    """Names in the order :class:`RankingAccumulator` keeps them; ``ndcg@1`` is always present."""
-    ks = _normalise_ks(ks)
-    return (*(f"ndcg@{k}" for k in ks), *(f"hr@{k}" for k in ks), "mrr")
-
-
-def _normalise_ks(ks: Sequence[int]) -> tuple[int, ...]:
-    if any(int(k) < 1 for k in ks):
-        raise ValueError(f"cut-offs must be positive, got {tuple(ks)}")
-    return tuple(sorted({1, *(int(k) for k in ks)}))
 
 
 def _gain_prefix_table(n_candidates: int, ks: tuple[int, ...], device: torch.device) -> Tensor:
@@ -61,7 +52,7 @@ def ranking_metrics_per_row(scores: Tensor, ks: Sequence[int] = DEFAULT_KS) -> T
         raise ValueError(f"scores must be [batch, candidates >= 1], got shape {tuple(scores.shape)}")
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN; refusing to rank them")
-    ks = _normalise_ks(ks)
+    ks = normalise_ks(ks)
     positive = scores[:, :1]
     negatives = scores[:, 1:]
     higher = (negatives > positive).sum(dim=1)
@@ -88,7 +79,7 @@ class RankingAccumulator:
     """
 
     def __init__(self, ks: Sequence[int] = DEFAULT_KS, device: torch.device | str | None = None) -> None:
-        self.ks = _normalise_ks(ks)
+        self.ks = normalise_ks(ks)
         self.names = ranking_metric_names(self.ks)
         self.totals = torch.zeros(len(self.names) + 1, dtype=torch.float64, device=device)
 
