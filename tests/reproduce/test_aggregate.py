@@ -72,6 +72,28 @@ def test_tables_hold_mean_and_std_per_variant() -> None:
     assert "Only" not in markdown  # 100 test users: not flagged
 
 
+def test_rows_show_their_gap_to_a_finished_oracle() -> None:
+    models = [{"name": "truth", "model": "oracle"}, *CONFIG["models"]]
+    config = parse_config({**CONFIG, "models": models})
+    cells = finished_cells()
+    oracle = [
+        FinishedCell(c, {"recommendation": {"ndcg@10": 0.5, "mrr": 0.4, "users": 100.0}})
+        for c in plan_cells(config)
+        if c.variant == "truth" and c.sweep is None
+    ]
+    collected = collect(config, cells + oracle)
+    markdown = grid_table_markdown(collected["table2"], ["model", "seeds"], ["ndcg@10", "mrr"])
+    assert "| model | seeds | users | ndcg@10 | mrr | gap to the oracle (ndcg@10) |" in markdown
+    assert "| truth | 3 | 100 | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 0.0000 |" in markdown
+    assert "| TWIN | 3 | 100 | 0.2333 ± 0.1247 | 0.1167 ± 0.0624 | 0.2667 |" in markdown
+    assert "| SEMINAR | 3 | 100 | 0.3100 ± 0.0082 | 0.1550 ± 0.0041 | 0.1900 |" in markdown
+    # without a finished oracle row (or without the metric) there is no gap column
+    without = collect(config, cells)
+    assert "gap" not in grid_table_markdown(without["table2"], ["model", "seeds"], ["ndcg@10"])
+    assert "gap" not in grid_table_markdown(collected["table2"], ["model", "seeds"], ["hr@10"])
+    assert "gap to the oracle (mrr)" in grid_table_markdown(collected["table2"], ["model", "seeds"], ["mrr"])
+
+
 def test_one_seed_shows_no_spread_and_few_users_are_flagged() -> None:
     config = parse_config({**CONFIG, "seeds": [0]})
     few = [

@@ -98,7 +98,7 @@ def table_rows(
             for f in finished
             if f.cell.sweep is None and f.cell.dataset == dataset and f.cell.variant == variant.name
         ]
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"ranker": variant.model}
         if table == 3:
             dropped = {t: why for f in found for t, why in f.dropped_tasks.items()}
             extra["pretraining"] = pretraining_label(variant.psu_tasks, dropped)

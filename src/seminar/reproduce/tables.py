@@ -9,6 +9,8 @@ from seminar.report import markdown_table
 
 MISSING = "–"
 FEW_USERS = 100  # a mode ranked over fewer test users is flagged: its differences are mostly noise
+CEILING = "oracle"  # a row of this ranker is the ceiling the other rows' gaps are measured from
+GAP_METRICS = ("ndcg@10", "ndcg@5", "ndcg@50", "mrr")  # the first a block has is the gap's metric
 
 
 def present_columns(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
@@ -35,11 +37,34 @@ def _users(row: dict[str, Any]) -> str:
     return f"{users} (few)" if users < FEW_USERS else str(users)
 
 
+def oracle_gaps(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> tuple[str, list[Any]] | None:
+    """The column of each row's distance below the oracle row's mean (the ceiling of generated data
+    whose truth is known), on the first metric of :data:`GAP_METRICS` the table shows; None when the
+    block has no finished oracle row."""
+    metric = next((m for m in GAP_METRICS if m in columns), None)
+    ceiling = next(
+        (r for r in rows if r.get("ranker") == CEILING and metric in r["metrics"] and r["metrics"][metric]),
+        None,
+    )
+    if metric is None or ceiling is None:
+        return None
+    top = ceiling["metrics"][metric]["mean"]
+    gaps = [top - r["metrics"][metric]["mean"] if r["metrics"].get(metric) else MISSING for r in rows]
+    return f"gap to the oracle ({metric})", gaps
+
+
 def stats_table(rows: Sequence[dict[str, Any]], leading: Sequence[str], columns: Sequence[str]) -> str:
-    """One Markdown table: ``leading`` columns as they are, the test users of each row, and metric
-    columns as mean ± std over seeds (a single seed shows its value alone)."""
+    """One Markdown table: ``leading`` columns as they are, the test users of each row, metric
+    columns as mean ± std over seeds (a single seed shows its value alone), and, where an oracle
+    row has finished, each row's gap to it."""
     flat = [{**{k: r[k] for k in leading}, "users": _users(r), **_cells(r, columns)} for r in rows]
-    return markdown_table(flat, [*leading, "users", *columns])
+    shown = [*leading, "users", *columns]
+    gaps = oracle_gaps(rows, columns)
+    if gaps is not None:
+        name, values = gaps
+        flat = [{**row, name: gap} for row, gap in zip(flat, values, strict=True)]
+        shown.append(name)
+    return markdown_table(flat, shown)
 
 
 def few_users_note(rows: Sequence[dict[str, Any]]) -> str:
