@@ -3,6 +3,7 @@ right sign and temperature, fast paths equal their references."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from seminar.data.loader import EvalSamples, TrainSamples, WindowConfig
 from seminar.data.schema import SeminarDataset
 from seminar.models.attention import TargetAttention
 from seminar.models.features import FeatureTables
-from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, clip_loss, clip_mask, pair_bce
+from seminar.models.infonce import clip_allowed, shared_exp_clip_loss, shifted_clip_mask
+from seminar.models.psu import PretrainConfig, PretrainingSearchUnit, chunk, clip_loss, clip_mask, pair_bce
 from seminar.models.ranker import MODELS, Ranker, RankerConfig, consistency_loss
 from seminar.models.search import EtaSearch, QinSearch, pack_sign_bits, popcount64, select_top_k
 from tests.data.helpers import synthetic_dataset
@@ -280,6 +282,71 @@ def test_clip_loss_equals_the_plain_form_with_its_gradients(
     for fast_grad, plain_grad in zip(fast_grads, plain_grads, strict=True):
         assert torch.isfinite(fast_grad).all()
         torch.testing.assert_close(fast_grad, plain_grad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.integers(1, 4),
+    size=st.integers(1, 12),
+    padded=st.integers(0, 12),
+    repeats=st.booleans(),
+    temperature=st.sampled_from([1.0, 0.1, 0.07, 0.03, 0.02]),  # 0.02: the plain form's fallback
+    zero_padding=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_shared_exp_clip_loss_equals_the_plain_form_with_its_gradients(
+    groups: int, size: int, padded: int, repeats: bool, temperature: float, zero_padding: bool, seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.arange(size)[None].expand(groups, -1) >= min(padded, size - 1)  # >= 1 real per group
+    unit = torch.nn.functional.normalize(torch.randn(2, groups, size, 8, generator=g), dim=-1)
+    if zero_padding:  # F.normalize of a padded (zero) channel is zero
+        unit = unit * valid[None, :, :, None]
+    # near-equal pairs make the own logit the largest, 1 / temperature: the shift's bound is met
+    b = torch.where(torch.rand(groups, size, 1, generator=g) < 0.3, unit[0], unit[1])
+    a, b = unit[0].clone().requires_grad_(), b.clone().requires_grad_()
+    items = torch.randint(0, max(2, size // 2) if repeats else 10**6, (groups, size), generator=g)
+    allowed = clip_allowed(valid, items[:, :, None] == items[:, None, :])
+    plain = reference_clip_loss(a, b, valid, temperature, items[:, :, None] == items[:, None, :])
+    shared = shared_exp_clip_loss(a, b, valid, temperature, allowed)
+    passed_mask = shared_exp_clip_loss(
+        a, b, valid, temperature, allowed, shifted_clip_mask(allowed, temperature)
+    )
+    torch.testing.assert_close(shared, plain)
+    torch.testing.assert_close(passed_mask, plain)
+    for shared_grad, plain_grad in zip(
+        torch.autograd.grad(shared, (a, b)), torch.autograd.grad(plain, (a, b)), strict=True
+    ):
+        assert torch.isfinite(shared_grad).all()
+        torch.testing.assert_close(shared_grad, plain_grad)
+
+
+def test_shared_exp_clip_loss_refuses_vectors_longer_than_one() -> None:
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    a = torch.nn.functional.normalize(torch.randn(1, 4, 8), dim=-1)
+    with pytest.raises(ValueError, match="norm <= 1"):
+        shared_exp_clip_loss(a, 2 * a, valid, 0.1, clip_allowed(valid))
+
+
+def test_alignment_loss_is_the_plain_form_over_every_channel_pair(
+    ds: SeminarDataset, tables: FeatureTables
+) -> None:
+    psu = PretrainingSearchUnit(tables, PretrainConfig(dim=16, heads=2, align_chunks=2))
+    batch = train_batch(ds, n=8)
+    channels = psu.embedding.encode(batch["hist_queries"], batch["hist_items"]).channels()
+    loss = psu.align_loss(batch, channels)
+    unit = chunk(torch.nn.functional.normalize(channels[:, :, 1:].float(), dim=-1), 2)
+    valid = chunk(batch["mask"], 2)
+    items = chunk(batch["hist_items"], 2)
+    plain = torch.stack(
+        [
+            reference_clip_loss(
+                unit[:, :, i], unit[:, :, j], valid, 0.07, items[:, :, None] == items[:, None, :]
+            )
+            for i, j in itertools.combinations(range(unit.shape[2]), 2)
+        ]
+    ).mean()
+    torch.testing.assert_close(loss, plain)
 
 
 def test_pair_and_consistency_losses_on_known_cases() -> None:

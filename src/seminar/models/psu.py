@@ -30,6 +30,14 @@ from seminar.errors import NoPretrainingTask
 from seminar.models.attention import TargetAttention
 from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding, item_channel_names
 from seminar.models.features import FeatureTables
+from seminar.models.infonce import (
+    MAX_EXP_RANGE,
+    clip_allowed,
+    shared_exp_clip_loss,
+    shifted_clip_mask,
+)
+from seminar.models.infonce import clip_loss as clip_loss
+from seminar.models.infonce import clip_mask as clip_mask
 
 
 @dataclass
@@ -91,49 +99,6 @@ def feasible_tasks(config: PretrainConfig, tables: FeatureTables) -> tuple[Pretr
         reasons = "; ".join(f"{name} {why}" for name, why in dropped.items())
         raise NoPretrainingTask(f"no PSU pretraining task can run on this dataset: {reasons}")
     return feasible, dropped
-
-
-def clip_mask(valid: Tensor, exclude: Tensor | None = None) -> Tensor:
-    """The additive logit mask [N, S, S] of :func:`clip_loss`: 0 where a pair may meet, -inf where not.
-
-    A pair (s, t) meets when both are real and not excluded (the diagonal always is); a padded
-    anchor's whole row is 0 instead, so its terms stay finite (and are weighted out). ``allowed`` is
-    symmetric, so the one mask serves both directions (the second reads it transposed), and it
-    depends on no channel: the alignment loss builds it once for every channel pair.
-    """
-    allowed = valid[:, :, None] & valid[:, None, :]
-    if exclude is not None:
-        eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
-        allowed = allowed & ~(exclude & ~eye)
-    allowed = allowed | ~valid[:, :, None]
-    zero = torch.zeros((), dtype=torch.float32, device=valid.device)
-    return torch.where(allowed, zero, float("-inf"))
-
-
-def clip_loss(
-    a: Tensor,
-    b: Tensor,
-    valid: Tensor,
-    temperature: float,
-    exclude: Tensor | None = None,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """Symmetric InfoNCE between row-aligned unit vectors ``a``, ``b`` [N, S, d] within each of N groups.
-
-    Logits are cosine similarities divided by ``temperature``. Invalid rows (padding) take no part,
-    as anchors or as negatives; ``exclude`` [N, S, S] removes further negatives (e.g. repeated
-    items); ``mask``: :func:`clip_mask` of (valid, exclude), when the caller has it already.
-    Returns the mean over valid anchors of both directions: each anchor's
-    logsumexp over what it may meet, less its own pair's logit.
-    """
-    if mask is None:
-        mask = clip_mask(valid, exclude)
-    logits = torch.einsum("nsd,ntd->nst", a, b) / temperature
-    own = (a * b).sum(dim=-1) / temperature  # (an einsum runs this as N·S one-element matmuls)
-    rows = torch.logsumexp(logits + mask, dim=2) - own  # a_s against every b_t
-    cols = torch.logsumexp(logits + mask.transpose(1, 2), dim=1) - own  # b_t against every a_s
-    n_valid = valid.sum().clamp_min(1)
-    return ((rows + cols) * valid).sum() / (2 * n_valid)
 
 
 def pair_bce(positive: Tensor, negative: Tensor) -> Tensor:
@@ -212,10 +177,13 @@ class PretrainingSearchUnit(nn.Module):
         unit = F.normalize(hist_channels[:, -window:, 1:].float(), dim=-1)  # B W M d
         valid = chunk(batch["mask"][:, -window:], self.config.align_chunks)
         items = chunk(batch["hist_items"][:, -window:], self.config.align_chunks)
-        mask = clip_mask(valid, items[:, :, None] == items[:, None, :])  # repeated items never negatives
+        allowed = clip_allowed(valid, items[:, :, None] == items[:, None, :])  # repeats never negatives
         unit = chunk(unit, self.config.align_chunks)  # N S M d
+        temperature = self.config.temperature
+        # one mask for every channel pair (unless the temperature is too low for the shared form)
+        shifted = shifted_clip_mask(allowed, temperature) if 2 / temperature <= MAX_EXP_RANGE else None
         losses = [
-            clip_loss(unit[:, :, i], unit[:, :, j], valid, self.config.temperature, mask=mask)
+            shared_exp_clip_loss(unit[:, :, i], unit[:, :, j], valid, temperature, allowed, shifted)
             for i, j in itertools.combinations(range(unit.shape[2]), 2)
         ]
         return torch.stack(losses).mean()
