@@ -182,9 +182,12 @@ class PretrainingSearchUnit(nn.Module):
         temperature = self.config.temperature
         # one mask for every channel pair (unless the temperature is too low for the shared form)
         shifted = shifted_clip_mask(allowed, temperature) if 2 / temperature <= MAX_EXP_RANGE else None
+        pairs = itertools.combinations(range(unit.shape[2]), 2)
         losses = [
-            shared_exp_clip_loss(unit[:, :, i], unit[:, :, j], valid, temperature, allowed, shifted)
-            for i, j in itertools.combinations(range(unit.shape[2]), 2)
+            shared_exp_clip_loss(
+                unit[:, :, i], unit[:, :, j], valid, temperature, allowed, shifted, unit=True
+            )
+            for i, j in pairs
         ]
         return torch.stack(losses).mean()
 
