@@ -518,6 +518,10 @@ def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
         bucket = torch.log2(distance.float() + 1).long()
         reference = relevance + biased.recency.mean(0)[bucket]
         expected, _ = select_top_k(reference, inputs.target_mask, 4)
+        # the bias is added in place to a product formed for the call, never to a shared tensor
+        bias = biased._gsu_recency_bias(inputs, None, None)
+        torch.testing.assert_close(biased.search.biased_relevance(inputs, bias), reference)
+        assert torch.equal(biased.search.relevance(inputs), relevance)
     assert torch.equal(kept, expected)
     real = kept[valid]
     assert (real >= length - 7).all()  # every kept real behaviour is among the 7 most recent
