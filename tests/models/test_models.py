@@ -255,48 +255,21 @@ def reference_clip_loss(
     return ((rows + cols) * valid).sum() / (2 * valid.sum().clamp_min(1))
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    groups=st.integers(1, 4),
-    size=st.integers(1, 12),
-    padded=st.integers(0, 12),
-    repeats=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_clip_loss_equals_the_plain_form_with_its_gradients(
-    groups: int, size: int, padded: int, repeats: bool, seed: int
-) -> None:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.nn.functional.normalize(torch.randn(groups, size, 8, generator=g), dim=-1).requires_grad_()
-    b = torch.nn.functional.normalize(torch.randn(groups, size, 8, generator=g), dim=-1).requires_grad_()
-    valid = torch.arange(size)[None].expand(groups, -1) >= min(padded, size - 1)  # >= 1 real per group
-    items = torch.randint(0, max(2, size // 2) if repeats else 10**6, (groups, size), generator=g)
-    exclude = items[:, :, None] == items[:, None, :]
-    fast = clip_loss(a, b, valid, 0.1, exclude)
-    shared = clip_loss(a, b, valid, 0.1, mask=clip_mask(valid, exclude))
-    plain = reference_clip_loss(a, b, valid, 0.1, exclude)
-    torch.testing.assert_close(fast, plain)
-    torch.testing.assert_close(shared, plain)
-    fast_grads = torch.autograd.grad(fast, (a, b))
-    plain_grads = torch.autograd.grad(plain, (a, b))
-    for fast_grad, plain_grad in zip(fast_grads, plain_grads, strict=True):
-        assert torch.isfinite(fast_grad).all()
-        torch.testing.assert_close(fast_grad, plain_grad)
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     groups=st.integers(1, 4),
     size=st.integers(1, 12),
     padded=st.integers(0, 12),
     repeats=st.booleans(),
-    temperature=st.sampled_from([1.0, 0.1, 0.07, 0.03, 0.02]),  # 0.02: the plain form's fallback
+    temperature=st.sampled_from([1.0, 0.1, 0.07, 0.03, 0.02]),  # 0.02: the shared form's fallback
     zero_padding=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_shared_exp_clip_loss_equals_the_plain_form_with_its_gradients(
+def test_clip_loss_forms_equal_the_plain_form_with_their_gradients(
     groups: int, size: int, padded: int, repeats: bool, temperature: float, zero_padding: bool, seed: int
 ) -> None:
+    """clip_loss (its own mask or a shared one) and shared_exp_clip_loss (its own shifted mask or a
+    shared one) against both directions' full log-softmax, values and gradients."""
     g = torch.Generator().manual_seed(seed)
     valid = torch.arange(size)[None].expand(groups, -1) >= min(padded, size - 1)  # >= 1 real per group
     unit = torch.nn.functional.normalize(torch.randn(2, groups, size, 8, generator=g), dim=-1)
@@ -306,19 +279,21 @@ def test_shared_exp_clip_loss_equals_the_plain_form_with_its_gradients(
     b = torch.where(torch.rand(groups, size, 1, generator=g) < 0.3, unit[0], unit[1])
     a, b = unit[0].clone().requires_grad_(), b.clone().requires_grad_()
     items = torch.randint(0, max(2, size // 2) if repeats else 10**6, (groups, size), generator=g)
-    allowed = clip_allowed(valid, items[:, :, None] == items[:, None, :])
-    plain = reference_clip_loss(a, b, valid, temperature, items[:, :, None] == items[:, None, :])
-    shared = shared_exp_clip_loss(a, b, valid, temperature, allowed)
-    passed_mask = shared_exp_clip_loss(
-        a, b, valid, temperature, allowed, shifted_clip_mask(allowed, temperature)
-    )
-    torch.testing.assert_close(shared, plain)
-    torch.testing.assert_close(passed_mask, plain)
-    for shared_grad, plain_grad in zip(
-        torch.autograd.grad(shared, (a, b)), torch.autograd.grad(plain, (a, b)), strict=True
-    ):
-        assert torch.isfinite(shared_grad).all()
-        torch.testing.assert_close(shared_grad, plain_grad)
+    exclude = items[:, :, None] == items[:, None, :]
+    allowed = clip_allowed(valid, exclude)
+    plain = reference_clip_loss(a, b, valid, temperature, exclude)
+    plain_grads = torch.autograd.grad(plain, (a, b))
+    forms = [
+        clip_loss(a, b, valid, temperature, exclude),
+        clip_loss(a, b, valid, temperature, mask=clip_mask(valid, exclude)),
+        shared_exp_clip_loss(a, b, valid, temperature, allowed),
+        shared_exp_clip_loss(a, b, valid, temperature, allowed, shifted_clip_mask(allowed, temperature)),
+    ]
+    for loss in forms:
+        torch.testing.assert_close(loss, plain)
+        for grad, plain_grad in zip(torch.autograd.grad(loss, (a, b)), plain_grads, strict=True):
+            assert torch.isfinite(grad).all()
+            torch.testing.assert_close(grad, plain_grad)
 
 
 def test_shared_exp_clip_loss_refuses_vectors_longer_than_one() -> None:
