@@ -135,7 +135,7 @@ class ExperimentSettings:
     )
     gsu_recency: bool = _knob(
         False,
-        "a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's learned recency bias to its scores",
+        "a content GSU (SIM soft, ETA, TWIN, QIN, SEMINAR) adds the ESU's learned recency bias to its scores",
         train=Flag(),
     )
     item_popularity: bool = _knob(

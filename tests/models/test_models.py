@@ -467,14 +467,15 @@ def test_seminar_kept_logits_equal_the_full_gsu_gathered(ds: SeminarDataset, tab
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("model", ["sim_soft", "twin", "seminar"])
+@pytest.mark.parametrize("model", ["sim_soft", "eta", "twin", "qin", "seminar"])
 def test_gsu_recency_adds_the_head_averaged_esu_bias_to_the_gsu_scores(
     ds: SeminarDataset, tables: FeatureTables, model: str
 ) -> None:
     """With a zero bias the selection is the content GSU's; a large bias on the nearest buckets makes
     the kept behaviours the most recent ones; in both cases it equals relevance + mean bias, top-K."""
     batch = EvalSamples(ds, "test", "pair", max_length=24).__getitems__([0, 1, 2, 3])
-    config = RankerConfig(model=model, dim=16, heads=2, top_k=4)
+    # QIN's first stage keeps the whole window here (its first stage under the bias: the next test)
+    config = RankerConfig(model=model, dim=16, heads=2, top_k=4, qin_first_stage=24)
     plain = Ranker(tables, config).eval()
     biased = Ranker(tables, replace(config, gsu_recency=True)).eval()
     assert biased.uses_gsu_recency and not plain.uses_gsu_recency
@@ -542,6 +543,25 @@ def test_the_gsu_recency_bias_equals_the_table_at_each_slots_bucket(
         got = ranker._gsu_recency_bias(inputs, ends, distance)
         expected = ranker.recency.mean(dim=0)[bucket]
     assert got.shape == (b, c, length) and torch.equal(got, expected)
+
+
+def test_qin_with_gsu_recency_keeps_its_first_stage_by_the_query(
+    ds: SeminarDataset, tables: FeatureTables
+) -> None:
+    """The bias reorders QIN's second stage only: however large, it keeps nothing outside the K1
+    behaviours the target query chose."""
+    batch = EvalSamples(ds, "test", "search", max_length=24).__getitems__([0, 1, 2, 3])
+    ranker = Ranker(tables, RankerConfig(model="qin", dim=16, heads=2, top_k=4, gsu_recency=True)).eval()
+    assert ranker.uses_gsu_recency
+    inputs = ranker._search_inputs(batch, batch["cand_items"], batch["cand_queries"])
+    with torch.no_grad():
+        ranker.recency.zero_()
+        ranker.recency[:, :3] = 1e4
+        kept, valid = ranker._select(inputs, None)
+        query_sim = torch.einsum("bcd,bld->bcl", inputs.target.query(), inputs.history.item())
+        stage_one, _ = select_top_k(query_sim, inputs.target_mask, 8)  # K1 = 2K
+    first = torch.zeros_like(query_sim, dtype=torch.bool).scatter_(2, stage_one, True)
+    assert torch.gather(first, 2, kept)[valid].all()
 
 
 def test_gsu_recency_on_a_gsu_without_content_scores_is_said_to_change_nothing(

@@ -94,8 +94,8 @@ class RankerConfig:
     interactions: bool = True  # interest ⊙ target and user ⊙ target in the head's input
     dot: bool = True  # add <interest, target> + <user, target> to the head's logit
     recency_bias: bool = True  # ESU logit bias by log2 distance of a kept behaviour to the target
-    # a content GSU (SIM soft, TWIN, SEMINAR) adds the ESU's head-averaged recency bias to its scores,
-    # as TWIN adds its behaviours' time features to the attention logits in both stages
+    # a content GSU (SIM soft, ETA, TWIN, QIN, SEMINAR) adds the ESU's head-averaged recency bias to
+    # its scores, as TWIN adds its behaviours' time features to the attention logits in both stages
     gsu_recency: bool = False
     # the head also sees each candidate's training count (a log2 bucket), the popularity scorer's
     # whole signal, which an id embedding learns only for the items it sees often
@@ -245,7 +245,7 @@ class Ranker(nn.Module):
                 self.register_buffer("item_counts", tables.item_counts.long().clone())
         if config.gsu_recency and not self.uses_gsu_recency:
             logger.warning(
-                "%s has no content GSU to add the recency bias to (sim_soft, twin and seminar do): "
+                "%s has no content GSU to add the recency bias to (sim_soft, eta, twin, qin and seminar do): "
                 "gsu_recency changes nothing",
                 config.model,
             )

@@ -358,8 +358,9 @@ class GeneralSearch(nn.Module):
     history is projected once, and gives its trainable logits through :meth:`logits_at`."""
 
     scores_content: ClassVar[bool] = False
-    """Whether the GSU scores what a behaviour is by an inner product with its content key (a
-    bilinear GSU, exact or held as codes): the GSUs that ``gsu_recency`` adds the recency bias to."""
+    """Whether the GSU ranks behaviours by what they are and never by where they lie (SIM soft, ETA,
+    TWIN, QIN, SEMINAR; exact or held as codes): the GSUs that ``gsu_recency`` adds the recency bias
+    to. Recency and SIM hard (most recent first within the category) see time already."""
 
     fresh_relevance: ClassVar[bool] = False
     """Whether :meth:`relevance` returns a tensor formed for the call (a product), never a view of
@@ -480,7 +481,14 @@ def pack_sign_bits(projected: Tensor) -> Tensor:
 
 
 class EtaSearch(GeneralSearch):
-    """ETA: SimHash sign bits of fused embeddings; top-K by smallest Hamming distance (packed, popcount)."""
+    """ETA: SimHash sign bits of fused embeddings; top-K by smallest Hamming distance (packed, popcount).
+
+    With ``gsu_recency`` the bias is added to the negative distance as it stands: one bit of Hamming
+    distance weighs as much as one unit of the ESU's recency logit.
+    """
+
+    scores_content = True
+    fresh_relevance = True
 
     def __init__(self, dim: int, n_bits: int = 64, seed: int = 0) -> None:
         super().__init__()
@@ -523,8 +531,13 @@ class QinSearch(GeneralSearch):
 
     The first stage scores the relevance of the target query to each behaviour's *item* (as the
     published relevance search unit does), not query-to-query similarity: with the empty query of
-    a recommendation every past query would tie, and the first stage would select nothing.
+    a recommendation every past query would tie, and the first stage would select nothing. With
+    ``gsu_recency`` the bias is added to the second stage's scores (the first stage's K1 stay the
+    query's).
     """
+
+    scores_content = True
+    fresh_relevance = True
 
     def __init__(self, first_stage: int) -> None:
         super().__init__()
