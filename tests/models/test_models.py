@@ -296,11 +296,15 @@ def test_clip_loss_forms_equal_the_plain_form_with_their_gradients(
             torch.testing.assert_close(grad, plain_grad)
 
 
-def test_shared_exp_clip_loss_refuses_vectors_longer_than_one() -> None:
+def test_shared_exp_clip_loss_refuses_long_vectors_and_a_second_backward() -> None:
     valid = torch.ones(1, 4, dtype=torch.bool)
-    a = torch.nn.functional.normalize(torch.randn(1, 4, 8), dim=-1)
+    a = torch.nn.functional.normalize(torch.randn(1, 4, 8), dim=-1).requires_grad_()
     with pytest.raises(ValueError, match="norm <= 1"):
         shared_exp_clip_loss(a, 2 * a, valid, 0.1, clip_allowed(valid))
+    loss = shared_exp_clip_loss(a, a, valid, 0.1, clip_allowed(valid))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()
 
 
 def test_alignment_loss_is_the_plain_form_over_every_channel_pair(

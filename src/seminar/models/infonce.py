@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "MAX_EXP_RANGE",
@@ -83,7 +84,8 @@ class _SharedExpInfoNCE(torch.autograd.Function):
     (the shift τ⁻¹ = 1 / temperature is in ``shifted_mask``).
 
     Backward: d/d logits_st = E_st (r_s + c_t) with r = w / row sums, c = w / column sums (each
-    direction's softmax, weighted); E is overwritten by it, the saved matrix read once more."""
+    direction's softmax, weighted); E is overwritten by it, the saved matrix read once more, so a
+    second backward through the same graph (``retain_graph``) is refused rather than wrong."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # sums of exponentials: fp32
@@ -106,8 +108,12 @@ class _SharedExpInfoNCE(torch.autograd.Function):
         return ((logs + 2 * (inv_temperature - own)) * weights).sum()
 
     @staticmethod
+    @once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if getattr(ctx, "spent", False):
+            raise RuntimeError("shared_exp_clip_loss: its backward reuses its saved matrix and runs once")
+        ctx.spent = True
         a, b, exp, row, col, weights = ctx.saved_tensors
         inv_t = ctx.inv_temperature
         weighted = weights * grad
