@@ -269,6 +269,34 @@ def test_early_stopping(
     assert len([r for r in records(tmp_path / "run") if r["stage"] == "epoch"]) == epochs_run
 
 
+def test_a_run_stopped_early_goes_on_when_resumed_with_more_patience(
+    ds: SeminarDataset, tmp_path: Path
+) -> None:
+    """Resumed with a larger patience, a run stopped early continues and ends as a run given that
+    patience from the start (the same epochs, the same best, the same weights)."""
+    values = [0.5, 0.4, 0.45, 0.6, 0.3]
+    straight = Trainer(
+        TinyModel(ds.n_items), ds, make_config(tmp_path / "a", epochs=5, early_stopping_patience=3)
+    )
+    scripted_validation(straight, values)
+    expected = straight.fit()
+    assert expected["epochs_run"] == 5 and expected["best_epoch"] == 4
+
+    stopped = Trainer(
+        TinyModel(ds.n_items), ds, make_config(tmp_path / "b", epochs=5, early_stopping_patience=2)
+    )
+    scripted_validation(stopped, values)
+    assert stopped.fit()["stopped_early"]  # after epoch 3
+    resumed = Trainer(
+        TinyModel(ds.n_items), ds, make_config(tmp_path / "b", epochs=5, early_stopping_patience=3)
+    )
+    scripted_validation(resumed, values[3:])
+    got = resumed.fit(resume=True)
+    assert got["epochs_run"] == 5 and got["best_epoch"] == 4 and not got["stopped_early"]
+    for name in ("last", "best"):
+        assert same_tensors(weights_of(tmp_path / "a" / name), weights_of(tmp_path / "b" / name))
+
+
 @pytest.mark.parametrize("interruption", ["crash-mid-epoch-2", "stopped-after-epoch-1"])
 def test_resumed_run_equals_uninterrupted_run_bitwise(
     ds: SeminarDataset, tmp_path: Path, interruption: str

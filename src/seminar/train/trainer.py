@@ -384,6 +384,11 @@ class Trainer:
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
+        # the patience may differ from the run's (a resumable change): a run that stopped early under a
+        # smaller one goes on, as an uninterrupted run with this patience would have (the decision to
+        # stop changes no state), and one that a smaller patience would have stopped stops here
+        patience = self.config.early_stopping_patience
+        self.progress.stopped_early = patience is not None and self.progress.bad_epochs >= patience
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             logger.warning(
