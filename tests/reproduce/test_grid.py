@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +227,50 @@ def test_changed_settings_stop_before_any_training(
 ) -> None:
     path, out, _ = grid
     config = load_config(path)
-    config.training.epochs = 2
+    config.training.dropout = 0.5
     forbid_training(monkeypatch)
-    with pytest.raises(ConfigError, match=r"other settings \(training.epochs: 1 -> 2\)"):
+    with pytest.raises(ConfigError, match=r"other settings \(training.dropout: 0.2 -> 0.5\)"):
         run_reproduce(config, out, progress=False)
+    config = load_config(path)
+    config.training.patience = 1  # lowered: the runs may have gone further than it allows
+    with pytest.raises(ConfigError, match=r"training.patience: 3 -> 1"):
+        run_reproduce(config, out, progress=False)
+
+
+def test_more_epochs_continue_the_finished_runs(
+    grid: tuple[Path, Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raised epochs (or patience) continue every run they let go on from its last checkpoint, as
+    `train --resume` does, and refresh its cells; a raise that lets no run go on trains nothing;
+    lowered, they are refused."""
+    path, out, results = grid
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    config = load_config(path)
+    config.training.epochs = 2
+    resumed: list[bool] = []
+    real = grid_module.finetune
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        resumed.append(kwargs["resume"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_module, "finetune", spy)
+    again = run_reproduce(config, copy, retrieval=False, progress=False)
+    runs = sorted((copy / "runs" / "ml-100k").glob("*/seed*"))
+    assert len(resumed) == len(runs) and all(resumed)  # every run, each continued from last/
+    for run in runs:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in lines if r["stage"] == "epoch"] == [1, 2], run
+    assert not again["missing"] and len(again["cells"]) == len(results["cells"])
+    for cell in (copy / "cells").rglob("seed*.json"):
+        assert json.loads(cell.read_text())["settings"]["training"]["epochs"] == 2
+    config.training.patience = 10  # every run is at its epoch cap: nothing goes on
+    forbid_training(monkeypatch)
+    run_reproduce(config, copy, retrieval=False, progress=False)
+    config.training.epochs = 1
+    with pytest.raises(ConfigError, match=r"training.epochs: 2 -> 1"):
+        run_reproduce(config, copy, retrieval=False, progress=False)
 
 
 def test_cli_rerun_and_restrictions(

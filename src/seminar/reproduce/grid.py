@@ -3,7 +3,10 @@
 Each finished cell is one JSON file written atomically; a re-run skips it. A run interrupted
 mid-training resumes from its ``last`` checkpoint and ends where an uninterrupted one would. A
 finished cell records the settings it was trained with, and a later run with other settings stops
-with an error instead of mixing results of two configs in one report.
+with an error instead of mixing results of two configs in one report. Two settings are the
+exception, as they are for the trainer's ``--resume``: with more ``epochs`` or a larger
+``patience`` a finished run that they let go on (stopped early, or at its old epoch cap) is
+resumed and evaluated again, and one they would not change keeps its result.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_setti
 from seminar.reproduce.config import ConfigError, ReproduceConfig, load_config
 from seminar.reproduce.report import SECTIONS, ReportContext, SectionBuilder, write_report
 from seminar.settings import ExperimentSettings
-from seminar.train.trainer import BEST, LAST, METRICS_FILE
+from seminar.train.trainer import BEST, LAST, METRICS_FILE, read_jsonl
 
 SETTINGS_FILE = "reproduce-settings.json"
+# Settings a finished run is continued under, when raised, rather than refused (the trainer resumes
+# them); lowered, they are refused like any other change (the run went further than they allow).
+CONTINUABLE = frozenset({"training.epochs", "training.patience"})
 # Settings of a ranker run that a PSU run does not depend on.
 _RANKER_ONLY = (
     "gsu_recency",
@@ -59,14 +65,21 @@ _RANKER_ONLY = (
 )
 
 
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like values."""
+def _differences(saved: Any, current: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two JSON-like values: (saved, current) of each."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        out: list[str] = []
+        out: dict[str, tuple[Any, Any]] = {}
         for key in sorted(set(saved) | set(current)):
-            out += _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
+            out.update(_differences(saved.get(key), current.get(key), f"{prefix}{key}."))
         return out
-    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
+    return {} if saved == current else {prefix.rstrip("."): (saved, current)}
+
+
+def _raised(saved: Any, current: Any) -> bool:
+    """A count (epochs, patience) made larger; None is no limit (patience: never stop early)."""
+    if current is None:
+        return True
+    return isinstance(saved, int) and isinstance(current, int) and current > saved
 
 
 def _json_ready(value: Any) -> Any:
@@ -80,13 +93,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _check_same(path: Path, saved: Any, current: Any) -> None:
+def _check_same(path: Path, saved: Any, current: Any, allowed: frozenset[str] = frozenset()) -> bool:
+    """Refuse a folder produced with other settings, except those of ``allowed`` raised; whether any
+    of those were."""
     changed = _differences(saved, current)
-    if changed:
+    refused = [
+        f"{key}: {old!r} -> {new!r}"
+        for key, (old, new) in changed.items()
+        if key not in allowed or not _raised(old, new)
+    ]
+    if refused:
         raise ConfigError(
-            f"{path} was produced with other settings ({'; '.join(changed[:5])}"
-            f"{'; ...' if len(changed) > 5 else ''}); use another --out folder or delete it"
+            f"{path} was produced with other settings ({'; '.join(refused[:5])}"
+            f"{'; ...' if len(refused) > 5 else ''}); use another --out folder or delete it"
         )
+    return bool(changed)
 
 
 class GridRunner:
@@ -145,7 +166,8 @@ class GridRunner:
         """
         marker = directory / SETTINGS_FILE
         if marker.exists():
-            _check_same(directory, _read_json(marker), settings)
+            if _check_same(directory, _read_json(marker), settings, CONTINUABLE):
+                write_json_atomic(marker, settings)  # continued under more epochs or patience
             if not (directory / LAST).exists():  # stopped inside the first epoch: nothing to resume
                 (directory / METRICS_FILE).unlink(missing_ok=True)
                 shutil.rmtree(directory / BEST, ignore_errors=True)
@@ -216,6 +238,8 @@ class GridRunner:
         experiment = self.settings(spec)
         run = self.layout.run_dir(spec)
         started = time.perf_counter()
+        # a cell continued under more epochs or patience counts the time it took before
+        before = previous or _read_json(self.layout.cell_file(spec)) or {}
         metrics: dict[str, Any] = dict(previous["metrics"]) if previous else {}
         dropped: dict[str, str] = dict(previous.get("dropped_tasks", {})) if previous else {}
         if previous is None:
@@ -234,7 +258,7 @@ class GridRunner:
             ds, tables = self.dataset(spec.dataset)
             evaluation = experiment.train_config(seed=spec.seed)
             metrics.update(evaluate_run(ds, run, evaluation, todo, tables=tables))
-        seconds = round(time.perf_counter() - started, 1) + (previous or {}).get("seconds", 0.0)
+        seconds = round(time.perf_counter() - started, 1) + before.get("seconds", 0.0)
         record = {"settings": settings, "metrics": metrics, "seconds": seconds}
         return {**record, "dropped_tasks": dropped} if dropped else record
 
@@ -248,13 +272,32 @@ class GridRunner:
         return f"[{index}/{total}] {cell.label}  {scores}  ({record['seconds']:.1f} s)"
 
     def existing(self, spec: RunSpec) -> dict[str, Any] | None:
-        """The cell file of ``spec`` if it is finished with the current settings (error if not)."""
+        """The cell file of ``spec`` if it is finished with the current settings (error if not); a
+        cell whose run the current epochs or patience let train on is not finished."""
         path = self.layout.cell_file(spec)
         record = _read_json(path) if path.exists() else None
         if record is None or "metrics" not in record:
             return None
-        _check_same(path, record.get("settings"), _json_ready(run_settings(self.config, spec)))
+        current = _json_ready(run_settings(self.config, spec))
+        if _check_same(path, record.get("settings"), current, CONTINUABLE) and self._trains_on(spec):
+            return None
         return record
+
+    def _trains_on(self, spec: RunSpec) -> bool:
+        """Whether the current epochs and patience let ``spec``'s run train further, as the trainer
+        resumes it: fewer epochs run than allowed, and fewer epochs without improvement at its end
+        than the patience. Read from its metrics; a fitted model (no epochs) never does."""
+        path = self.layout.run_dir(spec) / METRICS_FILE
+        epochs = [r for r in read_jsonl(path) if r.get("stage") == "epoch"] if path.exists() else []
+        if not epochs or epochs[-1].get("epoch", 0) == 0:
+            return False
+        bad = 0
+        for record in reversed(epochs):
+            if record.get("improved", True):
+                break
+            bad += 1
+        t = self.config.training
+        return epochs[-1]["epoch"] < t.epochs and (t.patience is None or bad < t.patience)
 
     def run(self, cells: Sequence[Cell]) -> int:
         """Run every unfinished cell of ``cells``; returns how many runs were trained or completed."""
