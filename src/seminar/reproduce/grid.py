@@ -286,9 +286,12 @@ class GridRunner:
     def _trains_on(self, spec: RunSpec) -> bool:
         """Whether the current epochs and patience let ``spec``'s run train further, as the trainer
         resumes it: fewer epochs run than allowed, and fewer epochs without improvement at its end
-        than the patience. Read from its metrics; a fitted model (no epochs) never does."""
+        than the patience. Read from its metrics; a fitted model (no epochs) never does, and a run
+        whose folder is gone is trained again (nothing says where it stopped)."""
         path = self.layout.run_dir(spec) / METRICS_FILE
-        epochs = [r for r in read_jsonl(path) if r.get("stage") == "epoch"] if path.exists() else []
+        if not path.exists():
+            return True
+        epochs = [r for r in read_jsonl(path) if r.get("stage") == "epoch"]
         if not epochs or epochs[-1].get("epoch", 0) == 0:
             return False
         bad = 0
