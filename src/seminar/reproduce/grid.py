@@ -238,8 +238,9 @@ class GridRunner:
         experiment = self.settings(spec)
         run = self.layout.run_dir(spec)
         started = time.perf_counter()
-        # a cell continued under more epochs or patience counts the time it took before
-        before = previous or _read_json(self.layout.cell_file(spec)) or {}
+        # a cell continued under more epochs or patience counts the time its run took before
+        continued = (run / LAST).exists() and _read_json(self.layout.cell_file(spec))
+        before = previous or continued or {}
         metrics: dict[str, Any] = dict(previous["metrics"]) if previous else {}
         dropped: dict[str, str] = dict(previous.get("dropped_tasks", {})) if previous else {}
         if previous is None:
