@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from seminar.cli import main
-from seminar.models.ranker import RankerConfig
 from seminar.reproduce import grid as grid_module
 from seminar.reproduce import run_reproduce
 from seminar.reproduce.config import ConfigError, load_config
@@ -99,6 +98,19 @@ def forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(grid_module, name, refuse)
 
 
+def record_finetune(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every call of the grid's finetune (its arguments), which still runs."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    real = grid_module.finetune
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_module, "finetune", spy)
+    return calls
+
+
 def test_report_folder_has_tables_figures_and_numbers(grid: tuple[Path, Path, dict[str, Any]]) -> None:
     _, out, results = grid
     for name in ("table2.md", "table3.md", "results.json", "README.md"):
@@ -182,17 +194,10 @@ def test_lost_cell_resumes_its_run_from_last(
     cell = next((out / "cells" / "ml-100k").glob("recency-*/seed0.json"))
     saved = json.loads(cell.read_text())
     cell.unlink()
-    calls: list[bool] = []
-    real = grid_module.finetune
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["resume"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(grid_module, "finetune", spy)
+    calls = record_finetune(monkeypatch)
     monkeypatch.setattr(grid_module, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
     run_reproduce(path, out, seeds=[0], retrieval=False, progress=False)
-    assert calls == [True]  # resumed from last/, which is already at the final epoch
+    assert [kwargs["resume"] for _, kwargs in calls] == [True]  # from last/, already at the final epoch
     assert json.loads(cell.read_text())["metrics"] == saved["metrics"]
 
 
@@ -203,20 +208,13 @@ def test_only_models_runs_the_named_rows_alone(
     cell = next((out / "cells" / "ml-100k").glob("recency-*/seed1.json"))
     saved = cell.read_bytes()
     cell.unlink()
-    calls: list[RankerConfig] = []
-    real = grid_module.finetune
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(grid_module, "finetune", spy)
+    calls = record_finetune(monkeypatch)
     monkeypatch.setattr(grid_module, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
     results = run_reproduce(path, out, only_models=["SEMINAR"], retrieval=False, progress=False)
     assert calls == [] and not cell.exists()  # the lost recency cell belongs to another row
     assert results["missing"] == ["ml-100k | recency | seed 1"]
     run_reproduce(path, out, only_models=["recency"], seeds=[1], retrieval=False, progress=False)
-    assert [c.model for c in calls] == ["recency"] and cell.exists()
+    assert [args[2].model for args, _ in calls] == ["recency"] and cell.exists()
     assert json.loads(cell.read_bytes())["metrics"] == json.loads(saved)["metrics"]
     assert main(["reproduce", str(path), "--out", str(out), "--only-models", "SEMINAR", "TWIN"]) == 2
     assert "unknown model row(s) ['TWIN']" in capsys.readouterr().err
@@ -249,15 +247,9 @@ def test_more_epochs_continue_the_finished_runs(
     shutil.rmtree(next((copy / "runs" / "ml-100k").glob("recency-*")) / "seed1")
     config = load_config(path)
     config.training.epochs = 2
-    resumed: list[bool] = []
-    real = grid_module.finetune
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        resumed.append(kwargs["resume"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(grid_module, "finetune", spy)
+    calls = record_finetune(monkeypatch)
     again = run_reproduce(config, copy, retrieval=False, progress=False)
+    resumed = [kwargs["resume"] for _, kwargs in calls]
     runs = sorted((copy / "runs" / "ml-100k").glob("*/seed*"))
     assert len(resumed) == len(runs) and resumed.count(False) == 1  # all but the lost run from last/
     for run in runs:
