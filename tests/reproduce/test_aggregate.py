@@ -180,3 +180,11 @@ def test_search_mode_on_generated_queries_is_marked() -> None:
     query = generated_query_note({"synthetic_queries": True, "split": {"eval_negatives": "query"}})
     assert query is not None and "clicked under the same query" in query
     assert generated_query_note({"synthetic_queries": False}) is None
+
+
+def test_the_settings_line_says_how_runs_stop() -> None:
+    from seminar.reproduce.report import _settings_markdown
+
+    assert "(patience 3, best by validation" in _settings_markdown(parse_config(CONFIG))
+    never = parse_config({**CONFIG, "training": {"patience": None}})
+    assert "(no early stop, best by validation" in _settings_markdown(never)

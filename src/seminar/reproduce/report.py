@@ -242,12 +242,13 @@ def _count(n: int, word: str) -> str:
 
 def _settings_markdown(config: ReproduceConfig) -> str:
     t = config.training
+    stopping = f"patience {t.patience}" if t.patience is not None else "no early stop"
     lines = [
         f"- datasets: {', '.join(d.name + ' (' + d.source + ')' for d in config.datasets) or 'none'}",
         f"- seeds: {', '.join(str(s) for s in config.seeds)}; test modes: {', '.join(config.modes)}",
         f"- L={t.max_length}, K={t.top_k}, d={t.dim}, {_count(t.heads, 'head')}, "
         f"at most {_count(t.epochs, 'epoch')} "
-        f"(patience {t.patience}, best by validation {t.monitor} in {t.eval_mode} mode), "
+        f"({stopping}, best by validation {t.monitor} in {t.eval_mode} mode), "
         f"PSU pretrained {_count(t.pretrain_epochs, 'epoch')}, λ={t.fusion_lambda:g}, "
         f"{t.positions_per_user or 'all'} training positions per user per epoch",
         *(
