@@ -22,6 +22,7 @@ __all__ = [
     "clip_loss",
     "clip_mask",
     "clip_mask_of",
+    "one_shift_serves",
     "shared_exp_clip_loss",
     "shifted_clip_mask",
 ]
@@ -30,6 +31,12 @@ MAX_EXP_RANGE = 80.0
 """The widest logit range (2 / temperature for unit vectors) one shared shift may span: e^-80 is
 still a normal float32, so no allowed pair's term underflows to zero. Beyond it (a temperature
 below 0.025) :func:`shared_exp_clip_loss` falls back to :func:`clip_loss`."""
+
+
+def one_shift_serves(temperature: float) -> bool:
+    """Whether unit vectors' logits at this temperature span at most :data:`MAX_EXP_RANGE`, so that
+    :func:`shared_exp_clip_loss` can exponentiate them with one shift."""
+    return 2 / temperature <= MAX_EXP_RANGE
 
 
 def clip_allowed(valid: Tensor, exclude: Tensor | None = None) -> Tensor:
@@ -145,8 +152,7 @@ def shared_exp_clip_loss(
     strided channel slices the check cost about a tenth of the loss). A temperature so low that the
     logits span more than :data:`MAX_EXP_RANGE` takes the plain form.
     """
-    shift = 1.0 / temperature
-    if 2 * shift > MAX_EXP_RANGE:
+    if not one_shift_serves(temperature):
         return clip_loss(a, b, valid, temperature, mask=clip_mask_of(allowed, valid))
     if not unit:
         longest = a.detach().norm(dim=-1).amax() * b.detach().norm(dim=-1).amax()
@@ -157,7 +163,7 @@ def shared_exp_clip_loss(
     if shifted_mask is None:
         shifted_mask = shifted_clip_mask(allowed, temperature)
     weights = valid.to(a.dtype) / (2 * valid.sum().clamp_min(1))
-    return _SharedExpInfoNCE.apply(a, b, weights, shifted_mask, shift)
+    return _SharedExpInfoNCE.apply(a, b, weights, shifted_mask, 1.0 / temperature)
 
 
 def shifted_clip_mask(allowed: Tensor, temperature: float) -> Tensor:

@@ -31,8 +31,8 @@ from seminar.models.attention import TargetAttention
 from seminar.models.embedding import BehaviourEmbedding, Gate, PairEmbedding, item_channel_names
 from seminar.models.features import FeatureTables
 from seminar.models.infonce import (
-    MAX_EXP_RANGE,
     clip_allowed,
+    one_shift_serves,
     shared_exp_clip_loss,
     shifted_clip_mask,
 )
@@ -181,7 +181,7 @@ class PretrainingSearchUnit(nn.Module):
         unit = chunk(unit, self.config.align_chunks)  # N S M d
         temperature = self.config.temperature
         # one mask for every channel pair (unless the temperature is too low for the shared form)
-        shifted = shifted_clip_mask(allowed, temperature) if 2 / temperature <= MAX_EXP_RANGE else None
+        shifted = shifted_clip_mask(allowed, temperature) if one_shift_serves(temperature) else None
         pairs = itertools.combinations(range(unit.shape[2]), 2)
         losses = [
             shared_exp_clip_loss(

@@ -37,7 +37,7 @@ from seminar.reproduce.cells import Cell, Layout, RunSpec, plan_cells, run_setti
 from seminar.reproduce.config import ConfigError, ReproduceConfig, load_config
 from seminar.reproduce.report import SECTIONS, ReportContext, SectionBuilder, write_report
 from seminar.settings import ExperimentSettings
-from seminar.train.trainer import BEST, LAST, METRICS_FILE, read_jsonl
+from seminar.train.trainer import BEST, LAST, METRICS_FILE, read_jsonl, stops_early
 
 SETTINGS_FILE = "reproduce-settings.json"
 # Settings a finished run is continued under, when raised, rather than refused (the trainer resumes
@@ -301,7 +301,7 @@ class GridRunner:
                 break
             bad += 1
         t = self.config.training
-        return epochs[-1]["epoch"] < t.epochs and (t.patience is None or bad < t.patience)
+        return epochs[-1]["epoch"] < t.epochs and not stops_early(bad, t.patience)
 
     def run(self, cells: Sequence[Cell]) -> int:
         """Run every unfinished cell of ``cells``; returns how many runs were trained or completed."""

@@ -206,6 +206,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def stops_early(bad_epochs: int, patience: int | None) -> bool:
+    """The early-stopping rule: ``patience`` epochs in a row without improvement (None: never).
+    Training, resumption and a reproduce grid's continued runs all decide by it."""
+    return patience is not None and bad_epochs >= patience
+
+
 def started_without_checkpoint(out_dir: Path | str) -> bool:
     """Whether ``out_dir`` holds a run stopped before its first complete checkpoint (its first
     epoch's metrics line or ``best/``, no ``last/``): resuming it starts it again."""
@@ -388,7 +394,7 @@ class Trainer:
         # smaller one goes on, as an uninterrupted run with this patience would have (the decision to
         # stop changes no state), and one that a smaller patience would have stopped stops here
         patience = self.config.early_stopping_patience
-        self.progress.stopped_early = patience is not None and self.progress.bad_epochs >= patience
+        self.progress.stopped_early = stops_early(self.progress.bad_epochs, patience)
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             logger.warning(
@@ -544,8 +550,7 @@ class Trainer:
             prog.best_record = {k: v for k, v in record.items() if k != "improved"}
         else:
             prog.bad_epochs += 1
-        patience = self.config.early_stopping_patience
-        if patience is not None and prog.bad_epochs >= patience:
+        if stops_early(prog.bad_epochs, self.config.early_stopping_patience):
             prog.stopped_early = True
             logger.info(
                 "early stop after epoch %d: no improvement of %s for %d epochs",
