@@ -87,53 +87,40 @@ def test_a_variant_can_keep_recent_behaviours_beside_the_gsus() -> None:
     assert "recent" in error_of(config_with(models=[{"name": "kNN", "model": "itemknn", "recent": 2}]))
 
 
-def test_a_variant_can_add_the_recency_bias_to_its_gsu() -> None:
-    """`gsu_recency: true` on a row is the same run as the grid's training setting for that row:
-    a folder of its own, the same compared settings, one PSU for both rows."""
-    from seminar.reproduce.cells import run_settings
-
-    models = [
-        {"name": "TWIN", "model": "twin"},
-        {"name": "TWIN + GSU recency", "model": "twin", "gsu_recency": True},
-        {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
-        {"name": "SEMINAR + GSU recency", "model": "seminar", "pretrain": "all", "gsu_recency": True},
-    ]
-    config = parse_config(config_with(models=models, seeds=[0]))
-    twin, twin_timed, seminar, seminar_timed = (cell.spec for cell in plan_cells(config))
-    assert (twin.gsu_recency, twin_timed.gsu_recency) == (False, True)
-    assert twin_timed.key.endswith("-gsu-recency") and twin.key != twin_timed.key
-    assert seminar.psu_key == seminar_timed.psu_key
-    assert "gsu_recency" not in run_settings(config, twin)["training"]  # older cells keep matching
-    on_grid = parse_config(config_with(models=models[:1], seeds=[0], training={"gsu_recency": True}))
-    grid_spec = plan_cells(on_grid)[0].spec
-    assert grid_spec.gsu_recency and run_settings(on_grid, grid_spec) == run_settings(config, twin_timed)
-    assert "gsu_recency" in error_of(
-        config_with(models=[{"name": "kNN", "model": "itemknn", "gsu_recency": True}])
-    )
+# a row's own training switch: (the setting, the value a row sets, the folder suffix, the grid's default
+# left out of the compared settings so that older cells keep matching, a reference model refusing it)
+ROW_SWITCHES = [
+    ("gsu_recency", True, "-gsu-recency", True, "itemknn"),
+    ("item_popularity", True, "-pop", True, "popularity"),
+    ("user_id", False, "-no-user-id", False, "sasrec"),
+]
 
 
-def test_a_variant_can_give_its_head_the_item_counts() -> None:
-    """`item_popularity: true` on a row: a folder of its own, the setting compared only when on (older
-    cells keep matching), one PSU with the row without it; refused for a reference ranker."""
+@pytest.mark.parametrize(("setting", "value", "suffix", "later", "reference"), ROW_SWITCHES)
+def test_a_row_switch_is_the_grids_setting_for_that_row(
+    setting: str, value: bool, suffix: str, later: bool, reference: str
+) -> None:
+    """A switch set on a row (``gsu_recency: true``, ``user_id: false``, ...) is the same run as the
+    grid's training setting for that row: a folder of its own, the same compared settings, one PSU
+    with the row without it; a reference ranker, which has no such part, refuses it."""
     from seminar.reproduce.cells import run_settings
 
     models = [
         {"name": "SEMINAR", "model": "seminar", "pretrain": "all"},
-        {"name": "SEMINAR + popularity", "model": "seminar", "pretrain": "all", "item_popularity": True},
+        {"name": "SEMINAR switched", "model": "seminar", "pretrain": "all", setting: value},
     ]
     config = parse_config(config_with(models=models, seeds=[0]))
-    plain, counted = (cell.spec for cell in plan_cells(config))
-    assert (plain.item_popularity, counted.item_popularity) == (False, True)
-    assert counted.key.endswith("-pop") and plain.key != counted.key
-    assert plain.psu_key == counted.psu_key
-    assert "item_popularity" not in run_settings(config, plain)["training"]
-    assert run_settings(config, counted)["training"]["item_popularity"] is True
-    on_grid = parse_config(config_with(models=models[:1], seeds=[0], training={"item_popularity": True}))
+    plain, switched = (cell.spec for cell in plan_cells(config))
+    assert (getattr(plain, setting), getattr(switched, setting)) == (not value, value)
+    assert switched.key == plain.key + suffix
+    assert plain.psu_key == switched.psu_key  # one pretrained PSU serves both
+    assert (setting in run_settings(config, plain)["training"]) is not later
+    assert run_settings(config, switched)["training"][setting] is value
+    on_grid = parse_config(config_with(models=models[:1], seeds=[0], training={setting: value}))
     grid_spec = plan_cells(on_grid)[0].spec
-    assert grid_spec.item_popularity and run_settings(on_grid, grid_spec) == run_settings(config, counted)
-    assert "item_popularity" in error_of(
-        config_with(models=[{"name": "pop", "model": "popularity", "item_popularity": True}])
-    )
+    assert getattr(grid_spec, setting) is value
+    assert run_settings(on_grid, grid_spec) == run_settings(config, switched)
+    assert setting in error_of(config_with(models=[{"name": "ref", "model": reference, setting: value}]))
 
 
 def test_unknown_top_level_key_is_named_with_a_suggestion() -> None:

@@ -344,6 +344,23 @@ def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path
     assert "SASRec (last 6): its own window L=6" in (out / "README.md").read_text()
 
 
+def test_a_row_without_user_ids_trains_without_them(tmp_path: Path) -> None:
+    """``user_id: false`` on a row reaches the run: its settings and the ranker it saves."""
+    data = tiny_config(tmp_path / "vector-cache")
+    data["models"] = [{"name": "TWIN w/o user id", "model": "twin", "user_id": False}]
+    data["seeds"] = [0]
+    data.pop("sweeps")
+    path = tmp_path / "ids.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    results = run_reproduce(path, out, retrieval=False, progress=False)
+    (cell,) = results["cells"]
+    run = out / cell["run"]
+    assert cell["run"].endswith("twin-scratch-lambda0.5-no-user-id/seed0")
+    assert json.loads((run / "settings.json").read_text())["user_id"] is False
+    assert json.loads((run / "best" / "config.json").read_text())["model_config"]["user_id"] is False
+
+
 def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path: Path) -> None:
     from seminar.io import try_lock
     from seminar.reproduce.cells import Layout, plan_cells

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from seminar.reproduce.config import PSU_TASKS, ReproduceConfig
+from seminar.reproduce.config import PSU_TASKS, ReproduceConfig, VariantConfig
 from seminar.settings import ExperimentSettings, field_defaults
 
 SWEEPS = ("pretrain_epochs", "fusion_lambda")
@@ -54,16 +54,18 @@ class RunSpec:
     gsu_recency: bool = False
     max_length: int | None = None  # the variant's own window; None: the grid's
     item_popularity: bool = False
+    user_id: bool = True
 
     @property
     def key(self) -> str:
-        """A readable folder name, unique per (model, pretraining, λ, user features, recent, GSU
-        recency, item popularity, own window)."""
+        """A readable folder name, unique per (model, pretraining, λ, user features, user id, recent,
+        GSU recency, item popularity, own window)."""
         profile = "" if self.user_features else "-no-user-features"
+        ids = "" if self.user_id else "-no-user-id"
         recent = f"-recent{self.recent}" if self.recent else ""
         timed = ("-gsu-recency" if self.gsu_recency else "") + ("-pop" if self.item_popularity else "")
         lam = f"lambda{self.fusion_lambda:g}"
-        return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{recent}{timed}{self.window_key}"
+        return f"{self.model}-{self.psu_key or 'scratch'}-{lam}{profile}{ids}{recent}{timed}{self.window_key}"
 
     @property
     def window_key(self) -> str:
@@ -106,6 +108,7 @@ def make_spec(
     gsu_recency: bool = False,
     max_length: int | None = None,
     item_popularity: bool = False,
+    user_id: bool = True,
 ) -> RunSpec:
     """A normalised spec: zero pretraining epochs is the same run as no pretraining."""
     tasks = None if pretrain is None or pretrain_epochs == 0 else tuple(pretrain)
@@ -122,6 +125,34 @@ def make_spec(
         gsu_recency,
         max_length,
         item_popularity,
+        user_id,
+    )
+
+
+def variant_spec(
+    config: ReproduceConfig,
+    dataset: str,
+    variant: VariantConfig,
+    seed: int,
+    pretrain_epochs: int | None = None,
+    fusion_lambda: float | None = None,
+) -> RunSpec:
+    """The run of one row on one dataset and seed: the row's own settings, else the grid's (a sweep
+    passes the PSU epochs or λ it varies)."""
+    train = config.training
+    return make_spec(
+        dataset,
+        variant.model,
+        variant.psu_tasks,
+        train.pretrain_epochs if pretrain_epochs is None else pretrain_epochs,
+        train.fusion_lambda if fusion_lambda is None else fusion_lambda,
+        seed,
+        config.user_features(variant),
+        variant.recent,
+        config.gsu_recency(variant),
+        config.max_length(variant),
+        config.item_popularity(variant),
+        config.user_id(variant),
     )
 
 
@@ -131,25 +162,11 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
     ``seeds`` replaces the config's seeds (for the main grid and for sweeps without their own).
     """
     seeds = list(seeds) if seeds is not None else list(config.seeds)
-    train = config.training
     cells: list[Cell] = []
     for ds in config.datasets:
         for seed in seeds:
             for v in config.models:
-                spec = make_spec(
-                    ds.name,
-                    v.model,
-                    v.psu_tasks,
-                    train.pretrain_epochs,
-                    train.fusion_lambda,
-                    seed,
-                    config.user_features(v),
-                    v.recent,
-                    config.gsu_recency(v),
-                    config.max_length(v),
-                    config.item_popularity(v),
-                )
-                cells.append(Cell(ds.name, v.name, seed, spec))
+                cells.append(Cell(ds.name, v.name, seed, variant_spec(config, ds.name, v, seed)))
     for sweep_name in SWEEPS:
         sweep = getattr(config.sweeps, sweep_name)
         if sweep is None:
@@ -161,22 +178,10 @@ def plan_cells(config: ReproduceConfig, seeds: list[int] | None = None) -> list[
                 continue
             for seed in sweep.seeds if sweep.seeds is not None else seeds:
                 for value in sweep.values:
-                    epochs = int(value) if sweep_name == "pretrain_epochs" else train.pretrain_epochs
-                    lam = float(value) if sweep_name == "fusion_lambda" else train.fusion_lambda
-                    profile = config.user_features(variant)
-                    spec = make_spec(
-                        ds.name,
-                        variant.model,
-                        variant.psu_tasks,
-                        epochs,
-                        lam,
-                        seed,
-                        profile,
-                        variant.recent,
-                        config.gsu_recency(variant),
-                        config.max_length(variant),
-                        config.item_popularity(variant),
-                    )
+                    if sweep_name == "pretrain_epochs":
+                        spec = variant_spec(config, ds.name, variant, seed, pretrain_epochs=int(value))
+                    else:
+                        spec = variant_spec(config, ds.name, variant, seed, fusion_lambda=float(value))
                     cells.append(Cell(ds.name, variant.name, seed, spec, sweep_name, value))
     return cells
 
@@ -263,6 +268,7 @@ def run_settings(config: ReproduceConfig, spec: RunSpec) -> dict[str, Any]:
                 gsu_recency=spec.gsu_recency,
                 max_length=spec.max_length or config.training.max_length,
                 item_popularity=spec.item_popularity,
+                user_id=spec.user_id,
             ),
             spec.pretrain is not None,
         ),

@@ -102,6 +102,7 @@ class VariantConfig:
     recent: int = 0  # of the K kept behaviours, the last R always (RankerConfig.recent)
     gsu_recency: bool | None = None  # default: training.gsu_recency
     item_popularity: bool | None = None  # default: training.item_popularity
+    user_id: bool | None = None  # a learned embedding per user id; default: training.user_id
     # its own window L (default: training.max_length): SASRec's usual last 200 beside long-window GSUs
     max_length: int | None = None
 
@@ -118,6 +119,8 @@ class VariantConfig:
             raise InvalidValue("gsu_recency", f"{self.model} is a reference ranker; it has no GSU")
         if self.item_popularity and self.model in REFERENCE_MODELS:
             raise InvalidValue("item_popularity", f"{self.model} is a reference ranker, not a learned head")
+        if self.user_id is False and self.model in REFERENCE_MODELS:
+            raise InvalidValue("user_id", f"{self.model} is a reference ranker; it has no user id embedding")
         if self.model not in ALL_MODELS:
             raise InvalidValue("model", f"unknown model {self.model!r}; choose one of {list(ALL_MODELS)}")
         if self.model in REFERENCE_MODELS and self.pretrain is not None:
@@ -432,6 +435,10 @@ class ReproduceConfig:
     def item_popularity(self, variant: VariantConfig) -> bool:
         """Whether the variant's head sees item counts: its own setting, else the training's."""
         return self.training.item_popularity if variant.item_popularity is None else variant.item_popularity
+
+    def user_id(self, variant: VariantConfig) -> bool:
+        """Whether the variant's ranker learns a user id embedding: its own setting, else the training's."""
+        return self.training.user_id if variant.user_id is None else variant.user_id
 
     def dataset(self, name: str) -> DatasetConfig | None:
         return next((d for d in self.datasets if d.name == name), None)

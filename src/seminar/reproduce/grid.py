@@ -149,12 +149,13 @@ class GridRunner:
 
     def settings(self, spec: RunSpec) -> ExperimentSettings:
         """The grid's training settings with what the run's spec sets itself (a sweep's λ or PSU
-        epochs, the variant's user features, GSU recency and window)."""
+        epochs, the variant's user features, user id, GSU recency and window)."""
         return self.config.training.replace(
             fusion_lambda=spec.fusion_lambda,
             user_features=spec.user_features,
             gsu_recency=spec.gsu_recency,
             item_popularity=spec.item_popularity,
+            user_id=spec.user_id,
             max_length=spec.max_length or self.config.training.max_length,
             pretrain_epochs=spec.pretrain_epochs or self.config.training.pretrain_epochs,
         )
