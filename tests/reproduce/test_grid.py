@@ -329,16 +329,22 @@ def test_a_new_test_mode_is_evaluated_without_training(
     assert results["table2"]["ml-100k"]["pair"][0]["seeds"] == 1  # seed 0 has no pair numbers yet
 
 
-def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path) -> None:
+def run_one_row(tmp_path: Path, row: dict) -> tuple[dict, Path]:
+    """The tiny grid with only ``row`` on seed 0 and no sweeps: its one cell and the report folder."""
     data = tiny_config(tmp_path / "vector-cache")
-    data["models"] = [{"name": "SASRec (last 6)", "model": "sasrec", "max_length": 6}]
+    data["models"] = [row]
     data["seeds"] = [0]
     data.pop("sweeps")
-    path = tmp_path / "window.yaml"
+    path = tmp_path / "one-row.yaml"
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     results = run_reproduce(path, out, retrieval=False, progress=False)
     (cell,) = results["cells"]
+    return cell, out
+
+
+def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path) -> None:
+    cell, out = run_one_row(tmp_path, {"name": "SASRec (last 6)", "model": "sasrec", "max_length": 6})
     assert cell["run"].endswith("sasrec-scratch-lambda0.5-L6/seed0")
     assert json.loads((out / cell["run"] / "settings.json").read_text())["max_length"] == 6
     assert "SASRec (last 6): its own window L=6" in (out / "README.md").read_text()
@@ -346,15 +352,7 @@ def test_a_variant_with_its_own_window_trains_and_evaluates_at_it(tmp_path: Path
 
 def test_a_row_without_user_ids_trains_without_them(tmp_path: Path) -> None:
     """``user_id: false`` on a row reaches the run: its settings and the ranker it saves."""
-    data = tiny_config(tmp_path / "vector-cache")
-    data["models"] = [{"name": "TWIN w/o user id", "model": "twin", "user_id": False}]
-    data["seeds"] = [0]
-    data.pop("sweeps")
-    path = tmp_path / "ids.yaml"
-    path.write_text(yaml.safe_dump(data))
-    out = tmp_path / "out"
-    results = run_reproduce(path, out, retrieval=False, progress=False)
-    (cell,) = results["cells"]
+    cell, out = run_one_row(tmp_path, {"name": "TWIN w/o user id", "model": "twin", "user_id": False})
     run = out / cell["run"]
     assert cell["run"].endswith("twin-scratch-lambda0.5-no-user-id/seed0")
     assert json.loads((run / "settings.json").read_text())["user_id"] is False
